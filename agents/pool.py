@@ -1,0 +1,56 @@
+"""The agent pool file (hive.agents.yaml): which agents `hive up` starts."""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    role: str
+    skills: tuple[str, ...]
+    concurrency: int = 1
+
+
+def agent_pool_load(path: Path) -> list[AgentSpec]:
+    """Read and check the pool file; errors name the file, line and field."""
+    data = yaml_load(path)
+    entries = data.get("agents") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise DefinitionError(f"{path}: expected a non-empty list under 'agents:'")
+    specs: dict[str, AgentSpec] = {}
+    for index, entry in enumerate(entries):
+        line = entry.line if isinstance(entry, LineDict) else data.line
+        where = f"{path}:{line}: agents[{index}]"
+        spec = _agent_spec(entry, where)
+        if spec.name in specs:
+            raise DefinitionError(f"{where}.name: duplicate agent name {spec.name!r}")
+        specs[spec.name] = spec
+    return list(specs.values())
+
+
+def _agent_spec(entry: object, where: str) -> AgentSpec:
+    if not isinstance(entry, dict):
+        raise DefinitionError(f"{where}: expected a mapping with name, role, skills")
+    unknown = set(entry) - {"name", "role", "skills", "concurrency"}
+    if unknown:
+        raise DefinitionError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+    name, role = entry.get("name"), entry.get("role", entry.get("name"))
+    for field, value in (("name", name), ("role", role)):
+        if not isinstance(value, str) or not _SLUG.match(value):
+            raise DefinitionError(f"{where}.{field}: {value!r} is not a lowercase slug")
+    skills = entry.get("skills", [])
+    if not isinstance(skills, list) or not all(
+        isinstance(s, str) and _SKILL.match(s) for s in skills
+    ):
+        raise DefinitionError(f"{where}.skills: expected a list of skill names")
+    concurrency = entry.get("concurrency", 1)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise DefinitionError(f"{where}.concurrency: {concurrency!r} is not a positive integer")
+    return AgentSpec(name=name, role=role, skills=tuple(skills), concurrency=concurrency)

@@ -1,0 +1,6 @@
+__version__ = "0.1.0"
+
+# Import the Celery app when Django starts so @shared_task binds to it.
+from hive_project.celery import app as celery_app
+
+__all__ = ("__version__", "celery_app")

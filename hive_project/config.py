@@ -1,0 +1,157 @@
+"""Read Hive's configuration from the environment, failing with one clear line.
+
+Settings import this module; nothing here touches Django, so a bad variable is
+reported before any app loads. `manage.py` turns `ConfigError` into a one-line
+message naming the variable instead of a traceback.
+"""
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Unix socket paths are limited to 108 bytes by the kernel (sun_path).
+_MAX_SOCKET_PATH = 100
+
+
+class ConfigError(ImproperlyConfigured):
+    """A configuration variable is missing or malformed."""
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: {value} is below the minimum {minimum}")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env_str(name).lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not a boolean (use true or false)")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = env_str(name)
+    if not raw:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def var_dir() -> Path:
+    """Where the embedded defaults keep their state (SQLite, Redis, secret key)."""
+    path = Path(env_str("HIVE_VAR_DIR") or BASE_DIR / "var").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_config(url: str, *, default_sqlite: Path) -> dict:
+    """`DATABASE_URL` as a Django DATABASES entry; SQLite under var/ when unset."""
+    if not url:
+        url = f"sqlite:///{default_sqlite}"
+    scheme = urlsplit(url).scheme
+    if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
+        raise ConfigError(
+            f"DATABASE_URL: unsupported scheme {scheme!r} "
+            "(use postgres://user@host:5432/name or sqlite:///path)"
+        )
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except ValueError as exc:
+        raise ConfigError(f"DATABASE_URL: {exc}") from None
+    if not config.get("NAME"):
+        raise ConfigError("DATABASE_URL: no database name in the URL")
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Several agent processes write at once: WAL lets readers run beside the
+        # writer, IMMEDIATE takes the write lock up front so two writers queue on
+        # the busy timeout instead of failing with "database is locked".
+        config["CONN_MAX_AGE"] = 0
+        config["CONN_HEALTH_CHECKS"] = False
+        config["OPTIONS"] = {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        config["TEST"] = {"NAME": str(Path(config["NAME"]).with_name("test.sqlite3"))}
+    return config
+
+
+def embedded_redis_socket(directory: Path) -> Path:
+    """The socket of the embedded Redis for `directory`, short enough for the kernel."""
+    path = directory / "redis.sock"
+    if len(str(path)) > _MAX_SOCKET_PATH:
+        digest = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
+        path = Path(tempfile.gettempdir()) / f"hive-redis-{digest}.sock"
+    return path
+
+
+def redis_url(raw: str, *, embedded_socket: Path) -> str:
+    """`REDIS_URL`, or the embedded Redis's unix socket when unset."""
+    if not raw:
+        return f"unix://{embedded_socket}?db=0"
+    parts = urlsplit(raw)
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(
+            f"REDIS_URL: unsupported scheme {parts.scheme!r} (use redis://host:6379/0)"
+        )
+    try:
+        parts.port  # noqa: B018 - urlsplit only validates the port when asked
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL: {exc}") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError("REDIS_URL: no host in the URL")
+    db = parts.path.lstrip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise ConfigError(f"REDIS_URL: database {db!r} is not a number")
+    return raw
+
+
+def celery_url(url: str) -> str:
+    """Kombu and Celery's result backend spell a unix socket `redis+socket://`."""
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        return url
+    query = f"?virtual_host={parts.query.removeprefix('db=')}" if parts.query else ""
+    return f"redis+socket://{parts.path}{query}"
+
+
+def secret_key(*, production: bool, directory: Path) -> str:
+    """`SECRET_KEY`; in development a random key kept under var/ so logins survive restarts."""
+    key = env_str("SECRET_KEY")
+    if production:
+        if len(key) < 50 or key.startswith("django-insecure") or len(set(key)) < 5:
+            raise ConfigError(
+                "SECRET_KEY: production (HIVE_ENV=production) needs a random secret of "
+                "at least 50 characters"
+            )
+        return key
+    if key:
+        return key
+    path = directory / "secret_key"
+    if not path.exists():
+        from django.core.management.utils import get_random_secret_key
+
+        path.write_text(get_random_secret_key())
+        path.chmod(0o600)
+    return path.read_text().strip()

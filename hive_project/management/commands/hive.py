@@ -1,0 +1,249 @@
+"""`manage.py hive ...`: every Hive process and operator command has one entry point here."""
+
+import os
+import re
+import secrets
+import time
+
+import redis
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.models import Agent
+from agents.pool import AgentSpec, agent_pool_load
+from agents.routing import agent_queue, agent_queues
+from hive_project.celery import app
+from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
+from hive_project.processes import shell_line, stack_processes
+from hive_project.services import admin_ensure
+from hive_project.yamlfile import DefinitionError
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_SKILLS = re.compile(r"^([a-z0-9][a-z0-9_.-]*(,[a-z0-9][a-z0-9_.-]*)*)?$")
+# The long-running processes start the embedded Redis if it is not up yet.
+_NEEDS_REDIS = {"up", "web", "agent", "coordinator", "flower"}
+# Celery prints its banner and task list at this level; agents log at INFO.
+_LOGLEVEL = "INFO"
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError(value)
+    return value
+
+
+class Command(BaseCommand):
+    help = "Run and operate Hive: up, web, agent, coordinator, flower, ping, token."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        sub.add_parser("up", help="Migrate, create the admin, start the whole stack.")
+
+        web = sub.add_parser("web", help="Serve the dashboard, API and WebSockets (ASGI).")
+        web.add_argument("--port", type=int, default=settings.HIVE_PORT)
+
+        agent = sub.add_parser("agent", help="Run one agent: a Celery worker with an identity.")
+        agent.add_argument("--name", required=True, type=_slug, help="Unique agent name.")
+        agent.add_argument("--role", type=_slug, help="Role (default: the name).")
+        agent.add_argument(
+            "--skills", default="", help="Comma-separated skills, e.g. noop,http.request."
+        )
+        agent.add_argument("--concurrency", type=int, default=1, help="Parallel steps.")
+
+        sub.add_parser("coordinator", help="Run the coordinator: beat schedule and reaper.")
+
+        flower = sub.add_parser("flower", help="Run Flower behind basic auth.")
+        flower.add_argument("--port", type=int, default=settings.HIVE_FLOWER_PORT)
+
+        ping = sub.add_parser("ping", help="Round-trip a message to an agent through Redis.")
+        ping.add_argument("--agent", required=True, help="Agent name.")
+        ping.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait.")
+
+        token = sub.add_parser("token", help="Print the API token of a user (created if needed).")
+        token.add_argument("user", help="Username.")
+
+    def handle(self, *args, action: str, **options):
+        started_redis = False
+        if action in _NEEDS_REDIS and settings.REDIS_EMBEDDED:
+            started_redis = embedded_redis_ensure(
+                directory=settings.VAR_DIR, socket_path=settings.REDIS_EMBEDDED_SOCKET
+            )
+        try:
+            getattr(self, f"handle_{action}")(**options)
+        finally:
+            # `hive up` owns the embedded Redis it started: Ctrl-C stops it too.
+            if started_redis and action == "up":
+                embedded_redis_stop(socket_path=settings.REDIS_EMBEDDED_SOCKET)
+
+    # --- processes -------------------------------------------------------------
+
+    def handle_up(self, **options) -> None:
+        from honcho.manager import Manager
+
+        try:
+            pool = agent_pool_load(settings.HIVE_AGENTS_FILE)
+        except DefinitionError as exc:
+            raise CommandError(str(exc)) from None
+        call_command("migrate", interactive=False, verbosity=0)
+        password, created = admin_ensure(
+            username=settings.HIVE_ADMIN_USER,
+            password=os.environ.get("HIVE_ADMIN_PASSWORD", ""),
+            password_file=settings.VAR_DIR / "admin_password",
+        )
+        flower_user = os.environ.get("HIVE_FLOWER_USER") or settings.HIVE_ADMIN_USER
+        flower_password = os.environ.get("HIVE_FLOWER_PASSWORD") or password
+        flower_password = flower_password or secrets.token_urlsafe(12)
+        self._print_banner(pool, password, created, flower_user, flower_password)
+
+        manager = Manager()
+        env = {
+            **os.environ,
+            "HIVE_FLOWER_USER": flower_user,
+            "HIVE_FLOWER_PASSWORD": flower_password,
+        }
+        for name, argv in stack_processes(pool).items():
+            manager.add_process(name, shell_line(argv), env=env, cwd=str(settings.BASE_DIR))
+        # honcho stops every process when one exits or on Ctrl-C / SIGTERM.
+        manager.loop()
+        raise SystemExit(manager.returncode)
+
+    def _print_banner(self, pool, password, created, flower_user, flower_password) -> None:
+        # A wildcard bind is reachable on loopback; print an address a browser can open.
+        wildcard = settings.HIVE_BIND in {"0.0.0.0", "::"}  # noqa: S104
+        web = f"http://{'127.0.0.1' if wildcard else settings.HIVE_BIND}:{settings.HIVE_PORT}"
+        flower = web.rsplit(":", 1)[0] + f":{settings.HIVE_FLOWER_PORT}"
+        db = settings.DATABASES["default"]
+        broker = (
+            f"embedded, {settings.REDIS_EMBEDDED_SOCKET}"
+            if settings.REDIS_EMBEDDED
+            else settings.REDIS_URL
+        )
+        login = password or "(unchanged; reset it with: manage.py changepassword)"
+        new = "  (new user)" if created else ""
+        lines = [
+            "",
+            "Hive is starting",
+            f"  dashboard   {web}/",
+            f"  API         {web}/api/v1/",
+            f"  admin       {web}/admin/",
+            f"  Flower      {flower}/",
+            f"  login       {settings.HIVE_ADMIN_USER} / {login}{new}",
+            f"  Flower      {flower_user} / {flower_password}",
+            f"  database    {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}",
+            f"  redis       {broker}",
+            f"  agents      {', '.join(s.name for s in pool)} ({settings.HIVE_AGENTS_FILE.name})",
+            "  Ctrl-C stops everything.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()
+
+    def handle_web(self, *, port: int, **options) -> None:
+        from daphne.cli import CommandLineInterface
+
+        CommandLineInterface().run(
+            ["--bind", settings.HIVE_BIND, "--port", str(port), "--proxy-headers",
+             "hive_project.asgi:application"]
+        )  # fmt: skip
+
+    def handle_agent(
+        self, *, name: str, role: str | None, skills: str, concurrency: int, **options
+    ) -> None:
+        if not _SKILLS.match(skills):
+            raise CommandError(f"--skills: {skills!r} is not a comma-separated list of skill names")
+        if concurrency < 1:
+            raise CommandError(f"--concurrency: {concurrency} must be at least 1")
+        spec = AgentSpec(
+            name=name,
+            role=role or name,
+            skills=tuple(filter(None, skills.split(","))),
+            concurrency=concurrency,
+        )
+        queues = agent_queues(name=spec.name, role=spec.role, skills=list(spec.skills))
+        app.worker_main(
+            [
+                "worker",
+                f"--hostname={spec.name}@%h",
+                f"--queues={','.join(queues)}",
+                f"--concurrency={spec.concurrency}",
+                "--pool=prefork",
+                f"--loglevel={_LOGLEVEL}",
+                # Agents find each other through the database, not worker gossip;
+                # skipping mingle and gossip makes start-up faster and quieter.
+                "--without-mingle",
+                "--without-gossip",
+                f"--agent-name={spec.name}",
+                f"--agent-role={spec.role}",
+                f"--agent-skills={','.join(spec.skills)}",
+            ]
+        )
+
+    def handle_coordinator(self, **options) -> None:
+        app.worker_main(
+            [
+                "worker",
+                "--beat",
+                f"--schedule={settings.VAR_DIR / 'celerybeat-schedule'}",
+                "--hostname=coordinator@%h",
+                f"--queues={settings.HIVE_COORDINATOR_QUEUE}",
+                # One reaper at a time, in order; solo keeps it a single process.
+                "--pool=solo",
+                f"--loglevel={_LOGLEVEL}",
+                "--without-mingle",
+                "--without-gossip",
+            ]
+        )
+
+    def handle_flower(self, *, port: int, **options) -> None:
+        user = os.environ.get("HIVE_FLOWER_USER") or settings.HIVE_ADMIN_USER
+        password = os.environ.get("HIVE_FLOWER_PASSWORD") or os.environ.get("HIVE_ADMIN_PASSWORD")
+        if not password:
+            raise CommandError(
+                "HIVE_FLOWER_PASSWORD: Flower needs a password (or set HIVE_ADMIN_PASSWORD)"
+            )
+        # Through the environment, not argv, so the password is not in `ps`.
+        os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+        app.start(["flower", f"--address={settings.HIVE_BIND}", f"--port={port}"])
+
+    # --- operator commands -----------------------------------------------------
+
+    def handle_ping(self, *, agent: str, timeout: float, **options) -> None:
+        from agents.tasks import ping_task
+
+        row = Agent.objects.filter(name=agent).first()
+        if row is None:
+            raise CommandError(f"--agent: no agent named {agent!r} is registered")
+        try:
+            redis.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout).ping()
+        except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError) as exc:
+            raise CommandError(
+                f"REDIS_URL: cannot reach Redis at {settings.REDIS_URL}: {exc}"
+            ) from None
+        started = time.perf_counter()
+        # Expire the ping with the wait, so an agent that starts later drops it.
+        result = ping_task.apply_async(queue=agent_queue(agent), expires=timeout)
+        try:
+            reply = result.get(timeout=timeout)
+        except CeleryTimeoutError:
+            raise CommandError(
+                f"no reply from agent {agent!r} within {timeout:g} s (status: {row.status})"
+            ) from None
+        finally:
+            result.forget()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.stdout.write(
+            f"pong from {reply['hostname']} (pid {reply['pid']}) in {elapsed_ms:.1f} ms"
+        )
+
+    def handle_token(self, *, user: str, **options) -> None:
+        from rest_framework.authtoken.models import Token
+
+        account = get_user_model().objects.filter(username=user).first()
+        if account is None:
+            raise CommandError(f"user: no user named {user!r}")
+        token, _ = Token.objects.get_or_create(user=account)
+        self.stdout.write(token.key)

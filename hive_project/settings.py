@@ -1,0 +1,202 @@
+"""Django settings for Hive, driven by the environment (see README, "Configuration").
+
+With no DATABASE_URL and no REDIS_URL, Hive runs on SQLite and an embedded
+Redis under var/ so a bare machine with Python needs nothing else.
+"""
+
+from hive_project.config import (
+    BASE_DIR,
+    ConfigError,
+    celery_url,
+    database_config,
+    embedded_redis_socket,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    redis_url,
+    secret_key,
+    var_dir,
+)
+
+HIVE_ENV = env_str("HIVE_ENV", "development")
+if HIVE_ENV not in {"development", "production"}:
+    raise ConfigError(f"HIVE_ENV: {HIVE_ENV!r} is not one of development, production")
+PRODUCTION = HIVE_ENV == "production"
+
+VAR_DIR = var_dir()
+SECRET_KEY = secret_key(production=PRODUCTION, directory=VAR_DIR)
+DEBUG = env_bool("HIVE_DEBUG", default=False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ConfigError("ALLOWED_HOSTS: production needs the host names Hive is served on")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "channels",
+    "hive_project",
+    "agents",
+    "coordination",
+    "commands",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hive_project.urls"
+ASGI_APPLICATION = "hive_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": database_config(env_str("DATABASE_URL"), default_sqlite=VAR_DIR / "hive.sqlite3")
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# Serve app static files straight from the apps in development, so `make run`
+# needs no collectstatic step; production images run collectstatic.
+WHITENOISE_USE_FINDERS = not PRODUCTION
+
+# --- Redis: Celery broker and results, Channels layer, agent streams ---------
+
+REDIS_EMBEDDED_SOCKET = embedded_redis_socket(VAR_DIR)
+REDIS_EMBEDDED = not env_str("REDIS_URL")
+REDIS_URL = redis_url(env_str("REDIS_URL"), embedded_socket=REDIS_EMBEDDED_SOCKET)
+
+# Celery reads every CELERY_* setting (hive_project/celery.py). The reliability
+# model is in DESIGN.md: the database is the record, Redis is transport.
+CELERY_BROKER_URL = celery_url(REDIS_URL)
+CELERY_RESULT_BACKEND = celery_url(REDIS_URL)
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# An unacked message is redelivered after this long; it must exceed the longest
+# step, and it is set for the broker and the result backend alike.
+HIVE_VISIBILITY_TIMEOUT = env_int("HIVE_VISIBILITY_TIMEOUT", 3600, minimum=60)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": HIVE_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": HIVE_VISIBILITY_TIMEOUT}
+CELERY_TASK_DEFAULT_QUEUE = "hive.default"
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+
+CHANNEL_LAYERS = {
+    "default": {
+        # The pub/sub layer delivered 100% of a 5,000-event burst here where the
+        # default layer silently dropped 3-31% (DESIGN.md, known pitfalls).
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        # redis-py's 5 s default socket timeout breaks idle blocking reads.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+    }
+}
+
+# --- API ----------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # Token first: DRF answers an anonymous request with the first class's
+    # WWW-Authenticate challenge, which makes it a 401 rather than a 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Hive ---------------------------------------------------------------------
+
+HIVE_BIND = env_str("HIVE_BIND", "127.0.0.1")
+HIVE_PORT = env_int("HIVE_PORT", 8000, minimum=1)
+HIVE_FLOWER_PORT = env_int("HIVE_FLOWER_PORT", 5555, minimum=1)
+HIVE_ADMIN_USER = env_str("HIVE_ADMIN_USER", "admin")
+HIVE_AGENTS_FILE = BASE_DIR / env_str("HIVE_AGENTS_FILE", "hive.agents.yaml")
+# An agent heartbeats every HIVE_HEARTBEAT_INTERVAL seconds and is marked
+# offline by the coordinator after HIVE_AGENT_TIMEOUT seconds of silence.
+HIVE_HEARTBEAT_INTERVAL = env_int("HIVE_HEARTBEAT_INTERVAL", 3, minimum=1)
+HIVE_AGENT_TIMEOUT = env_int("HIVE_AGENT_TIMEOUT", 10, minimum=2)
+if HIVE_AGENT_TIMEOUT <= HIVE_HEARTBEAT_INTERVAL:
+    raise ConfigError("HIVE_AGENT_TIMEOUT: must be longer than HIVE_HEARTBEAT_INTERVAL")
+HIVE_REAPER_INTERVAL = env_int("HIVE_REAPER_INTERVAL", 2, minimum=1)
+
+# --- Production hardening (checked by `manage.py check --deploy`) -------------
+
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("HIVE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("HIVE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("HIVE_LOG_LEVEL", "INFO")},
+}
+
+# The coordinator (a worker with an embedded beat, see `hive coordinator`)
+# consumes hive.coordinator; agents never do.
+HIVE_COORDINATOR_QUEUE = "hive.coordinator"
+CELERY_TASK_ROUTES = {"agents.reap_agents_task": {"queue": HIVE_COORDINATOR_QUEUE}}
+CELERY_BEAT_SCHEDULE = {
+    "reap-agents": {
+        "task": "agents.reap_agents_task",
+        "schedule": float(HIVE_REAPER_INTERVAL),
+        # A reap that waited longer than a few intervals is stale: the next one will do.
+        "options": {"expires": HIVE_REAPER_INTERVAL * 3},
+    }
+}

@@ -1,0 +1,82 @@
+"""Fixtures that run Hive on real parts: Redis (embedded or REDIS_URL), the test
+database, and real agent, coordinator and web processes."""
+
+import pytest
+import redis
+from django.conf import settings
+
+from agents.models import Agent
+from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
+from tests.processes import ProcessGroup, free_port, wait_for
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """The suite's Redis, emptied once at the start: embedded under var/test/ or REDIS_URL."""
+    started = settings.REDIS_EMBEDDED and embedded_redis_ensure(
+        directory=settings.VAR_DIR, socket_path=settings.REDIS_EMBEDDED_SOCKET
+    )
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    yield settings.REDIS_URL
+    if started:
+        embedded_redis_stop(socket_path=settings.REDIS_EMBEDDED_SOCKET)
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def processes(redis_url, transactional_db, tmp_path):
+    """Start `manage.py hive ...` processes; all are stopped at teardown, pass or fail.
+
+    Child processes share the test database, so tests that use them commit
+    (transactional_db) and the rows are flushed after the processes are gone.
+    """
+    group = ProcessGroup(tmp_path)
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture
+def start_agent(processes):
+    """Start an agent process and wait until it has registered itself."""
+
+    def start(name: str, *, role: str = "", skills: str = "noop", concurrency: int = 1):
+        args = ["agent", f"--name={name}", f"--skills={skills}", f"--concurrency={concurrency}"]
+        process = processes.start(*args, *([f"--role={role}"] if role else []), name=name)
+        wait_for(
+            lambda: (
+                not process.alive()
+                or Agent.objects.filter(name=name, pid=process.pid, status="idle").exists()
+            ),
+            timeout=60,
+            what=f"agent {name} to register",
+        )
+        assert process.alive(), f"agent {name} exited:\n{process.log()}"
+        return process
+
+    return start
+
+
+@pytest.fixture
+def live_server_url(processes):
+    """A real ASGI server (daphne, as in production) on a free port."""
+    port = free_port()
+    web = processes.start("web", f"--port={port}", name="web")
+    url = f"http://127.0.0.1:{port}"
+
+    def answers():
+        assert web.alive(), f"web exited:\n{web.log()}"
+        try:
+            import httpx
+
+            return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(answers, timeout=60, what="the web server to answer")
+    return url

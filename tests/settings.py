@@ -1,0 +1,18 @@
+"""Settings for the test suite: Hive's own settings with test state kept apart.
+
+The embedded Redis, SQLite files and beat schedule go under var/test/, so
+`make test` never touches the data of a `make run` in the same checkout.
+Agent processes the tests start use this module too.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HIVE_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+# Tests wait for the offline mark; keep the timings short but realistic.
+os.environ.setdefault("HIVE_HEARTBEAT_INTERVAL", "1")
+os.environ.setdefault("HIVE_AGENT_TIMEOUT", "4")
+
+from hive_project.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
