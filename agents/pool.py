@@ -26,8 +26,8 @@ def agent_pool_load(path: Path) -> list[AgentSpec]:
         raise DefinitionError(f"{path}: expected a non-empty list under 'agents:'")
     specs: dict[str, AgentSpec] = {}
     for index, entry in enumerate(entries):
-        line = entry.line if isinstance(entry, LineDict) else data.line
-        where = f"{path}:{line}: agents[{index}]"
+        line = f":{entry.line}" if isinstance(entry, LineDict) else ""
+        where = f"{path}{line}: agents[{index}]"
         spec = _agent_spec(entry, where)
         if spec.name in specs:
             raise DefinitionError(f"{where}.name: duplicate agent name {spec.name!r}")

@@ -1,6 +1,7 @@
 """Fixtures that run Hive on real parts: Redis (embedded or REDIS_URL), the test
 database, and real agent, coordinator and web processes."""
 
+import httpx
 import pytest
 import redis
 from django.conf import settings
@@ -62,21 +63,25 @@ def start_agent(processes):
     return start
 
 
-@pytest.fixture
-def live_server_url(processes):
-    """A real ASGI server (daphne, as in production) on a free port."""
+@pytest.fixture(scope="session")
+def live_server_url(redis_url, django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real ASGI server (daphne, as in production) on a free port, shared by the session.
+
+    It reads the test database on every request, so each test sees its own rows.
+    """
+    group = ProcessGroup(tmp_path_factory.mktemp("web"))
     port = free_port()
-    web = processes.start("web", f"--port={port}", name="web")
+    with django_db_blocker.unblock():  # child_env reads the test database's settings
+        web = group.start("web", f"--port={port}", name="web")
     url = f"http://127.0.0.1:{port}"
 
     def answers():
         assert web.alive(), f"web exited:\n{web.log()}"
         try:
-            import httpx
-
             return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 
     wait_for(answers, timeout=60, what="the web server to answer")
-    return url
+    yield url
+    group.stop_all()

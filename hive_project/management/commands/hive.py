@@ -3,6 +3,7 @@
 import os
 import re
 import secrets
+import socket
 import time
 
 import redis
@@ -29,6 +30,10 @@ _NEEDS_REDIS = {"up", "web", "agent", "coordinator", "flower"}
 _LOGLEVEL = "INFO"
 
 
+def _slug_of(text: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "host"
+
+
 def _slug(value: str) -> str:
     if not _SLUG.match(value):
         raise ValueError(value)
@@ -41,13 +46,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-        sub.add_parser("up", help="Migrate, create the admin, start the whole stack.")
+        sub.add_parser("up", help="Set up, then run the whole stack until Ctrl-C.")
+        sub.add_parser("setup", help="Migrate and make sure the admin user exists.")
 
         web = sub.add_parser("web", help="Serve the dashboard, API and WebSockets (ASGI).")
         web.add_argument("--port", type=int, default=settings.HIVE_PORT)
 
         agent = sub.add_parser("agent", help="Run one agent: a Celery worker with an identity.")
-        agent.add_argument("--name", required=True, type=_slug, help="Unique agent name.")
+        agent.add_argument(
+            "--name",
+            type=_slug,
+            default=os.environ.get("HIVE_AGENT_NAME") or None,
+            help="Unique agent name (default: HIVE_AGENT_NAME, else ROLE-HOSTNAME, "
+            "so replicas of one container get names of their own).",
+        )
         agent.add_argument("--role", type=_slug, help="Role (default: the name).")
         agent.add_argument(
             "--skills", default="", help="Comma-separated skills, e.g. noop,http.request."
@@ -88,12 +100,7 @@ class Command(BaseCommand):
             pool = agent_pool_load(settings.HIVE_AGENTS_FILE)
         except DefinitionError as exc:
             raise CommandError(str(exc)) from None
-        call_command("migrate", interactive=False, verbosity=0)
-        password, created = admin_ensure(
-            username=settings.HIVE_ADMIN_USER,
-            password=os.environ.get("HIVE_ADMIN_PASSWORD", ""),
-            password_file=settings.VAR_DIR / "admin_password",
-        )
+        password, created = self.handle_setup()
         flower_user = os.environ.get("HIVE_FLOWER_USER") or settings.HIVE_ADMIN_USER
         flower_password = os.environ.get("HIVE_FLOWER_PASSWORD") or password
         flower_password = flower_password or secrets.token_urlsafe(12)
@@ -110,6 +117,14 @@ class Command(BaseCommand):
         # honcho stops every process when one exits or on Ctrl-C / SIGTERM.
         manager.loop()
         raise SystemExit(manager.returncode)
+
+    def handle_setup(self, **options) -> tuple[str | None, bool]:
+        call_command("migrate", interactive=False, verbosity=0)
+        return admin_ensure(
+            username=settings.HIVE_ADMIN_USER,
+            password=os.environ.get("HIVE_ADMIN_PASSWORD", ""),
+            password_file=settings.VAR_DIR / "admin_password",
+        )
 
     def _print_banner(self, pool, password, created, flower_user, flower_password) -> None:
         # A wildcard bind is reachable on loopback; print an address a browser can open.
@@ -157,9 +172,11 @@ class Command(BaseCommand):
             raise CommandError(f"--skills: {skills!r} is not a comma-separated list of skill names")
         if concurrency < 1:
             raise CommandError(f"--concurrency: {concurrency} must be at least 1")
+        role = role or name or "agent"
+        name = name or f"{role}-{_slug_of(socket.gethostname())}"
         spec = AgentSpec(
             name=name,
-            role=role or name,
+            role=role,
             skills=tuple(filter(None, skills.split(","))),
             concurrency=concurrency,
         )
