@@ -126,8 +126,8 @@ HIVE_VISIBILITY_TIMEOUT = env_int("HIVE_VISIBILITY_TIMEOUT", 3600, minimum=60)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": HIVE_VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": HIVE_VISIBILITY_TIMEOUT}
 CELERY_TASK_DEFAULT_QUEUE = "hive.default"
-CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Task events stay off by default: Flower switches them on while it runs
+# (enable_events), and each event is another Redis write per task.
 
 CHANNEL_LAYERS = {
     "default": {

@@ -4,13 +4,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
+
+from hive_project.processes import hive_argv
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -33,7 +34,7 @@ def database_url() -> str:
 def child_env(**extra: str) -> dict[str, str]:
     return {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings"),
         "DATABASE_URL": database_url(),
         "PYTHONUNBUFFERED": "1",
         **extra,
@@ -69,15 +70,15 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-class HiveProcess:
-    """One `manage.py hive ...` process in its own process group, logging to a file."""
+class ManagedProcess:
+    """One process in its own process group, logging to a file."""
 
-    def __init__(self, args: list[str], *, log_dir: Path, name: str, env: dict[str, str]):
+    def __init__(self, argv: list[str], *, log_dir: Path, name: str, env: dict[str, str]):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, str(BASE_DIR / "manage.py"), "hive", *args],
+            argv,
             cwd=BASE_DIR,
             env=env,
             stdout=self._log,
@@ -129,10 +130,14 @@ class ProcessGroup:
 
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
-        self.processes: list[HiveProcess] = []
+        self.processes: list[ManagedProcess] = []
 
-    def start(self, *args: str, name: str, **env: str) -> HiveProcess:
-        process = HiveProcess(list(args), log_dir=self.log_dir, name=name, env=child_env(**env))
+    def start(self, *args: str, name: str, **env: str) -> ManagedProcess:
+        """Start `manage.py hive ARGS`."""
+        return self.start_argv(hive_argv(*args), name=name, **env)
+
+    def start_argv(self, argv: list[str], *, name: str, **env: str) -> ManagedProcess:
+        process = ManagedProcess(argv, log_dir=self.log_dir, name=name, env=child_env(**env))
         self.processes.append(process)
         return process
 

@@ -55,7 +55,8 @@ def test_agent_detail_by_name_and_404(live_server_url, start_agent, token):
     start_agent("solo")
     auth = {"Authorization": f"Token {token}"}
 
-    assert httpx.get(f"{live_server_url}/api/v1/agents/solo/", headers=auth).json()["name"] == "solo"
+    found = httpx.get(f"{live_server_url}/api/v1/agents/solo/", headers=auth)
+    assert found.json()["name"] == "solo"
     missing = httpx.get(f"{live_server_url}/api/v1/agents/ghost/", headers=auth)
     assert missing.status_code == 404
 

@@ -48,5 +48,5 @@ def test_errors_name_the_file_line_and_field(tmp_path, text, error):
 
 
 def test_a_missing_file_is_named(tmp_path):
-    with pytest.raises(DefinitionError, match="missing.yaml: No such file or directory"):
+    with pytest.raises(DefinitionError, match=r"missing\.yaml: No such file or directory"):
         agent_pool_load(tmp_path / "missing.yaml")

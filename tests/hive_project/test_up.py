@@ -64,8 +64,10 @@ def test_up_runs_web_agents_coordinator_and_flower_then_stops_cleanly(processes,
     # Flower: basic auth with the admin's credentials, every agent a worker.
     wait_for(lambda: _get(f"{flower}/api/workers") == 401, timeout=30, what="Flower")
     wait_for(
-        lambda: {"lead", "hand"}
-        <= {w.split("@")[0] for w in _flower_workers(flower, ("admin", "up-test-password"))},
+        lambda: (
+            {"lead", "hand"}
+            <= {w.split("@")[0] for w in _flower_workers(flower, ("admin", "up-test-password"))}
+        ),
         timeout=30,
         what="Flower to list both agents",
     )
