@@ -29,7 +29,9 @@ def main() -> None:
     from tests.processes import ProcessGroup
 
     if settings.REDIS_EMBEDDED:
-        embedded_redis_ensure(directory=settings.VAR_DIR, socket_path=settings.REDIS_EMBEDDED_SOCKET)
+        embedded_redis_ensure(
+            directory=settings.VAR_DIR, socket_path=settings.REDIS_EMBEDDED_SOCKET
+        )
     call_command("migrate", interactive=False, verbosity=0)
     names = [m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")]
     rows = []

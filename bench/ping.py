@@ -1,6 +1,7 @@
 """Dispatch to a named agent: `hive ping`'s path (agent queue, real worker, result
 backend) against a raw Celery no-op task on the same broker, in the same run."""
 
+import os
 import statistics
 import sys
 import time
@@ -31,8 +32,7 @@ def run(group: ProcessGroup) -> list[Result]:
         name="raw-celery",
         BENCH_BROKER_URL=settings.CELERY_BROKER_URL,
     )  # fmt: skip
-    import os
-
+    # The baseline app reads its broker from the environment, as its worker does.
     os.environ["BENCH_BROKER_URL"] = settings.CELERY_BROKER_URL
     from bench._raw_celery import noop
 
@@ -49,7 +49,9 @@ def run(group: ProcessGroup) -> list[Result]:
     return [
         Result(name, "round trip p50", hive["p50"], raw["p50"], "ms", base, "<= 1.5x"),
         Result(name, "round trip p99", hive["p99"], raw["p99"], "ms", base, "<= 2x"),
-        Result(name, f"throughput ({BURST} sent)", hive["rate"], raw["rate"], "/s", base, ">= 0.8x"),
+        Result(
+            name, f"throughput ({BURST} sent)", hive["rate"], raw["rate"], "/s", base, ">= 0.8x"
+        ),
     ]
 
 
