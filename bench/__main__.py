@@ -25,13 +25,12 @@ def main() -> None:
 
     import bench
     from bench._table import render
-    from hive_project.embedded_redis import embedded_redis_ensure
+    from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
     from tests.processes import ProcessGroup
 
-    if settings.REDIS_EMBEDDED:
-        embedded_redis_ensure(
-            directory=settings.VAR_DIR, socket_path=settings.REDIS_EMBEDDED_SOCKET
-        )
+    started_redis = settings.REDIS_EMBEDDED and embedded_redis_ensure(
+        directory=settings.VAR_DIR, socket_path=settings.REDIS_EMBEDDED_SOCKET
+    )
     call_command("migrate", interactive=False, verbosity=0)
     names = [m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")]
     rows = []
@@ -50,6 +49,8 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
     print(f"\nsaved {out.relative_to(ROOT)}")
+    if started_redis:
+        embedded_redis_stop(socket_path=settings.REDIS_EMBEDDED_SOCKET)
 
 
 if __name__ == "__main__":
