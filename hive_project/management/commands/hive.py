@@ -5,6 +5,7 @@ import re
 import secrets
 import socket
 import time
+from urllib.parse import urlsplit
 
 import redis
 from celery.exceptions import TimeoutError as CeleryTimeoutError
@@ -28,6 +29,13 @@ _SKILLS = re.compile(r"^([a-z0-9][a-z0-9_.-]*(,[a-z0-9][a-z0-9_.-]*)*)?$")
 _NEEDS_REDIS = {"up", "web", "agent", "coordinator", "flower"}
 # Celery prints its banner and task list at this level; agents log at INFO.
 _LOGLEVEL = "INFO"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 def _slug_of(text: str) -> str:
@@ -135,7 +143,7 @@ class Command(BaseCommand):
         broker = (
             f"embedded, {settings.REDIS_EMBEDDED_SOCKET}"
             if settings.REDIS_EMBEDDED
-            else settings.REDIS_URL
+            else _without_password(settings.REDIS_URL)
         )
         login = password or "(unchanged; reset it with: manage.py changepassword)"
         new = "  (new user)" if created else ""
