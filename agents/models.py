@@ -16,6 +16,11 @@ class Agent(models.Model):
     skills = models.JSONField(default=list, help_text="Names of the skills this agent offers.")
     concurrency = models.PositiveSmallIntegerField(default=1)
     status = models.CharField(max_length=16, choices=Status, default=Status.STARTING, db_index=True)
+    node = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The Celery worker name (name@host), as Flower shows it.",
+    )
     host = models.CharField(max_length=255, blank=True)
     pid = models.PositiveIntegerField(null=True, blank=True)
     version = models.CharField(max_length=32, blank=True)
@@ -32,6 +37,10 @@ class Agent(models.Model):
         return f"{self.name} ({self.role}, {self.status})"
 
     @property
-    def hostname(self) -> str:
-        """The Celery worker node name (`name@host`), as Flower shows it."""
-        return f"{self.name}@{self.host}"
+    def online(self) -> bool:
+        return self.status != self.Status.OFFLINE
+
+    @property
+    def accepts_work(self) -> bool:
+        """Consuming its queues: starting agents soon will, draining ones no longer do."""
+        return self.status in {self.Status.STARTING, self.Status.IDLE, self.Status.BUSY}

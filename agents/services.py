@@ -1,13 +1,24 @@
-"""Writes to the agent registry. Each one is safe to repeat."""
+"""Writes to the agent registry and control of live agents. Each one is safe to repeat."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
+from agents.liveness import agents_live, live_key
 from agents.models import Agent
+from agents.routing import agent_queues
+from dashboard.events import event_emit
+from hive_project.celery import app
+from hive_project.redis_client import redis_client
 
 Status = Agent.Status
+# How long a control command waits for the agent's answer.
+CONTROL_TIMEOUT = 3.0
+
+
+class AgentControlError(Exception):
+    """A control command could not be carried out; the message says why."""
 
 
 @transaction.atomic
@@ -21,8 +32,7 @@ def agent_register(
     pid: int,
     version: str,
 ) -> Agent:
-    """Register a starting agent process; one that comes back by name takes its row back."""
-    now = timezone.now()
+    """Record a starting agent process; one that comes back by name takes its row back."""
     agent, _ = Agent.objects.update_or_create(
         name=name,
         defaults={
@@ -32,43 +42,155 @@ def agent_register(
             "host": host,
             "pid": pid,
             "version": version,
-            "status": Status.IDLE,
+            "status": Status.STARTING,
             "load": 0.0,
-            "started_at": now,
-            "last_heartbeat": now,
+            "started_at": timezone.now(),
+            "last_heartbeat": timezone.now(),
         },
     )
     return agent
 
 
-def agent_heartbeat(*, name: str, pid: int) -> bool:
-    """Record that the process `pid` of agent `name` is alive.
-
-    Filtering on the pid means a process that was replaced under the same name
-    cannot keep the row alive. An agent the reaper marked offline (a long pause)
-    comes back idle. Returns False when the row belongs to another process.
-    """
-    agent = Agent.objects.filter(name=name, pid=pid)
-    now = timezone.now()
-    updated = agent.exclude(status=Status.OFFLINE).update(last_heartbeat=now)
-    if not updated:
-        updated = agent.update(last_heartbeat=now, status=Status.IDLE)
+@transaction.atomic
+def agent_ready(*, name: str, pid: int, node: str) -> bool:
+    """The agent consumes its queues now: it is online. False if the name was taken over."""
+    updated = Agent.objects.filter(name=name, pid=pid).update(
+        status=Status.IDLE, node=node, last_heartbeat=timezone.now()
+    )
+    if updated:
+        event_emit(kind="agent.online", subject=f"agent:{name}", data={"pid": pid, "node": node})
     return bool(updated)
 
 
-def agent_mark_offline(*, name: str, pid: int) -> bool:
-    """Mark agent `name` offline on clean shutdown, unless another process took the name."""
-    return bool(Agent.objects.filter(name=name, pid=pid).update(status=Status.OFFLINE, load=0.0))
+@transaction.atomic
+def agent_write_through(
+    *, name: str, pid: int, status: str, load: float, concurrency: int, at: datetime
+) -> bool:
+    """Write a heartbeat to the row; an agent marked offline by the reaper comes back."""
+    row = Agent.objects.filter(name=name, pid=pid).values("status").first()
+    if row is None:
+        return False  # another process has taken the name
+    Agent.objects.filter(name=name, pid=pid).update(
+        status=status, load=load, concurrency=concurrency, last_heartbeat=at
+    )
+    if row["status"] != status:
+        kind = "agent.online" if row["status"] == Status.OFFLINE else "agent.status"
+        event_emit(kind=kind, subject=f"agent:{name}", data={"from": row["status"], "to": status})
+    return True
+
+
+@transaction.atomic
+def agent_mark_offline(*, name: str, pid: int, reason: str) -> bool:
+    """Mark agent `name` offline, unless another process has taken the name since."""
+    updated = Agent.objects.filter(name=name, pid=pid).exclude(status=Status.OFFLINE)
+    if not updated.update(status=Status.OFFLINE, load=0.0):
+        return False
+    redis_client().delete(live_key(name))
+    event_emit(kind="agent.offline", subject=f"agent:{name}", data={"reason": reason})
+    return True
 
 
 def agents_reap(*, timeout: int) -> list[str]:
-    """Mark offline every agent silent for more than `timeout` seconds; return their names."""
+    """Mark offline every agent silent for `timeout` seconds, in Redis and in the database."""
     cutoff = timezone.now() - timedelta(seconds=timeout)
-    silent = Agent.objects.exclude(status=Status.OFFLINE).filter(last_heartbeat__lt=cutoff)
-    names = list(silent.values_list("name", flat=True))
-    # A heartbeat may land between the read and the write: re-check the cutoff in
-    # the UPDATE so an agent that just spoke is not marked offline.
-    Agent.objects.filter(name__in=names, last_heartbeat__lt=cutoff).update(
-        status=Status.OFFLINE, load=0.0
+    stale = dict(
+        Agent.objects.exclude(status=Status.OFFLINE)
+        .filter(last_heartbeat__lt=cutoff)
+        .values_list("name", "pid")
     )
-    return names
+    # The row is written only every timeout/2; a live Redis key means the agent lives.
+    silent = set(stale) - set(agents_live(list(stale)))
+    reaped = []
+    for name in sorted(silent):
+        with transaction.atomic():
+            # Re-check the cutoff: a heartbeat may have landed since the read.
+            if Agent.objects.filter(name=name, pid=stale[name], last_heartbeat__lt=cutoff).update(
+                status=Status.OFFLINE, load=0.0
+            ):
+                event_emit(
+                    kind="agent.offline",
+                    subject=f"agent:{name}",
+                    data={"reason": f"no heartbeat for {timeout} s"},
+                )
+                reaped.append(name)
+    return reaped
+
+
+# --- control of live agents, through Celery's remote control ---------------------
+# No database transaction is held while waiting for an agent's answer.
+
+
+def _control(agent: Agent, command: str, *, reply: bool = True, **arguments) -> dict | None:
+    """Send a remote-control command to the agent's worker and return its reply."""
+    if not agent.online or not agent.node:
+        raise AgentControlError(f"agent {agent.name!r} is offline")
+    replies = app.control.broadcast(
+        command,
+        arguments=arguments,
+        destination=[agent.node],
+        reply=reply,
+        timeout=CONTROL_TIMEOUT,
+    )
+    if not reply:
+        return None
+    if not replies:
+        raise AgentControlError(
+            f"agent {agent.name!r} did not answer {command} within {CONTROL_TIMEOUT:g} s"
+        )
+    reply = replies[0][agent.node]
+    if isinstance(reply, dict) and "error" in reply:
+        raise AgentControlError(f"agent {agent.name!r}: {command} failed: {reply['error']}")
+    return reply
+
+
+def _queues(agent: Agent) -> list[str]:
+    return agent_queues(name=agent.name, role=agent.role, skills=agent.skills)
+
+
+def agent_drain(*, agent: Agent) -> Agent:
+    """Stop taking new steps; running ones finish. The agent stays online."""
+    for queue in _queues(agent):
+        _control(agent, "cancel_consumer", queue=queue)
+    return _set_status(agent, Status.DRAINING)
+
+
+def agent_resume(*, agent: Agent) -> Agent:
+    """Consume the agent's queues again after a drain."""
+    for queue in _queues(agent):
+        _control(agent, "add_consumer", queue=queue)
+    return _set_status(agent, Status.BUSY if agent.load else Status.IDLE)
+
+
+def agent_shutdown(*, agent: Agent) -> None:
+    """Warm shutdown: the agent finishes its running steps, then exits and goes offline."""
+    # The worker exits instead of answering, so no reply is awaited.
+    _control(agent, "shutdown", reply=False)
+
+
+def agent_scale(*, agent: Agent, concurrency: int) -> Agent:
+    """Grow or shrink the agent's pool to `concurrency` parallel steps."""
+    delta = concurrency - agent.concurrency
+    if delta:
+        _control(agent, "pool_grow" if delta > 0 else "pool_shrink", n=abs(delta))
+        with transaction.atomic():
+            Agent.objects.filter(pk=agent.pk).update(concurrency=concurrency)
+            event_emit(
+                kind="agent.scaled",
+                subject=f"agent:{agent.name}",
+                data={"from": agent.concurrency, "to": concurrency},
+            )
+        agent.concurrency = concurrency
+    return agent
+
+
+@transaction.atomic
+def _set_status(agent: Agent, status: str) -> Agent:
+    if agent.status != status:
+        Agent.objects.filter(pk=agent.pk).update(status=status)
+        event_emit(
+            kind="agent.status",
+            subject=f"agent:{agent.name}",
+            data={"from": agent.status, "to": status},
+        )
+        agent.status = status
+    return agent

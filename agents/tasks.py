@@ -3,7 +3,9 @@ import os
 from celery import shared_task
 from django.conf import settings
 
+from agents import worker
 from agents.services import agents_reap
+from agents.skills import SkillContext, SkillInputError, skill_execute
 
 
 @shared_task(bind=True, name="agents.ping_task", acks_late=False)
@@ -16,3 +18,14 @@ def ping_task(self) -> dict:
 def reap_agents_task() -> list[str]:
     """Run by the coordinator's beat: mark agents offline that stopped heartbeating."""
     return agents_reap(timeout=settings.HIVE_AGENT_TIMEOUT)
+
+
+@shared_task(name="agents.skill_run_task")
+def skill_run_task(skill: str, inputs: dict, idempotency_key: str | None = None) -> dict:
+    """Run one skill on this agent (`hive skill`); returns the agent's name and the output."""
+    agent = worker.identity
+    if agent is None or skill not in agent.skills:
+        # Routing sends a skill only to agents offering it; anything else is a bug.
+        raise SkillInputError(f"agent {getattr(agent, 'name', '?')} does not offer {skill!r}")
+    context = SkillContext(agent=agent.name, idempotency_key=idempotency_key)
+    return {"agent": agent.name, "output": skill_execute(skill, inputs, context=context)}

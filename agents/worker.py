@@ -1,17 +1,26 @@
 """The bootstep that makes a Celery worker a Hive agent.
 
-Imported by hive_project/celery.py before Django is set up, so model code is
+`hive agent` sets `identity` before starting the worker, so the bootstep and
+the pool processes (forked from this one) know which agent they are.
+Imported by hive_project/celery.py before Django is set up, so Django code is
 imported inside the methods.
 """
 
+import logging
 import os
-import socket
 
 from celery import bootsteps
+from celery.worker import state as worker_state
+
+from agents.pool import AgentSpec
+
+logger = logging.getLogger(__name__)
+
+identity: AgentSpec | None = None
 
 
 class AgentStep(bootsteps.StartStopStep):
-    """Register on start, heartbeat while running, mark offline on clean shutdown.
+    """Online once consuming, heartbeat while running, offline on clean shutdown.
 
     A consumer step, so the agent announces itself only once its queues are
     being consumed; `stop` runs on every broker reconnect and only pauses the
@@ -20,48 +29,54 @@ class AgentStep(bootsteps.StartStopStep):
 
     requires = {"celery.worker.consumer.tasks:Tasks"}
 
-    def __init__(self, parent, agent_name="", agent_role="", agent_skills="", **kwargs):
+    def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
-        self.name = agent_name
-        self.role = agent_role or agent_name
-        self.skills = [s for s in agent_skills.split(",") if s]
         self.pid = os.getpid()
+        self.timer = None
         self.heartbeat = None
 
     def include_if(self, parent) -> bool:
-        return bool(self.name)
+        return identity is not None
 
-    def start(self, parent) -> None:
+    def start(self, consumer) -> None:
         from django.conf import settings
 
-        from agents.services import agent_register
-        from hive_project import __version__
+        from agents.liveness import Heartbeat
+        from agents.services import agent_ready
 
-        agent_register(
-            name=self.name,
-            role=self.role,
-            skills=self.skills,
-            concurrency=parent.controller.concurrency,
-            host=socket.gethostname(),
-            pid=self.pid,
-            version=__version__,
-        )
-        self.heartbeat = parent.timer.call_repeatedly(
+        self.consumer = consumer
+        self.heartbeat = Heartbeat(name=identity.name, pid=self.pid)
+        agent_ready(name=identity.name, pid=self.pid, node=consumer.hostname)
+        self.beat()
+        self.timer = consumer.timer.call_repeatedly(
             settings.HIVE_HEARTBEAT_INTERVAL, self.beat, priority=10
         )
 
     def beat(self) -> None:
-        from agents.services import agent_heartbeat
+        from agents.models import Agent
 
-        agent_heartbeat(name=self.name, pid=self.pid)
+        running = len(worker_state.active_requests)
+        # After a drain the agent consumes none of its queues: that is its state.
+        if not self.consumer.task_consumer.queues:
+            status = Agent.Status.DRAINING
+        else:
+            status = Agent.Status.BUSY if running else Agent.Status.IDLE
+        try:
+            self.heartbeat.beat(
+                status=status, running=running, concurrency=self.consumer.pool.num_processes
+            )
+        except Exception:
+            # A missed beat is not fatal (Redis or the database may be back next time);
+            # the timer must keep running.
+            logger.exception("agent %s: heartbeat failed", identity.name)
 
-    def stop(self, parent) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
-            self.heartbeat = None
+    def stop(self, consumer) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
-    def shutdown(self, parent) -> None:
+    def shutdown(self, consumer) -> None:
         from agents.services import agent_mark_offline
 
-        self.stop(parent)
-        agent_mark_offline(name=self.name, pid=self.pid)
+        self.stop(consumer)
+        agent_mark_offline(name=identity.name, pid=self.pid, reason="shut down")

@@ -2,7 +2,6 @@
 
 import os
 
-import click
 from celery import Celery
 
 from agents.worker import AgentStep
@@ -12,15 +11,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hive_project.settings")
 app = Celery("hive")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-
-# `hive agent` passes the agent's identity to its worker through these options;
-# the AgentStep bootstep (agents/worker.py) reads them. A worker started without
-# --agent-name (the coordinator) is not an agent.
-for option, help_text in [
-    ("--agent-name", "Register this worker as the Hive agent NAME."),
-    ("--agent-role", "The agent's role."),
-    ("--agent-skills", "Comma-separated skills the agent offers."),
-]:
-    app.user_options["worker"].add(click.Option([option], default="", help=help_text))
-
+# Active only in `hive agent` processes (agents/worker.py).
 app.steps["consumer"].add(AgentStep)

@@ -6,6 +6,7 @@ message naming the variable instead of a traceback.
 """
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -57,6 +58,31 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if not raw:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_json(name: str, default: object) -> object:
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: not valid JSON: {exc}") from None
+
+
+def shell_commands(name: str) -> dict:
+    """HIVE_SHELL_COMMANDS: names to argv templates (see agents/skills/builtin/shell.py)."""
+    commands = env_json(name, {})
+    if not isinstance(commands, dict):
+        raise ConfigError(f"{name}: expected a JSON object of command names to argv lists")
+    for command, entry in commands.items():
+        argv = entry.get("argv") if isinstance(entry, dict) else entry
+        if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+            raise ConfigError(f"{name}: {command!r}: argv must be a non-empty list of strings")
+        if isinstance(entry, dict) and set(entry) - {"argv", "params", "timeout", "cwd"}:
+            unknown = sorted(set(entry) - {"argv", "params", "timeout", "cwd"})[0]
+            raise ConfigError(f"{name}: {command!r}: unknown field {unknown!r}")
+    return commands
 
 
 def var_dir() -> Path:

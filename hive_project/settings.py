@@ -16,6 +16,7 @@ from hive_project.config import (
     env_str,
     redis_url,
     secret_key,
+    shell_commands,
     var_dir,
 )
 
@@ -149,6 +150,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "EXCEPTION_HANDLER": "hive_project.api.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "UNAUTHENTICATED_USER": None,
@@ -168,6 +170,23 @@ HIVE_AGENT_TIMEOUT = env_int("HIVE_AGENT_TIMEOUT", 10, minimum=2)
 if HIVE_AGENT_TIMEOUT <= HIVE_HEARTBEAT_INTERVAL:
     raise ConfigError("HIVE_AGENT_TIMEOUT: must be longer than HIVE_HEARTBEAT_INTERVAL")
 HIVE_REAPER_INTERVAL = env_int("HIVE_REAPER_INTERVAL", 2, minimum=1)
+
+# --- Skills (agents/skills/) ----------------------------------------------------
+
+# Modules imported at start-up whose @skill functions join the built-in ones.
+HIVE_SKILL_MODULES = env_list("HIVE_SKILL_MODULES", [])
+# http.request reaches only these hosts (`host` or `host:port`); none by default.
+HIVE_HTTP_ALLOWED_HOSTS = env_list("HIVE_HTTP_ALLOWED_HOSTS", [])
+HIVE_HTTP_MAX_RESPONSE_BYTES = env_int("HIVE_HTTP_MAX_RESPONSE_BYTES", 1024 * 1024, minimum=1)
+# shell.run runs only these operator-written argv templates, never a shell.
+HIVE_SHELL_COMMANDS = shell_commands("HIVE_SHELL_COMMANDS")
+HIVE_SHELL_TIMEOUT = env_int("HIVE_SHELL_TIMEOUT", 600, minimum=1)
+HIVE_SHELL_MAX_OUTPUT = env_int("HIVE_SHELL_MAX_OUTPUT", 64 * 1024, minimum=1)
+# llm.chat talks to an OpenAI-compatible endpoint; unset means the skill is disabled.
+HIVE_LLM_BASE_URL = env_str("HIVE_LLM_BASE_URL")
+HIVE_LLM_API_KEY = env_str("HIVE_LLM_API_KEY")
+HIVE_LLM_MODEL = env_str("HIVE_LLM_MODEL", "gpt-4o-mini")
+HIVE_LLM_TIMEOUT = env_int("HIVE_LLM_TIMEOUT", 120, minimum=1)
 
 # --- Production hardening (checked by `manage.py check --deploy`) -------------
 

@@ -12,6 +12,8 @@ os.environ.setdefault("HIVE_VAR_DIR", str(Path(__file__).resolve().parent.parent
 # Tests wait for the offline mark; keep the timings short but realistic.
 os.environ.setdefault("HIVE_HEARTBEAT_INTERVAL", "1")
 os.environ.setdefault("HIVE_AGENT_TIMEOUT", "4")
+# A user's own skill module, loaded as HIVE_SKILL_MODULES loads any.
+os.environ.setdefault("HIVE_SKILL_MODULES", "tests.skills_extra")
 
 from hive_project.settings import *  # noqa: F403
 

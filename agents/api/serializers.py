@@ -1,9 +1,17 @@
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from agents.models import Agent
 
 
 class AgentSerializer(serializers.ModelSerializer):
+    """An agent's row, overlaid with its live heartbeat from Redis when it has one
+    (`context["live"]`): the row is written only on change, the heartbeat every beat."""
+
+    heartbeat_age = serializers.SerializerMethodField(help_text="Seconds since the last beat.")
+    running = serializers.SerializerMethodField(help_text="Steps running now.")
+
     class Meta:
         model = Agent
         fields = [
@@ -13,10 +21,48 @@ class AgentSerializer(serializers.ModelSerializer):
             "status",
             "concurrency",
             "load",
+            "running",
             "host",
             "pid",
+            "node",
             "version",
             "started_at",
             "last_heartbeat",
+            "heartbeat_age",
         ]
         read_only_fields = fields
+
+    def _live(self, agent: Agent) -> dict:
+        live = self.context.get("live", {}).get(agent.name)
+        return live if live and agent.online and live.get("pid") == agent.pid else {}
+
+    def to_representation(self, agent: Agent) -> dict:
+        data = super().to_representation(agent)
+        live = self._live(agent)
+        if live:
+            data.update(
+                load=live["load"], concurrency=live["concurrency"], last_heartbeat=live["at"]
+            )
+            if agent.status != Agent.Status.DRAINING:
+                data["status"] = live["status"]
+        return data
+
+    def get_heartbeat_age(self, agent: Agent) -> float | None:
+        beat = parse_datetime(self._live(agent).get("at", "")) or agent.last_heartbeat
+        return round((timezone.now() - beat).total_seconds(), 1) if beat else None
+
+    def get_running(self, agent: Agent) -> int:
+        return self._live(agent).get("running", 0)
+
+
+class ScaleSerializer(serializers.Serializer):
+    concurrency = serializers.IntegerField(min_value=1, max_value=256)
+
+
+class SkillSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    params = serializers.JSONField(help_text="The JSON Schema of the skill's inputs.")
+    agents = serializers.ListField(
+        child=serializers.CharField(), help_text="Online agents offering it."
+    )

@@ -1,14 +1,82 @@
-from rest_framework import viewsets
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from agents.api.serializers import AgentSerializer
-from agents.selectors import agent_list
+from agents.api.serializers import AgentSerializer, ScaleSerializer, SkillSerializer
+from agents.liveness import agents_live
+from agents.models import Agent
+from agents.selectors import agent_list, skill_list
+from agents.services import (
+    AgentControlError,
+    agent_drain,
+    agent_resume,
+    agent_scale,
+    agent_shutdown,
+)
+from hive_project.api import HasPerm
+
+CONTROL = [IsAuthenticated, HasPerm("agents.change_agent")]
+
+
+class AgentUnavailable(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "agent_unavailable"
 
 
 class AgentViewSet(viewsets.ReadOnlyModelViewSet):
-    """The registered agents: name, role, skills, status, load, host, pid, heartbeat."""
+    """The registered agents with their live state; control actions need
+    `agents.change_agent`."""
 
     serializer_class = AgentSerializer
     lookup_field = "name"
 
     def get_queryset(self):
         return agent_list()
+
+    def get_serializer(self, *args, **kwargs):
+        agents = args[0] if args else []
+        agents = agents if isinstance(agents, list | tuple) else [agents]
+        kwargs.setdefault("context", self.get_serializer_context())
+        kwargs["context"]["live"] = agents_live([a.name for a in agents if isinstance(a, Agent)])
+        return super().get_serializer(*args, **kwargs)
+
+    def _control(self, service, **arguments) -> Response:
+        agent = self.get_object()
+        try:
+            result = service(agent=agent, **arguments)
+        except AgentControlError as exc:
+            raise AgentUnavailable(str(exc)) from None
+        agent = result if isinstance(result, Agent) else agent
+        return Response(self.get_serializer(agent).data)
+
+    @action(detail=True, methods=["post"], permission_classes=CONTROL)
+    def drain(self, request, name=None):
+        """Stop taking new steps; running ones finish."""
+        return self._control(agent_drain)
+
+    @action(detail=True, methods=["post"], permission_classes=CONTROL)
+    def resume(self, request, name=None):
+        """Take steps again after a drain."""
+        return self._control(agent_resume)
+
+    @action(detail=True, methods=["post"], permission_classes=CONTROL)
+    def shutdown(self, request, name=None):
+        """Finish running steps, then exit."""
+        return self._control(agent_shutdown)
+
+    @action(detail=True, methods=["post"], permission_classes=CONTROL)
+    def scale(self, request, name=None):
+        """Set the number of steps the agent runs in parallel."""
+        body = ScaleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._control(agent_scale, concurrency=body.validated_data["concurrency"])
+
+
+class SkillListView(APIView):
+    """Every registered skill, its input schema, and the online agents offering it."""
+
+    def get(self, request):
+        return Response(SkillSerializer(skill_list(), many=True).data)

@@ -18,7 +18,13 @@ def test_anonymous_requests_are_refused_with_401(live_server_url):
     response = httpx.get(f"{live_server_url}/api/v1/agents/")
 
     assert response.status_code == 401
-    assert response.json() == {"detail": "Authentication credentials were not provided."}
+    assert response.json() == {
+        "error": {
+            "code": "not_authenticated",
+            "message": "Authentication credentials were not provided.",
+            "fields": {},
+        }
+    }
     assert response.headers["www-authenticate"] == "Token"
 
 
@@ -28,7 +34,7 @@ def test_a_bad_token_is_refused_with_401(live_server_url):
     )
 
     assert response.status_code == 401
-    assert response.json() == {"detail": "Invalid token."}
+    assert response.json()["error"]["message"] == "Invalid token."
 
 
 def test_token_holders_see_the_live_agents(live_server_url, start_agent, token):

@@ -1,5 +1,6 @@
 """`manage.py hive ...`: every Hive process and operator command has one entry point here."""
 
+import json
 import os
 import re
 import secrets
@@ -14,9 +15,13 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from agents import worker
 from agents.models import Agent
 from agents.pool import AgentSpec, agent_pool_load
-from agents.routing import agent_queue, agent_queues
+from agents.routing import RoutingError, agent_queue, agent_queues, route
+from agents.services import agent_register
+from agents.skills import SkillError, skill_get, skill_names
+from hive_project import __version__
 from hive_project.celery import app
 from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
 from hive_project.processes import shell_line, stack_processes
@@ -49,7 +54,7 @@ def _slug(value: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Run and operate Hive: up, web, agent, coordinator, flower, ping, token."
+    help = "Run and operate Hive: up, setup, web, agent, coordinator, flower, ping, skill, token."
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -82,6 +87,13 @@ class Command(BaseCommand):
         ping = sub.add_parser("ping", help="Round-trip a message to an agent through Redis.")
         ping.add_argument("--agent", required=True, help="Agent name.")
         ping.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait.")
+
+        run = sub.add_parser("skill", help="Run one skill on a live agent and print its output.")
+        run.add_argument("skill", help="Skill name, e.g. http.request.")
+        run.add_argument("--inputs", default="{}", help="The inputs as a JSON object.")
+        run.add_argument("--agent", default="", help="Run it on this agent.")
+        run.add_argument("--role", default="", help="Run it on an agent of this role.")
+        run.add_argument("--timeout", type=float, default=60.0, help="Seconds to wait.")
 
         token = sub.add_parser("token", help="Print the API token of a user (created if needed).")
         token.add_argument("user", help="Username.")
@@ -178,15 +190,27 @@ class Command(BaseCommand):
     ) -> None:
         if not _SKILLS.match(skills):
             raise CommandError(f"--skills: {skills!r} is not a comma-separated list of skill names")
+        offered = tuple(filter(None, skills.split(",")))
+        unknown = sorted(set(offered) - set(skill_names()))
+        if unknown:
+            raise CommandError(
+                f"--skills: unknown skill {unknown[0]!r} (known: {', '.join(skill_names())})"
+            )
         if concurrency < 1:
             raise CommandError(f"--concurrency: {concurrency} must be at least 1")
         role = role or name or "agent"
         name = name or f"{role}-{_slug_of(socket.gethostname())}"
-        spec = AgentSpec(
-            name=name,
-            role=role,
-            skills=tuple(filter(None, skills.split(","))),
-            concurrency=concurrency,
+        spec = AgentSpec(name=name, role=role, skills=offered, concurrency=concurrency)
+        # The bootstep and the pool processes (forked later) read who they are here.
+        worker.identity = spec
+        agent_register(
+            name=spec.name,
+            role=spec.role,
+            skills=list(spec.skills),
+            concurrency=spec.concurrency,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
         )
         queues = agent_queues(name=spec.name, role=spec.role, skills=list(spec.skills))
         app.worker_main(
@@ -201,9 +225,6 @@ class Command(BaseCommand):
                 # skipping mingle and gossip makes start-up faster and quieter.
                 "--without-mingle",
                 "--without-gossip",
-                f"--agent-name={spec.name}",
-                f"--agent-role={spec.role}",
-                f"--agent-skills={','.join(spec.skills)}",
             ]
         )
 
@@ -263,6 +284,31 @@ class Command(BaseCommand):
         self.stdout.write(
             f"pong from {reply['hostname']} (pid {reply['pid']}) in {elapsed_ms:.1f} ms"
         )
+
+    def handle_skill(
+        self, *, skill: str, inputs: str, agent: str, role: str, timeout: float, **options
+    ) -> None:
+        from agents.tasks import skill_run_task
+
+        try:
+            arguments = json.loads(inputs)
+        except ValueError as exc:
+            raise CommandError(f"--inputs: not valid JSON: {exc}") from None
+        try:
+            skill_get(skill).validate(arguments)
+            queue = route(skill=skill, agent=agent, role=role)
+        except (SkillError, RoutingError) as exc:
+            raise CommandError(str(exc)) from None
+        result = skill_run_task.apply_async((skill, arguments), queue=queue, expires=timeout)
+        try:
+            reply = result.get(timeout=timeout)
+        except CeleryTimeoutError:
+            raise CommandError(f"no agent answered within {timeout:g} s") from None
+        except SkillError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            result.forget()
+        self.stdout.write(json.dumps(reply, indent=2))
 
     def handle_token(self, *, user: str, **options) -> None:
         from rest_framework.authtoken.models import Token
