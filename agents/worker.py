@@ -65,10 +65,24 @@ class AgentStep(bootsteps.StartStopStep):
             self.heartbeat.beat(
                 status=status, running=running, concurrency=self.consumer.pool.num_processes
             )
+            self._renew_leases()
         except Exception:
             # A missed beat is not fatal (Redis or the database may be back next time);
             # the timer must keep running.
             logger.exception("agent %s: heartbeat failed", identity.name)
+
+    def _renew_leases(self) -> None:
+        """Steps still in the pool keep their leases; one whose pool process died
+        stops being renewed, and the reaper tries it again when the lease runs out."""
+        from coordination.services import step_leases_renew
+
+        running = [
+            request.args[0]
+            for request in list(worker_state.active_requests)
+            if request.name == "coordination.execute_step_task"
+        ]
+        if running:
+            step_leases_renew(agent=identity.name, step_run_ids=running)
 
     def stop(self, consumer) -> None:
         if self.timer is not None:

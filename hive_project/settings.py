@@ -171,6 +171,19 @@ if HIVE_AGENT_TIMEOUT <= HIVE_HEARTBEAT_INTERVAL:
     raise ConfigError("HIVE_AGENT_TIMEOUT: must be longer than HIVE_HEARTBEAT_INTERVAL")
 HIVE_REAPER_INTERVAL = env_int("HIVE_REAPER_INTERVAL", 2, minimum=1)
 
+# --- The engine (coordination/) --------------------------------------------------
+
+# A queued step not claimed this long, whose queue in Redis is empty, was lost
+# (a FLUSHALL, a Redis restart): the reaper sends it again.
+HIVE_DISPATCH_TIMEOUT = env_int("HIVE_DISPATCH_TIMEOUT", 30, minimum=1)
+# A running step's lease; its agent renews it every heartbeat. One that runs out
+# (the pool process died) is tried again by the reaper.
+HIVE_STEP_LEASE = env_int("HIVE_STEP_LEASE", 30, minimum=2)
+# How many times a step may lose its worker before it fails instead of looping.
+HIVE_STEP_MAX_LOST = env_int("HIVE_STEP_MAX_LOST", 3, minimum=1)
+# Seconds between a step's soft time limit (its `timeout`) and the hard kill.
+HIVE_HARD_TIMEOUT_GRACE = env_int("HIVE_HARD_TIMEOUT_GRACE", 10, minimum=1)
+
 # --- Skills (agents/skills/) ----------------------------------------------------
 
 # Modules imported at start-up whose @skill functions join the built-in ones.
@@ -210,10 +223,10 @@ LOGGING = {
 # The coordinator (a worker with an embedded beat, see `hive coordinator`)
 # consumes hive.coordinator; agents never do.
 HIVE_COORDINATOR_QUEUE = "hive.coordinator"
-CELERY_TASK_ROUTES = {"agents.reap_agents_task": {"queue": HIVE_COORDINATOR_QUEUE}}
+CELERY_TASK_ROUTES = {"coordination.reap_task": {"queue": HIVE_COORDINATOR_QUEUE}}
 CELERY_BEAT_SCHEDULE = {
-    "reap-agents": {
-        "task": "agents.reap_agents_task",
+    "reap": {
+        "task": "coordination.reap_task",
         "schedule": float(HIVE_REAPER_INTERVAL),
         # A reap that waited longer than a few intervals is stale: the next one will do.
         "options": {"expires": HIVE_REAPER_INTERVAL * 3},

@@ -12,6 +12,9 @@ os.environ.setdefault("HIVE_VAR_DIR", str(Path(__file__).resolve().parent.parent
 # Tests wait for the offline mark; keep the timings short but realistic.
 os.environ.setdefault("HIVE_HEARTBEAT_INTERVAL", "1")
 os.environ.setdefault("HIVE_AGENT_TIMEOUT", "4")
+os.environ.setdefault("HIVE_DISPATCH_TIMEOUT", "3")
+os.environ.setdefault("HIVE_STEP_LEASE", "4")
+os.environ.setdefault("HIVE_REAPER_INTERVAL", "1")
 # A user's own skill module, loaded as HIVE_SKILL_MODULES loads any.
 os.environ.setdefault("HIVE_SKILL_MODULES", "tests.skills_extra")
 

@@ -10,3 +10,39 @@ from agents.skills import skill
 def upper(ctx, *, text: str) -> dict:
     """Upper-case a text."""
     return {"text": text.upper()}
+
+
+@skill(
+    "test.flaky",
+    params={
+        "type": "object",
+        "properties": {"key": {"type": "string"}, "failures": {"type": "integer"}},
+        "required": ["key", "failures"],
+    },
+)
+def flaky(ctx, *, key: str, failures: int) -> dict:
+    """Fail the first `failures` tries (counted in Redis), then succeed."""
+    from agents.skills import SkillError
+    from hive_project.redis_client import redis_client
+
+    tries = redis_client().incr(f"test:flaky:{key}")
+    if tries <= failures:
+        raise SkillError(f"flaky failure {tries} of {failures}")
+    return {"tries": tries}
+
+
+@skill("test.fail", params={"type": "object"})
+def fail(ctx, **inputs) -> dict:
+    """Always fail, for good."""
+    from agents.skills import SkillError
+
+    raise SkillError("this step always fails", retryable=False)
+
+
+@skill("test.crash", params={"type": "object"})
+def crash(ctx, **inputs) -> dict:
+    """Kill the pool process running it: a poison step."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

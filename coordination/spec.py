@@ -1,0 +1,184 @@
+"""Parse and validate a workflow definition (YAML or JSON).
+
+A definition is checked in full before anything is saved: its shape against a
+JSON Schema, then the graph (unique ids, known `needs`, no cycles, known
+skills) and every template's syntax. Errors name the source, line, step and
+field: `release.yaml:14: step 'test': needs: unknown step 'biuld'`.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from agents.skills import skill_names
+from coordination.templates import TemplateError, template_check
+from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
+
+_SLUG = "^[a-z0-9][a-z0-9_-]*$"
+STEP_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*$", "maxLength": 64},
+        "description": {"type": "string"},
+        "skill": {"type": "string", "minLength": 1, "maxLength": 100},
+        "agent": {"type": "string", "pattern": _SLUG, "maxLength": 64},
+        "role": {"type": "string", "pattern": _SLUG, "maxLength": 64},
+        "with": {"type": "object"},
+        "needs": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            ]
+        },
+        "when": {"type": "string", "minLength": 1},
+        "foreach": {"type": ["string", "array"]},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 25},
+        "backoff": {"type": "number", "minimum": 0, "maximum": 3600},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+        "approval": {"type": "boolean"},
+        "on_failure": {"enum": ["fail_run", "continue"]},
+    },
+    "required": ["id", "skill"],
+    "additionalProperties": False,
+}
+SPEC_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.:-]*$", "maxLength": 100},
+        "description": {"type": "string"},
+        "params": {"type": "object"},
+        "steps": {"type": "array", "minItems": 1, "maxItems": 1000, "items": STEP_SCHEMA},
+    },
+    "required": ["steps"],
+    "additionalProperties": False,
+}
+_VALIDATOR = Draft202012Validator(SPEC_SCHEMA)
+STEP_DEFAULTS = {
+    "agent": "",
+    "role": "",
+    "with": {},
+    "needs": [],
+    "when": "",
+    "foreach": None,
+    "retries": 0,
+    "backoff": 1.0,
+    "timeout": None,
+    "approval": False,
+    "on_failure": "fail_run",
+}
+
+
+class SpecError(DefinitionError):
+    """The definition is invalid; nothing was saved."""
+
+
+def spec_load(path: Path) -> dict:
+    """Read and validate a definition file."""
+    return spec_validate(yaml_load(path), source=str(path))
+
+
+def spec_validate(data: object, *, source: str) -> dict:
+    """Validate a parsed definition; return it normalized (every step field present)."""
+    _check_shape(data, source)
+    steps = data["steps"]
+    where = {step["id"]: _where(source, step) for step in steps}
+    seen: set[str] = set()
+    for step in steps:
+        if step["id"] in seen:
+            raise SpecError(f"{where[step['id']]}id: duplicate step id {step['id']!r}")
+        seen.add(step["id"])
+    known_skills = set(skill_names())
+    normalized = []
+    for step in steps:
+        step = {**STEP_DEFAULTS, **step}
+        step["needs"] = [step["needs"]] if isinstance(step["needs"], str) else list(step["needs"])
+        at = where[step["id"]]
+        if step["skill"] not in known_skills:
+            raise SpecError(f"{at}skill: unknown skill {step['skill']!r}")
+        if step["agent"] and step["role"]:
+            raise SpecError(f"{at}role: give an agent or a role, not both")
+        for need in step["needs"]:
+            if need not in seen:
+                raise SpecError(f"{at}needs: unknown step {need!r}")
+            if need == step["id"]:
+                raise SpecError(f"{at}needs: a step cannot need itself")
+        for field in ("with", "when", "foreach"):
+            try:
+                template_check(step[field], condition=field == "when")
+            except TemplateError as exc:
+                raise SpecError(f"{at}{field}: template error: {exc}") from None
+        normalized.append(step)
+    _check_acyclic(normalized, where)
+    params = data.get("params", {})
+    try:
+        Draft202012Validator.check_schema(params)
+    except SchemaError as exc:
+        raise SpecError(
+            f"{_where(source, params)}params: invalid JSON Schema: {exc.message}"
+        ) from None
+    return {
+        "name": data.get("name", ""),
+        "description": data.get("description", ""),
+        "params": params,
+        "steps": normalized,
+    }
+
+
+def spec_digest(spec: dict) -> str:
+    """A stable fingerprint: two definitions that mean the same have the same digest."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def spec_dependents(spec: dict) -> dict[str, list[str]]:
+    """Each step id to the ids of the steps that need it."""
+    dependents: dict[str, list[str]] = {step["id"]: [] for step in spec["steps"]}
+    for step in spec["steps"]:
+        for need in step["needs"]:
+            dependents[need].append(step["id"])
+    return dependents
+
+
+def _where(source: str, node: object) -> str:
+    line = f":{node.line}" if isinstance(node, LineDict) else ""
+    step = f" step {node['id']!r}:" if isinstance(node, dict) and "id" in node else ""
+    return f"{source}{line}:{step} "
+
+
+def _check_shape(data: object, source: str) -> None:
+    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return
+    error = errors[0]
+    path = list(error.absolute_path)
+    node, field = data, []
+    if len(path) >= 2 and path[0] == "steps":
+        node, field = data["steps"][path[1]], [str(p) for p in path[2:]]
+        if isinstance(node, dict) and "id" not in node:
+            field = [f"steps[{path[1]}]", *field]
+    else:
+        field = [str(p) for p in path]
+    prefix = f"{'.'.join(field)}: " if field else ""
+    raise SpecError(f"{_where(source, node)}{prefix}{error.message}")
+
+
+def _check_acyclic(steps: list[dict], where: dict[str, str]) -> None:
+    """Kahn's algorithm; on a cycle, name the steps in it."""
+    remaining = {step["id"]: set(step["needs"]) for step in steps}
+    while remaining:
+        ready = [sid for sid, needs in remaining.items() if not needs]
+        if not ready:
+            # Every step left needs another one left: walk the needs until one repeats.
+            path, node = [], min(remaining)
+            while node not in path:
+                path.append(node)
+                node = min(remaining[node])
+            cycle = path[path.index(node) :]
+            raise SpecError(f"{where[cycle[0]]}needs: {' -> '.join([*cycle, node])} is a cycle")
+        for sid in ready:
+            del remaining[sid]
+        for needs in remaining.values():
+            needs.difference_update(ready)

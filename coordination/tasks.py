@@ -1,0 +1,55 @@
+import json
+import traceback
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+from agents import worker
+from agents.services import agents_reap
+from agents.skills import SkillContext, SkillError, skill_execute
+from coordination.services import step_claim, step_fail, step_succeed, steps_reap
+from hive_project.redis_client import redis_client
+
+
+@shared_task(bind=True, name="coordination.execute_step_task")
+def execute_step_task(self, step_run_id: int, attempt: int) -> None:
+    """Claim the step, run its skill, store the outcome (the engine advances the DAG)."""
+    agent = worker.identity.name if worker.identity else self.request.hostname
+    step = step_claim(step_run_id=step_run_id, attempt=attempt, agent=agent)
+    if step is None:
+        return  # a duplicate or stale delivery: someone else has (or had) this step
+    # The same key on every delivery of this try, so outside effects happen once.
+    context = SkillContext(agent=agent, idempotency_key=f"{step.run_id}:{step.key}:{step.tries}")
+    outcome = {"step_run_id": step_run_id, "attempt": attempt}
+    try:
+        output = skill_execute(step.skill, step.inputs or {}, context=context)
+        json.dumps(output)
+    except SoftTimeLimitExceeded:
+        step_fail(**outcome, error=f"timed out after {self.request.timelimit[1]:g} s")
+    except SkillError as exc:
+        step_fail(
+            **outcome, error=str(exc), traceback=traceback.format_exc(), retryable=exc.retryable
+        )
+    except (TypeError, ValueError) as exc:
+        step_fail(**outcome, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    except Exception as exc:
+        # A skill's unexpected exception is a failed try, not a crashed agent.
+        step_fail(**outcome, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    else:
+        step_succeed(**outcome, output=output)
+
+
+def _queue_lengths(queues: list[str]) -> dict[str, int]:
+    pipe = redis_client().pipeline()
+    for queue in queues:
+        pipe.llen(queue)
+    return dict(zip(queues, pipe.execute(), strict=True))
+
+
+@shared_task(name="coordination.reap_task", acks_late=False, ignore_result=True)
+def reap_task() -> dict:
+    """The coordinator's pass, every HIVE_REAPER_INTERVAL: mark silent agents offline,
+    then recover their steps and anything Redis lost, and send what is due."""
+    offline = agents_reap(timeout=settings.HIVE_AGENT_TIMEOUT)
+    return {"offline": offline, **steps_reap(queue_lengths=_queue_lengths)}
