@@ -140,7 +140,7 @@ def step_approve(*, step: StepRun, user=None) -> StepRun:
     with transaction.atomic():
         engine = _Engine(step.run_id)
         step = engine.waiting_for_approval(step.pk)
-        step.history.append({"approved_by": str(user or ""), "at": timezone.now().isoformat()})
+        engine.note(step, approved_by=str(user or ""), at=timezone.now().isoformat())
         engine.emit(step, "step.approved", by=str(user or ""))
         engine.start(step)
         engine.settle()
@@ -546,11 +546,15 @@ class _Engine:
 
     def _archive(self, step: StepRun, **extra) -> None:
         """Keep the try that just ended in the step's history."""
-        step.history = [*step.history, {
-            "attempt": step.attempt, "try": step.tries, "state": step.state, "agent": step.agent,
-            "error": step.error, "started_at": step.started_at and step.started_at.isoformat(),
-            "finished_at": step.finished_at and step.finished_at.isoformat(), **extra,
-        }]  # fmt: skip
+        self.note(
+            step, attempt=step.attempt, try_=step.tries, state=step.state, agent=step.agent,
+            error=step.error, started_at=step.started_at and step.started_at.isoformat(),
+            finished_at=step.finished_at and step.finished_at.isoformat(), **extra,
+        )  # fmt: skip
+
+    def note(self, step: StepRun, **entry) -> None:
+        """Add an entry to the step's history (tries, approvals, retries)."""
+        step.history = [*step.history, {k.rstrip("_"): v for k, v in entry.items()}]
         StepRun.objects.filter(pk=step.pk).update(history=step.history)
 
     def _send(self) -> None:

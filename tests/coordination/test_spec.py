@@ -65,25 +65,44 @@ def test_a_changed_definition_becomes_a_new_version(tmp_path):
 @pytest.mark.parametrize(
     "change, error",
     [
-        (("    needs: build\n", "    needs: biuld\n"), ":10: step 'test': needs: unknown step 'biuld'"),
-        (("skill: noop\n    foreach", "skill: teleport\n    foreach"),
-         ":10: step 'test': skill: unknown skill 'teleport'"),
+        (
+            ("    needs: build\n", "    needs: biuld\n"),
+            ":10: step 'test': needs: unknown step 'biuld'",
+        ),
+        (
+            ("skill: noop\n    foreach", "skill: teleport\n    foreach"),
+            ":10: step 'test': skill: unknown skill 'teleport'",
+        ),
         (("  - id: ship", "  - id: test"), ":15: step 'test': id: duplicate step id 'test'"),
-        (("    needs: [test]", "    needs: [test]\n    retries: -1"),
-         ":15: step 'ship': retries: -1 is less than the minimum of 0"),
-        (("    needs: [test]", "    needs: [test]\n    colour: red"),
-         ":15: step 'ship': Additional properties are not allowed ('colour' was unexpected)"),
-        (("{{ params.version }}", "{{ params.version "),
-         ":7: step 'build': with: template error: unexpected end of template"),
-        (("params.version != '0.0.0'", "params.version !="),
-         ":15: step 'ship': when: template error:"),
-        (("  - id: build\n", "  - id: build\n    needs: ship\n"),
-         ":7: step 'build': needs: build -> ship -> test -> build is a cycle"),
+        (
+            ("    needs: [test]", "    needs: [test]\n    retries: -1"),
+            ":15: step 'ship': retries: -1 is less than the minimum of 0",
+        ),
+        (
+            ("    needs: [test]", "    needs: [test]\n    colour: red"),
+            ":15: step 'ship': Additional properties are not allowed ('colour' was unexpected)",
+        ),
+        (
+            ("{{ params.version }}", "{{ params.version "),
+            ":7: step 'build': with: template error: unexpected end of template",
+        ),
+        (
+            ("params.version != '0.0.0'", "params.version !="),
+            ":15: step 'ship': when: template error:",
+        ),
+        (
+            ("  - id: build\n", "  - id: build\n    needs: ship\n"),
+            ":7: step 'build': needs: build -> ship -> test -> build is a cycle",
+        ),
         (("  - id: ship", "  - id: Ship"), ":15: step 'Ship': id: 'Ship' does not match"),
-        (("type: object\n  properties", "type: objekt\n  properties"),
-         ":3: params: invalid JSON Schema"),
-        (("    skill: noop\n    with: {version", "    with: {version"),
-         ":7: step 'build': 'skill' is a required property"),
+        (
+            ("type: object\n  properties", "type: objekt\n  properties"),
+            ":3: params: invalid JSON Schema",
+        ),
+        (
+            ("    skill: noop\n    with: {version", "    with: {version"),
+            ":7: step 'build': 'skill' is a required property",
+        ),
     ],
 )
 def test_malformed_definitions_name_file_line_step_and_field(tmp_path, change, error):

@@ -1,0 +1,318 @@
+"""The engine on real agent processes and the test database: DAGs run in dependency
+order, outputs flow between steps, and failures, retries, timeouts, cancels and
+approvals behave."""
+
+import time
+import uuid
+
+import pytest
+
+from coordination.models import Run, StepRun
+from coordination.services import (
+    RunError,
+    run_cancel,
+    run_rerun,
+    run_start,
+    step_approve,
+    step_reject,
+    step_retry,
+)
+from tests.coordination.conftest import steps_of, wait_run
+from tests.processes import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def agent(start_agent):
+    return start_agent("engine", skills="noop,sleep,test.flaky,test.fail,test.upper", concurrency=2)
+
+
+def test_a_linear_chain_runs_in_order_passing_outputs(agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "a", "skill": "test.upper", "with": {"text": "{{ params.word }}"}},
+            {
+                "id": "b",
+                "skill": "noop",
+                "needs": "a",
+                "with": {"got": "{{ steps.a.output.text }}!"},
+            },
+            {"id": "c", "skill": "noop", "needs": "b", "with": {"final": "{{ steps.b.output }}"}},
+        ],
+        params={"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+    )
+
+    run = wait_run(run_start(workflow=workflow, params={"word": "hive"}))
+
+    assert run.state == "succeeded"
+    steps = steps_of(run)
+    assert steps["c"].output == {"final": {"got": "HIVE!"}}
+    assert steps["a"].finished_at <= steps["b"].started_at
+    assert steps["b"].finished_at <= steps["c"].started_at
+    assert {s.agent for s in steps.values()} == {"engine"}
+    assert all(s.tries == 1 for s in steps.values())
+
+
+def test_a_diamond_fans_out_and_in(agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "top", "skill": "noop", "with": {"n": 1}},
+            {"id": "left", "skill": "sleep", "needs": "top", "with": {"seconds": 0.5}},
+            {"id": "right", "skill": "sleep", "needs": "top", "with": {"seconds": 0.5}},
+            {
+                "id": "bottom",
+                "skill": "noop",
+                "needs": ["left", "right"],
+                "with": {
+                    "l": "{{ steps.left.output.slept }}",
+                    "r": "{{ steps.right.output.slept }}",
+                },
+            },
+        ]
+    )
+
+    run = wait_run(run_start(workflow=workflow, params={}))
+
+    steps = steps_of(run)
+    assert run.state == "succeeded"
+    assert steps["bottom"].output == {"l": 0.5, "r": 0.5}
+    # left and right ran side by side on the agent's two pool processes
+    assert steps["left"].started_at < steps["right"].finished_at
+    assert steps["bottom"].started_at >= max(steps["left"].finished_at, steps["right"].finished_at)
+
+
+def test_foreach_runs_one_step_per_item_and_the_next_step_waits_for_all(agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "each", "skill": "test.upper", "foreach": "{{ params.words }}",
+             "with": {"text": "{{ item }}"}},
+            {"id": "after", "skill": "noop", "needs": "each",
+             "with": {"count": "{{ steps.each.output | length }}"}},
+        ]
+    )  # fmt: skip
+    words = [f"w{i}" for i in range(50)]
+
+    run = wait_run(run_start(workflow=workflow, params={"words": words}), timeout=120)
+
+    steps = steps_of(run)
+    assert run.state == "succeeded"
+    assert steps["each"].output == [{"text": w.upper()} for w in words]
+    assert steps["after"].output == {"count": 50}
+    items = [s for s in steps.values() if s.group_id]
+    assert len(items) == 50 and all(s.state == "succeeded" for s in items)
+    assert steps["after"].started_at >= max(s.finished_at for s in items)
+
+
+def test_when_skips_a_step_and_its_dependents_still_run(agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "prod_only", "skill": "noop", "when": "params.env == 'prod'"},
+            {"id": "always", "skill": "noop", "needs": "prod_only",
+             "with": {"skipped": "{{ steps.prod_only.state }}"}},
+        ]
+    )  # fmt: skip
+
+    run = wait_run(run_start(workflow=workflow, params={"env": "staging"}))
+
+    steps = steps_of(run)
+    assert (run.state, steps["prod_only"].state) == ("succeeded", "skipped")
+    assert steps["always"].output == {"skipped": "skipped"}
+
+
+def test_retries_back_off_then_succeed(agent, coordinator, make_workflow):
+    workflow = make_workflow(
+        [{"id": "flaky", "skill": "test.flaky", "retries": 3, "backoff": 0.5,
+          "with": {"key": str(uuid.uuid4()), "failures": 2}}]
+    )  # fmt: skip
+
+    run = wait_run(run_start(workflow=workflow, params={}))
+
+    step = steps_of(run)["flaky"]
+    assert (run.state, step.tries, step.output) == ("succeeded", 3, {"tries": 3})
+    assert [h["error"] for h in step.history] == ["flaky failure 1 of 2", "flaky failure 2 of 2"]
+    first_end, second_start = step.history[0]["finished_at"], step.history[1]["started_at"]
+    assert first_end < second_start
+
+
+def test_a_step_out_of_retries_fails_the_run_and_cancels_the_rest(
+    agent, coordinator, make_workflow
+):
+    workflow = make_workflow(
+        [
+            {"id": "bad", "skill": "test.flaky", "retries": 1, "backoff": 0.1,
+             "with": {"key": str(uuid.uuid4()), "failures": 5}},
+            {"id": "slow", "skill": "sleep", "with": {"seconds": 30}},
+            {"id": "never", "skill": "noop", "needs": "bad"},
+        ]
+    )  # fmt: skip
+
+    run = wait_run(run_start(workflow=workflow, params={}))
+
+    steps = steps_of(run)
+    assert run.state == "failed"
+    assert run.error == "step 'bad' failed: flaky failure 2 of 5"
+    assert (steps["bad"].state, steps["bad"].tries) == ("failed", 2)
+    assert steps["slow"].state == "cancelled" and steps["never"].state == "cancelled"
+
+
+def test_a_step_that_exceeds_its_timeout_fails(agent, make_workflow):
+    workflow = make_workflow(
+        [{"id": "hang", "skill": "sleep", "timeout": 1, "with": {"seconds": 30}}]
+    )
+
+    started = time.monotonic()
+    run = wait_run(run_start(workflow=workflow, params={}))
+
+    assert run.state == "failed"
+    assert steps_of(run)["hang"].error == "timed out after 1 s"
+    assert time.monotonic() - started < 20
+
+
+def test_on_failure_continue_lets_the_run_go_on(agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "optional", "skill": "test.fail", "on_failure": "continue"},
+            {"id": "next", "skill": "noop", "needs": "optional", "with": {"ok": True}},
+        ]
+    )
+
+    run = wait_run(run_start(workflow=workflow, params={}))
+
+    steps = steps_of(run)
+    assert (run.state, steps["optional"].state, steps["next"].state) == (
+        "succeeded",
+        "failed",
+        "succeeded",
+    )
+    assert steps["optional"].error == "this step always fails"
+
+
+def test_cancel_mid_run_stops_the_running_step_and_starts_nothing_more(agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "long", "skill": "sleep", "with": {"seconds": 60}},
+            {"id": "after", "skill": "noop", "needs": "long"},
+        ]
+    )
+    run = run_start(workflow=workflow, params={})
+    wait_for(
+        lambda: StepRun.objects.get(run=run, key="long").state == "running",
+        timeout=30,
+        what="the long step to run",
+    )
+
+    started = time.monotonic()
+    run = run_cancel(run=run)
+
+    assert run.state == "cancelled"
+    steps = steps_of(run)
+    assert steps["long"].state == "cancelled" and steps["after"].state == "cancelled"
+    # The pool process running it was terminated: the agent is free again well before 60 s.
+    result = run_start(workflow=workflow.__class__.objects.get(pk=workflow.pk), params={})
+    wait_for(
+        lambda: StepRun.objects.get(run=result, key="long").state == "running",
+        timeout=30,
+        what="the agent to take new work",
+    )
+    assert time.monotonic() - started < 30
+    with pytest.raises(RunError, match=f"run {run.pk} is already cancelled"):
+        run_cancel(run=run)
+    run_cancel(run=result)
+
+
+def test_retry_from_a_failed_step_reruns_it_and_everything_after(agent, make_workflow):
+    key = str(uuid.uuid4())
+    workflow = make_workflow(
+        [
+            {"id": "first", "skill": "noop", "with": {"n": 1}},
+            {"id": "shaky", "skill": "test.flaky", "needs": "first",
+             "with": {"key": key, "failures": 1}},
+            {"id": "last", "skill": "noop", "needs": "shaky", "with": {"after": "{{ steps.shaky.output }}"}},
+        ]
+    )  # fmt: skip
+    run = wait_run(run_start(workflow=workflow, params={}))
+    assert run.state == "failed"
+    first_finished = steps_of(run)["first"].finished_at
+
+    run = wait_run(step_retry(step=steps_of(run)["shaky"]))
+
+    steps = steps_of(run)
+    assert run.state == "succeeded"
+    assert steps["last"].output == {"after": {"tries": 2}}
+    assert steps["first"].finished_at == first_finished  # not run again
+    assert steps["shaky"].history[0]["error"] == "flaky failure 1 of 1"
+    assert steps["last"].history[0]["state"] == "cancelled"
+
+
+def test_approval_holds_the_step_without_a_worker_until_approved(agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "gate", "skill": "noop", "approval": True, "with": {"env": "{{ params.env }}"}},
+            {"id": "deploy", "skill": "noop", "needs": "gate"},
+        ]
+    )
+    run = run_start(workflow=workflow, params={"env": "prod"})
+
+    assert run.state == "waiting"
+    gate = StepRun.objects.get(run=run, key="gate")
+    assert (gate.state, gate.queue, gate.task_id) == ("waiting", "", "")
+
+    step_approve(step=gate, user="ada")
+    run = wait_run(run)
+
+    assert run.state == "succeeded"
+    assert steps_of(run)["gate"].history[0]["approved_by"] == "ada"
+
+
+def test_rejecting_an_approval_fails_the_run(agent, make_workflow):
+    workflow = make_workflow([{"id": "gate", "skill": "noop", "approval": True}])
+    run = run_start(workflow=workflow, params={})
+
+    step_reject(step=StepRun.objects.get(run=run, key="gate"), user="bob", reason="not today")
+
+    run = Run.objects.get(pk=run.pk)
+    assert run.state == "failed"
+    assert run.error == "step 'gate' failed: rejected by bob: not today"
+    with pytest.raises(RunError, match="step 'gate' is failed, not waiting for approval"):
+        step_approve(step=StepRun.objects.get(run=run, key="gate"))
+
+
+def test_rerun_starts_a_new_run_with_the_same_version_and_params(agent, make_workflow):
+    workflow = make_workflow([{"id": "echo", "skill": "noop", "with": {"v": "{{ params.v }}"}}])
+    first = wait_run(run_start(workflow=workflow, params={"v": 7}))
+
+    second = wait_run(run_rerun(run=first))
+
+    assert second.pk != first.pk and second.rerun_of_id == first.pk
+    assert (second.workflow_id, second.params, second.state) == (workflow.pk, {"v": 7}, "succeeded")
+    assert steps_of(second)["echo"].output == {"v": 7}
+
+
+def test_invalid_params_start_nothing(make_workflow):
+    workflow = make_workflow(
+        [{"id": "a", "skill": "noop"}],
+        params={"type": "object", "properties": {"env": {"enum": ["staging", "prod"]}}},
+    )
+
+    with pytest.raises(RunError, match=r"^params.env: 'qa' is not one of \['staging', 'prod'\]$"):
+        run_start(workflow=workflow, params={"env": "qa"})
+    assert not Run.objects.exists()
+
+
+def test_a_step_no_agent_offers_waits_and_says_why_until_one_arrives(
+    coordinator, start_agent, make_workflow
+):
+    start_agent("plain", skills="noop")
+    workflow = make_workflow([{"id": "nap", "skill": "sleep", "with": {"seconds": 0}}])
+
+    run = run_start(workflow=workflow, params={})
+
+    step = StepRun.objects.get(run=run, key="nap")
+    assert run.state == "waiting"
+    assert step.waiting_reason == "waiting for an agent: any agent does not offer skill 'sleep'"
+
+    start_agent("napper", skills="sleep")
+    run = wait_run(run)
+    assert run.state == "succeeded"
+    assert steps_of(run)["nap"].agent == "napper"
