@@ -8,6 +8,7 @@ hint: the agent claims the step with a conditional update, and a result is
 stored only if the step is still running the same attempt.
 """
 
+import logging
 import random
 import uuid
 from datetime import timedelta
@@ -27,6 +28,7 @@ from coordination.spec import spec_dependents, spec_digest, spec_load
 from coordination.templates import TemplateError, evaluate, render
 from dashboard.events import event_emit
 
+logger = logging.getLogger(__name__)
 Step = StepRun.State
 RunState = Run.State
 # States that let the steps needing this one go ahead ("none failed").
@@ -247,17 +249,21 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
     counts = {"lost": 0, "resent": 0, "due": 0}
     work = [("lost", s) for s in lost] + [("resent", s) for s in unsent] + [("due", s) for s in due]
     for kind, found in work:
-        with transaction.atomic():
-            engine = _Engine(found.run_id)
-            step = engine.step(found.pk)
-            if (step.state, step.attempt) != (found.state, found.attempt):
-                continue  # it moved on while we looked
+        try:
+            with transaction.atomic():
+                engine = _Engine(found.run_id)
+                step = engine.step(found.pk)
+                if (step.state, step.attempt) != (found.state, found.attempt):
+                    continue  # it moved on while we looked
+                if kind == "lost":
+                    engine.lost(step)
+                else:
+                    engine.dispatch(step)
+                engine.settle()
             counts[kind] += 1
-            if kind == "lost":
-                engine.lost(step)
-            else:
-                engine.dispatch(step)
-            engine.settle()
+        except Exception:
+            # One step the reaper cannot handle must not stop it recovering the rest.
+            logger.exception("reaper: could not handle step %s (%s)", found.pk, kind)
     return counts
 
 
@@ -462,7 +468,7 @@ class _Engine:
     def lost(self, step: StepRun) -> None:
         """Its agent died or stopped renewing the lease while it ran: try again, up to a cap."""
         cap = max(self.spec[step.step_id]["retries"] + 1, settings.HIVE_STEP_MAX_LOST)
-        why = f"lost its agent {step.agent!r} while running"
+        why = f"lost its worker on agent {step.agent!r} while running"
         self._archive(step, error=why)
         if step.tries >= cap:
             self._set(step, Step.FAILED, finished_at=timezone.now(), lease_until=None,
@@ -546,21 +552,24 @@ class _Engine:
 
     def _archive(self, step: StepRun, **extra) -> None:
         """Keep the try that just ended in the step's history."""
-        self.note(
-            step, attempt=step.attempt, try_=step.tries, state=step.state, agent=step.agent,
-            error=step.error, started_at=step.started_at and step.started_at.isoformat(),
-            finished_at=step.finished_at and step.finished_at.isoformat(), **extra,
-        )  # fmt: skip
+        entry = {
+            "attempt": step.attempt, "try": step.tries, "state": step.state, "agent": step.agent,
+            "error": step.error, "started_at": step.started_at and step.started_at.isoformat(),
+            "finished_at": step.finished_at and step.finished_at.isoformat(),
+        }  # fmt: skip
+        self.note(step, **{**entry, **extra})
 
     def note(self, step: StepRun, **entry) -> None:
         """Add an entry to the step's history (tries, approvals, retries)."""
-        step.history = [*step.history, {k.rstrip("_"): v for k, v in entry.items()}]
+        step.history = [*step.history, entry]
         StepRun.objects.filter(pk=step.pk).update(history=step.history)
 
     def _send(self) -> None:
         """After commit: hand the queued steps to Celery, stop the cancelled ones."""
         from coordination.tasks import execute_step_task
 
+        if self._outbox:
+            _declare_queues({step.queue for step in self._outbox})
         for step in self._outbox:
             timeout = self.spec[step.step_id]["timeout"]
             execute_step_task.apply_async(
@@ -575,3 +584,17 @@ class _Engine:
             from hive_project.celery import app
 
             app.control.revoke(self._revoke, terminate=True, signal="SIGTERM")
+
+
+def _declare_queues(names: set[str]) -> None:
+    """Bind each queue to its exchange in Redis, every time.
+
+    Kombu remembers the queues it declared and skips them afterwards, but the
+    bindings live in Redis: after a FLUSHALL or a restart without persistence a
+    message published to the exchange would be routed nowhere.
+    """
+    from hive_project.celery import app
+
+    with app.producer_or_acquire() as producer:
+        for name in names:
+            app.amqp.queues[name].bind(producer.channel).declare()

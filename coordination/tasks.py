@@ -12,7 +12,8 @@ from coordination.services import step_claim, step_fail, step_succeed, steps_rea
 from hive_project.redis_client import redis_client
 
 
-@shared_task(bind=True, name="coordination.execute_step_task")
+# The outcome goes to the database, so Celery's result backend is not written.
+@shared_task(bind=True, name="coordination.execute_step_task", ignore_result=True)
 def execute_step_task(self, step_run_id: int, attempt: int) -> None:
     """Claim the step, run its skill, store the outcome (the engine advances the DAG)."""
     agent = worker.identity.name if worker.identity else self.request.hostname

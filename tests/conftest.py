@@ -1,12 +1,16 @@
 """Fixtures that run Hive on real parts: Redis (embedded or REDIS_URL), the test
 database, and real agent, coordinator and web processes."""
 
+import itertools
+
 import httpx
 import pytest
 import redis
 from django.conf import settings
 
 from agents.models import Agent
+from coordination.services import workflow_save
+from coordination.spec import spec_validate
 from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
 from tests.processes import ProcessGroup, free_port, wait_for
 
@@ -85,3 +89,24 @@ def live_server_url(redis_url, django_db_setup, django_db_blocker, tmp_path_fact
     wait_for(answers, timeout=60, what="the web server to answer")
     yield url
     group.stop_all()
+
+
+@pytest.fixture
+def coordinator(processes):
+    """The real coordinator: beat and reaper (retries, lost steps, waiting steps)."""
+    return processes.start("coordinator", name="coordinator")
+
+
+_workflow_names = itertools.count()
+
+
+@pytest.fixture
+def make_workflow():
+    """Save a workflow from a list of steps (and a params schema) and return it."""
+
+    def make(steps: list[dict], params: dict | None = None, name: str = ""):
+        spec = spec_validate({"steps": steps, "params": params or {}}, source="test")
+        workflow, _ = workflow_save(name=name or f"wf-{next(_workflow_names)}", spec=spec)
+        return workflow
+
+    return make

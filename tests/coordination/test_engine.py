@@ -17,8 +17,8 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
-from tests.coordination.conftest import steps_of, wait_run
 from tests.processes import wait_for
+from tests.runs import steps_of, wait_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -228,7 +228,8 @@ def test_retry_from_a_failed_step_reruns_it_and_everything_after(agent, make_wor
             {"id": "first", "skill": "noop", "with": {"n": 1}},
             {"id": "shaky", "skill": "test.flaky", "needs": "first",
              "with": {"key": key, "failures": 1}},
-            {"id": "last", "skill": "noop", "needs": "shaky", "with": {"after": "{{ steps.shaky.output }}"}},
+            {"id": "last", "skill": "noop", "needs": "shaky",
+             "with": {"after": "{{ steps.shaky.output }}"}},
         ]
     )  # fmt: skip
     run = wait_run(run_start(workflow=workflow, params={}))
