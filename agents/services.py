@@ -172,25 +172,21 @@ def agent_scale(*, agent: Agent, concurrency: int) -> Agent:
     delta = concurrency - agent.concurrency
     if delta:
         _control(agent, "pool_grow" if delta > 0 else "pool_shrink", n=abs(delta))
-        with transaction.atomic():
-            Agent.objects.filter(pk=agent.pk).update(concurrency=concurrency)
-            event_emit(
-                kind="agent.scaled",
-                subject=f"agent:{agent.name}",
-                data={"from": agent.concurrency, "to": concurrency},
-            )
-        agent.concurrency = concurrency
+        _change(agent, "concurrency", concurrency, kind="agent.scaled")
+    return agent
+
+
+def _set_status(agent: Agent, status: str) -> Agent:
+    if agent.status != status:
+        _change(agent, "status", status, kind="agent.status")
     return agent
 
 
 @transaction.atomic
-def _set_status(agent: Agent, status: str) -> Agent:
-    if agent.status != status:
-        Agent.objects.filter(pk=agent.pk).update(status=status)
-        event_emit(
-            kind="agent.status",
-            subject=f"agent:{agent.name}",
-            data={"from": agent.status, "to": status},
-        )
-        agent.status = status
-    return agent
+def _change(agent: Agent, field: str, value: object, *, kind: str) -> None:
+    """Write one field of the row and record the change as an event."""
+    Agent.objects.filter(pk=agent.pk).update(**{field: value})
+    event_emit(
+        kind=kind, subject=f"agent:{agent.name}", data={"from": getattr(agent, field), "to": value}
+    )
+    setattr(agent, field, value)

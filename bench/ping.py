@@ -32,9 +32,7 @@ def run(group: ProcessGroup) -> list[Result]:
         name="raw-celery",
         BENCH_BROKER_URL=settings.CELERY_BROKER_URL,
     )  # fmt: skip
-    # The baseline app reads its broker from the environment, as its worker does.
-    os.environ["BENCH_BROKER_URL"] = settings.CELERY_BROKER_URL
-    from bench._raw_celery import noop
+    noop = raw_noop()
 
     def hive_send():
         return ping_task.apply_async(queue=agent_queue("bench-ping"))
@@ -53,6 +51,15 @@ def run(group: ProcessGroup) -> list[Result]:
             name, f"throughput ({BURST} sent)", hive["rate"], raw["rate"], "/s", base, ">= 0.8x"
         ),
     ]
+
+
+def raw_noop():
+    """The baseline's no-op task, on the same broker as Hive."""
+    # The baseline app reads its broker from the environment, as its worker does.
+    os.environ["BENCH_BROKER_URL"] = settings.CELERY_BROKER_URL
+    from bench._raw_celery import noop
+
+    return noop
 
 
 def _measure(send) -> dict[str, float]:

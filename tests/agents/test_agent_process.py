@@ -6,7 +6,6 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from agents.models import Agent
-from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -76,19 +75,6 @@ def test_harness_cleans_up_a_sigkilled_agent_and_its_pool(start_agent):
     assert process.group_members_now() == []
     # Killed without warning, it could not say goodbye; the coordinator's reaper must.
     assert Agent.objects.get(name="doomed").status == "idle"
-
-
-def test_coordinator_marks_a_silent_agent_offline(start_agent, processes, settings):
-    processes.start("coordinator", name="coordinator")
-    process = start_agent("silent")
-
-    process.signal(signal.SIGKILL)
-
-    wait_for(
-        lambda: Agent.objects.get(name="silent").status == "offline",
-        timeout=settings.HIVE_AGENT_TIMEOUT + 5,
-        what="the reaper to mark the agent offline",
-    )
 
 
 def test_an_agent_restarted_under_the_same_name_takes_its_row_back(start_agent):

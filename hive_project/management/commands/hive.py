@@ -6,6 +6,7 @@ import re
 import secrets
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
@@ -21,6 +22,8 @@ from agents.pool import AgentSpec, agent_pool_load
 from agents.routing import RoutingError, agent_queue, agent_queues, route
 from agents.services import agent_register
 from agents.skills import SkillError, skill_get, skill_names
+from coordination.models import Run, Workflow
+from coordination.services import RunError, run_start, workflow_load
 from hive_project import __version__
 from hive_project.celery import app
 from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
@@ -54,7 +57,7 @@ def _slug(value: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Run and operate Hive: up, setup, web, agent, coordinator, flower, ping, skill, token."
+    help = "Run and operate Hive; each action is described in the README (Command line)."
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -94,6 +97,16 @@ class Command(BaseCommand):
         run.add_argument("--agent", default="", help="Run it on this agent.")
         run.add_argument("--role", default="", help="Run it on an agent of this role.")
         run.add_argument("--timeout", type=float, default=60.0, help="Seconds to wait.")
+
+        workflow = sub.add_parser("workflow", help="Load workflow definitions, start runs.")
+        verbs = workflow.add_subparsers(dest="verb", required=True, metavar="VERB")
+        load = verbs.add_parser("load", help="Validate and save definition files.")
+        load.add_argument("paths", nargs="+", metavar="FILE")
+        start = verbs.add_parser("start", help="Start a run of the newest version.")
+        start.add_argument("name", help="Workflow name.")
+        start.add_argument("--params", default="{}", help="The params as a JSON object.")
+        start.add_argument("--wait", action="store_true", help="Wait for the run to finish.")
+        start.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait.")
 
         token = sub.add_parser("token", help="Print the API token of a user (created if needed).")
         token.add_argument("user", help="Username.")
@@ -309,6 +322,36 @@ class Command(BaseCommand):
         finally:
             result.forget()
         self.stdout.write(json.dumps(reply, indent=2))
+
+    def handle_workflow(self, *, verb: str, **options) -> None:
+        if verb == "load":
+            for path in options["paths"]:
+                try:
+                    workflow, created = workflow_load(path=Path(path))
+                except DefinitionError as exc:
+                    raise CommandError(str(exc)) from None
+                self.stdout.write(f"{workflow} {'saved' if created else 'unchanged'} ({path})")
+            return
+        workflow = Workflow.objects.filter(name=options["name"]).order_by("-version").first()
+        if workflow is None:
+            raise CommandError(f"no workflow named {options['name']!r}; load it first")
+        try:
+            run = run_start(workflow=workflow, params=json.loads(options["params"]))
+        except ValueError as exc:
+            raise CommandError(f"--params: not valid JSON: {exc}") from None
+        except RunError as exc:
+            raise CommandError(f"--params: {exc}") from None
+        self.stdout.write(f"run {run.pk} of {workflow}: {run.state}")
+        deadline = time.monotonic() + options["timeout"]
+        while options["wait"] and run.state not in Run.TERMINAL:
+            if time.monotonic() > deadline:
+                raise CommandError(f"run {run.pk} still {run.state} after {options['timeout']:g} s")
+            time.sleep(0.2)
+            run.refresh_from_db()
+        if options["wait"]:
+            self.stdout.write(f"run {run.pk}: {run.state}{': ' + run.error if run.error else ''}")
+            if run.state != Run.State.SUCCEEDED:
+                raise SystemExit(1)
 
     def handle_token(self, *, user: str, **options) -> None:
         from rest_framework.authtoken.models import Token

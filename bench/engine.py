@@ -1,0 +1,91 @@
+"""The engine on one agent: steps/s of a 2,000-item foreach of `noop`, and the per-step
+latency of a 100-step chain, beside raw Celery no-op tasks on the same broker with the
+same worker settings (prefork, -c 2, acks late, prefetch 1), in the same run."""
+
+import statistics
+import sys
+import time
+
+from django.conf import settings
+
+from agents.models import Agent
+from bench._table import Result
+from coordination.models import Run
+from coordination.services import run_start, workflow_save
+from coordination.spec import spec_validate
+from tests.processes import ProcessGroup, wait_for
+
+FANOUT = 2000
+CHAIN = 100
+CONCURRENCY = 2
+
+
+def run(group: ProcessGroup) -> list[Result]:
+    group.start("agent", "--name=bench-engine", "--skills=noop", f"--concurrency={CONCURRENCY}",
+                name="agent")  # fmt: skip
+    wait_for(
+        lambda: Agent.objects.filter(name="bench-engine", status="idle").exists(),
+        timeout=60,
+        what="the bench agent",
+    )
+    group.start_argv(
+        [sys.executable, "-m", "celery", "-A", "bench._raw_celery", "worker",
+         f"--concurrency={CONCURRENCY}", "--pool=prefork", "--without-mingle",
+         "--without-gossip", "--loglevel=WARNING"],
+        name="raw-celery",
+        BENCH_BROKER_URL=settings.CELERY_BROKER_URL,
+    )  # fmt: skip
+    from bench.ping import raw_noop
+
+    noop = raw_noop()
+    noop.apply_async().get(timeout=60)
+
+    each = {"id": "each", "skill": "noop", "foreach": "{{ params.n }}", "with": {"i": "{{ item }}"}}
+    fanout = _workflow("bench-fanout", [each])
+    links = [
+        {"id": f"s{i}", "skill": "noop", "needs": [f"s{i - 1}"] if i else []} for i in range(CHAIN)
+    ]
+    chain = _workflow("bench-chain", links)
+    _timed_run(chain, {})  # warm up the agent and the database
+
+    hive_rate = FANOUT / _timed_run(fanout, {"n": list(range(FANOUT))})
+    started = time.perf_counter()
+    results = [noop.apply_async() for _ in range(FANOUT)]
+    for result in results:
+        result.get(timeout=300)
+    raw_rate = FANOUT / (time.perf_counter() - started)
+
+    hive_step = _timed_run(chain, {}) / CHAIN * 1000
+    raw_trips = []
+    for _ in range(CHAIN):
+        started = time.perf_counter()
+        noop.apply_async().get(timeout=30)
+        raw_trips.append((time.perf_counter() - started) * 1000)
+    raw_step = statistics.mean(raw_trips)
+
+    return [
+        Result("engine", f"{FANOUT}-item foreach, steps/s", hive_rate, raw_rate, "/s",
+               "raw Celery no-op tasks/s", ">= 0.5x"),
+        Result("engine", f"{CHAIN}-step chain, per step", hive_step, raw_step, "ms",
+               "raw Celery round trip", "<= 3x"),
+    ]  # fmt: skip
+
+
+def _workflow(name: str, steps: list[dict]):
+    workflow, _ = workflow_save(name=name, spec=spec_validate({"steps": steps}, source="bench"))
+    return workflow
+
+
+def _timed_run(workflow, params: dict) -> float:
+    """Seconds from run_start to the run's success (the database says when)."""
+    started = time.perf_counter()
+    run = run_start(workflow=workflow, params=params)
+    done = wait_for(
+        lambda: Run.objects.filter(pk=run.pk, state__in=Run.TERMINAL).first(),
+        timeout=600,
+        what=f"{workflow.name} to finish",
+        interval=0.01,
+    )
+    elapsed = time.perf_counter() - started
+    assert done.state == "succeeded", done.error
+    return elapsed

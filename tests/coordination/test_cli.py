@@ -1,0 +1,57 @@
+"""`hive workflow load/start` on a real agent: the README's example release runs."""
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from coordination.models import Run, Workflow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+EXAMPLE = str(settings.BASE_DIR / "examples" / "release.yaml")
+
+
+def test_the_example_release_loads_once_and_runs_on_the_demo_roles(start_agent, capsys):
+    start_agent("planner", role="planner", skills="noop")
+    start_agent("builder", role="builder", skills="noop,sleep")
+    start_agent("reviewer", role="reviewer", skills="noop")
+
+    call_command("hive", "workflow", "load", EXAMPLE)
+    call_command("hive", "workflow", "load", EXAMPLE)
+    call_command(
+        "hive", "workflow", "start", "release", "--wait",
+        "--params", '{"version": "1.4.0", "env": "staging", "components": ["api", "web", "cli"]}',
+    )  # fmt: skip
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"release@1 saved ({EXAMPLE})"
+    assert out[1] == f"release@1 unchanged ({EXAMPLE})"
+    assert out[-1].endswith(": succeeded")
+    run = Run.objects.get()
+    steps = {s.key: s for s in run.steps.all()}
+    assert steps["approve"].state == "skipped"  # staging needs no approval
+    assert steps["announce"].output == {"message": "released 1.4.0 to staging"}
+    assert {steps[f"build[{i}]"].agent for i in range(3)} == {"builder"}
+    assert steps["review"].agent == "reviewer"
+
+
+def test_start_refuses_bad_params_and_unknown_workflows():
+    call_command("hive", "workflow", "load", EXAMPLE)
+
+    with pytest.raises(CommandError, match=r"--params: params.env: 'qa' is not one of"):
+        call_command(
+            "hive", "workflow", "start", "release", "--params", '{"version": "1.0.0", "env": "qa"}'
+        )
+    with pytest.raises(CommandError, match="--params: not valid JSON"):
+        call_command("hive", "workflow", "start", "release", "--params", "{oops")
+    with pytest.raises(CommandError, match="no workflow named 'nope'; load it first"):
+        call_command("hive", "workflow", "start", "nope")
+    assert not Run.objects.exists() and Workflow.objects.count() == 1
+
+
+def test_load_names_the_broken_file(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("steps:\n  - id: a\n    skill: nope\n")
+
+    with pytest.raises(CommandError, match=r"broken.yaml:2: step 'a': skill: unknown skill 'nope'"):
+        call_command("hive", "workflow", "load", str(broken))
