@@ -70,6 +70,7 @@ class StepRun(models.Model):
         CANCELLED = "cancelled"
 
     TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.SKIPPED, State.CANCELLED})
+    OPEN = frozenset({State.PENDING, State.QUEUED, State.RUNNING, State.WAITING})
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
     step_id = models.CharField(max_length=100, help_text="The step's id in the spec.")

@@ -11,11 +11,13 @@ stored only if the step is still running the same attempt.
 import logging
 import random
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from jsonschema import Draft202012Validator
@@ -170,16 +172,17 @@ def step_claim(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
     """
     now = timezone.now()
     with transaction.atomic():
-        claimed = StepRun.objects.filter(pk=step_run_id, state=Step.QUEUED, attempt=attempt).update(
+        step = _update_step(
+            step_run_id,
+            where={"state": Step.QUEUED, "attempt": attempt},
             state=Step.RUNNING,
             agent=agent,
             started_at=now,
             lease_until=now + timedelta(seconds=settings.HIVE_STEP_LEASE),
-            tries=F("tries") + 1,
+            tries=_Delta(1),
         )
-        if not claimed:
+        if step is None:
             return None
-        step = StepRun.objects.select_related("run").get(pk=step_run_id)
         event_emit(
             kind="step.running",
             subject=f"run:{step.run_id}",
@@ -188,25 +191,71 @@ def step_claim(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
     return step
 
 
-def step_succeed(*, step_run_id: int, attempt: int, output: object) -> bool:
-    """Store a step's output and advance the DAG; False if the result is stale."""
+def step_succeed(*, step: StepRun, output: object) -> bool:
+    """Store the output of `step` (as claimed) and advance the DAG; False if stale."""
+    if step.group_id is not None:
+        return _item_succeed(step, output)
     with transaction.atomic():
-        engine = _Engine(StepRun.objects.values_list("run_id", flat=True).get(pk=step_run_id))
-        step = engine.finish(step_run_id, attempt, Step.SUCCEEDED, output=output)
-        if step is None:
+        engine = _Engine(step.run_id)
+        finished = engine.finish(step.pk, step.attempt, Step.SUCCEEDED, output=output)
+        if finished is None:
             return False
-        engine.done(step)
+        engine.done(finished)
         engine.settle()
     return True
 
 
-def step_fail(
-    *, step_run_id: int, attempt: int, error: str, traceback: str = "", retryable: bool = True
-) -> bool:
-    """Record a failed try: retry it after its backoff, or fail it (and maybe the run)."""
+def _item_succeed(step: StepRun, output: object) -> bool:
+    """A foreach item succeeded: count it down on its group, without the run's lock.
+
+    Items of one group finish side by side on many agents. Only the group's
+    counter row is shared, decremented last so its row lock is held until an
+    immediate commit. The item that brings the count to zero completes the
+    group in a second transaction that takes the run's lock first, as every
+    other change to the run does, so no two transactions wait on each other
+    in opposite order. Should this process die between the two, the reaper
+    completes the group.
+    """
     with transaction.atomic():
-        engine = _Engine(StepRun.objects.values_list("run_id", flat=True).get(pk=step_run_id))
-        step = engine.finish(step_run_id, attempt, Step.FAILED, error=error, traceback=traceback)
+        finished = _update_step(
+            step.pk,
+            where={"state": Step.RUNNING, "attempt": step.attempt},
+            state=Step.SUCCEEDED,
+            output=output,
+            finished_at=timezone.now(),
+            lease_until=None,
+        )
+        if finished is None:
+            return False
+        _emit_finished(finished, Step.SUCCEEDED)
+        group = _update_step(step.group_id, where={}, pending_deps=_Delta(-1))
+    if group.pending_deps == 0:
+        group_complete(group_id=group.pk)
+    return True
+
+
+def group_complete(*, group_id: int) -> None:
+    """Every item of a foreach group has finished: complete it and advance the run."""
+    with transaction.atomic():
+        engine = _Engine(StepRun.objects.values_list("run_id", flat=True).get(pk=group_id))
+        engine.group_done(engine.step(group_id))
+        engine.settle()
+
+
+def _emit_finished(step: StepRun, state: str) -> None:
+    event_emit(
+        kind=f"step.{state}",
+        subject=f"run:{step.run_id}",
+        data={"step": step.key, "agent": step.agent, "attempt": step.attempt, "tries": step.tries},
+    )
+
+
+def step_fail(*, step: StepRun, error: str, traceback: str = "", retryable: bool = True) -> bool:
+    """Record a failed try of `step` (as claimed): retry it after its backoff, or fail
+    it (and maybe the run)."""
+    with transaction.atomic():
+        engine = _Engine(step.run_id)
+        step = engine.finish(step.pk, step.attempt, Step.FAILED, error=error, traceback=traceback)
         if step is None:
             return False
         engine.fail(step, error, retryable=retryable, finished=True)
@@ -232,7 +281,8 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
       (a step that keeps losing its worker fails after HIVE_STEP_MAX_LOST tries);
     - queued steps unclaimed for HIVE_DISPATCH_TIMEOUT whose queue is empty
       (`queue_lengths(queues)` asks Redis): the message was lost, send it again;
-    - retries whose backoff has passed, and steps waiting for an agent: sent.
+    - retries whose backoff has passed, and steps waiting for an agent: sent;
+    - foreach groups whose items all finished but were not completed: completed.
     """
     now = timezone.now()
     offline = Agent.objects.filter(status=Agent.Status.OFFLINE).values("name")
@@ -246,6 +296,11 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
     due = StepRun.objects.filter(state=Step.PENDING, pending_deps=0).filter(
         Q(next_attempt_at__lte=now) | ~Q(waiting_reason="")
     )
+    # A foreach group whose last item's process died before completing it.
+    for group_id in StepRun.objects.filter(
+        state=Step.RUNNING, pending_deps=0, agent=""
+    ).values_list("pk", flat=True):
+        group_complete(group_id=group_id)
     counts = {"lost": 0, "resent": 0, "due": 0}
     work = [("lost", s) for s in lost] + [("resent", s) for s in unsent] + [("due", s) for s in due]
     for kind, found in work:
@@ -270,14 +325,87 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
 # --- the DAG of one run --------------------------------------------------------------
 
 
+class _Delta:
+    """`column = column + n` in `_update_step`."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+
+def _update_step(pk: int, *, where: dict, **values) -> StepRun | None:
+    """UPDATE one step if it matches `where`, and read it back in the same statement
+    (UPDATE ... RETURNING, PostgreSQL and SQLite 3.35+): claims and results are the
+    hot path of every step, and this halves their round trips. None if no row matched.
+    """
+    qn = connection.ops.quote_name
+    fields = StepRun._meta
+    sets, params = [], []
+    for name, value in values.items():
+        column = qn(fields.get_field(name).column)
+        if isinstance(value, _Delta):
+            sets.append(f"{column} = {column} + %s")
+            params.append(value.n)
+        else:
+            sets.append(f"{column} = %s")
+            params.append(fields.get_field(name).get_db_prep_save(value, connection))
+    conditions = [f"{qn('id')} = %s"]
+    params.append(pk)
+    for name, value in where.items():
+        conditions.append(f"{qn(fields.get_field(name).column)} = %s")
+        params.append(value)
+    # Only quoted column names from the model are formatted in; every value is a parameter.
+    sql = (
+        f"UPDATE {qn(fields.db_table)} SET {', '.join(sets)} "  # noqa: S608
+        f"WHERE {' AND '.join(conditions)} RETURNING *"
+    )
+    return next(iter(StepRun.objects.raw(sql, params)), None)
+
+
+_DISPATCH_FIELDS = (
+    "state", "queue", "waiting_reason", "attempt", "task_id", "queued_at", "next_attempt_at",
+    "inputs",
+)  # fmt: skip
+
+
+class _StepResults(Mapping):
+    """`steps.<id>.output` and `.state` for templates, read only when a template asks."""
+
+    def __init__(self, queryset):
+        self._queryset = queryset
+        self._loaded: dict | None = None
+
+    def _rows(self) -> dict:
+        if self._loaded is None:
+            rows = self._queryset.values_list("key", "output", "state")
+            self._loaded = {key: {"output": out, "state": state} for key, out, state in rows}
+        return self._loaded
+
+    def __getitem__(self, key):
+        return self._rows()[key]
+
+    def __iter__(self):
+        return iter(self._rows())
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+
+@lru_cache(maxsize=256)
+def _workflow_graph(workflow_id: int) -> tuple[dict, dict]:
+    """A version's steps by id and who needs each; versions never change, so cache them."""
+    spec = Workflow.objects.values_list("spec", flat=True).get(pk=workflow_id)
+    return {s["id"]: s for s in spec["steps"]}, spec_dependents(spec)
+
+
 class _Engine:
     """One run's DAG inside a transaction that holds the run's row lock."""
 
     def __init__(self, run_id: int):
-        self.run = Run.objects.select_for_update().select_related("workflow").get(pk=run_id)
-        spec = self.run.workflow.spec
-        self.spec = {s["id"]: s for s in spec["steps"]}
-        self.dependents = spec_dependents(spec)
+        # No select_related: FOR UPDATE would lock the workflow's row as well, and
+        # every run of the workflow would queue on it.
+        self.run = Run.objects.select_for_update().get(pk=run_id)
+        self.spec, self.dependents = _workflow_graph(self.run.workflow_id)
+        self._maybe_waiting = self.run.state == RunState.WAITING
         self._outbox: list[StepRun] = []
         self._revoke: list[str] = []
         self._routes: dict[tuple, str | RoutingError] = {}
@@ -292,10 +420,7 @@ class _Engine:
         return StepRun.objects.get(pk=pk, run=self.run)
 
     def context(self, item: object = None) -> dict:
-        steps = {
-            key: {"output": output, "state": state}
-            for key, output, state in self.steps(group=None).values_list("key", "output", "state")
-        }
+        steps = _StepResults(self.steps(group=None))
         return {"params": self.run.params, "steps": steps, "run": {"id": self.run.pk}, "item": item}
 
     def waiting_for_approval(self, pk: int) -> StepRun:
@@ -323,6 +448,7 @@ class _Engine:
                 return self.done(step)
         if spec["approval"]:
             self._set(step, Step.WAITING, waiting_reason="waiting for approval")
+            self._maybe_waiting = True
             self.emit(step, "step.waiting", reason="approval")
             return None
         return self.start(step)
@@ -339,67 +465,62 @@ class _Engine:
         return self.dispatch(step)
 
     def _expand(self, group: StepRun, context: dict) -> None:
-        """A foreach step: one item step per element; the group waits for all of them."""
+        """A foreach step: one item step per element; the group waits for all of them.
+
+        The items are rendered first and created already queued, in one insert.
+        """
         spec = self.spec[group.step_id]
         try:
             items = render(spec["foreach"], context)
+            if not isinstance(items, list):
+                raise TemplateError(f"expected a list, got {type(items).__name__}")
+            inputs = [render(spec["with"], {**context, "item": item}) for item in items]
         except TemplateError as exc:
             return self.fail(group, f"foreach: {exc}", retryable=False)
-        if not isinstance(items, list):
-            return self.fail(
-                group, f"foreach: expected a list, got {type(items).__name__}", retryable=False
-            )
         self._set(group, Step.RUNNING, pending_deps=len(items), started_at=timezone.now())
         self.emit(group, "step.expanded", items=len(items))
         if not items:
-            self._set(group, Step.SUCCEEDED, output=[], finished_at=timezone.now())
-            return self.done(group)
-        children = StepRun.objects.bulk_create(
-            StepRun(
-                run=self.run,
-                step_id=group.step_id,
-                key=f"{group.key}[{i}]",
-                group=group,
-                item_index=i,
-                item=item,
-                skill=group.skill,
+            return self.group_done(group)
+        children = [
+            self._prepare(
+                StepRun(
+                    run=self.run,
+                    step_id=group.step_id,
+                    key=f"{group.key}[{i}]",
+                    group=group,
+                    item_index=i,
+                    item=item,
+                    skill=group.skill,
+                    inputs=inputs[i],
+                )
             )
             for i, item in enumerate(items)
-        )
-        ready = []
-        for child in children:
-            try:
-                child.inputs = render(spec["with"], {**context, "item": child.item})
-            except TemplateError as exc:
-                self.fail(child, f"with: {exc}", retryable=False)
-                continue
-            ready.append(child)
-        self._dispatch_many(ready)
+        ]
+        StepRun.objects.bulk_create(children)
+        self._outbox += [child for child in children if child.state == Step.QUEUED]
         return None
 
     def dispatch(self, step: StepRun) -> None:
-        self._dispatch_many([step])
+        """Queue the step (sent after commit), or leave it waiting for an agent."""
+        self._prepare(step)
+        StepRun.objects.filter(pk=step.pk).update(**{f: getattr(step, f) for f in _DISPATCH_FIELDS})
+        if step.state == Step.QUEUED:
+            self._outbox.append(step)
 
-    def _dispatch_many(self, steps: list[StepRun]) -> None:
-        """Queue the steps (sent after commit), or leave them waiting for an agent."""
-        now = timezone.now()
-        for step in steps:
-            queue = self._route(step)
-            if isinstance(queue, RoutingError):
-                reason = f"waiting for an agent: {queue}"
-                if reason != step.waiting_reason:  # the reaper asks again every pass
-                    self.emit(step, "step.waiting", reason=reason)
-                step.state, step.waiting_reason = Step.PENDING, reason
-            else:
-                step.state, step.queue, step.waiting_reason = Step.QUEUED, queue, ""
-                step.attempt += 1
-                step.task_id, step.queued_at, step.next_attempt_at = str(uuid.uuid4()), now, None
-                self._outbox.append(step)
-        StepRun.objects.bulk_update(
-            steps,
-            ["state", "queue", "waiting_reason", "attempt", "task_id", "queued_at",
-             "next_attempt_at", "inputs"],
-        )  # fmt: skip
+    def _prepare(self, step: StepRun) -> StepRun:
+        queue = self._route(step)
+        if isinstance(queue, RoutingError):
+            reason = f"waiting for an agent: {queue}"
+            if reason != step.waiting_reason:  # the reaper asks again every pass
+                self.emit(step, "step.waiting", reason=reason)
+            self._maybe_waiting = True
+            step.state, step.waiting_reason = Step.PENDING, reason
+        else:
+            step.state, step.queue, step.waiting_reason = Step.QUEUED, queue, ""
+            step.attempt += 1
+            step.task_id, step.next_attempt_at = str(uuid.uuid4()), None
+            step.queued_at = timezone.now()
+        return step
 
     def _route(self, step: StepRun) -> str | RoutingError:
         spec = self.spec[step.step_id]
@@ -413,13 +534,16 @@ class _Engine:
 
     def finish(self, pk: int, attempt: int, state: str, **fields) -> StepRun | None:
         """End a running try; None if the step has moved on (a stale result)."""
-        ended = StepRun.objects.filter(pk=pk, state=Step.RUNNING, attempt=attempt).update(
-            state=state, finished_at=timezone.now(), lease_until=None, **fields
+        step = _update_step(
+            pk,
+            where={"state": Step.RUNNING, "attempt": attempt},
+            state=state,
+            finished_at=timezone.now(),
+            lease_until=None,
+            **fields,
         )
-        if not ended:
-            return None
-        step = self.step(pk)
-        self.emit(step, f"step.{state}", agent=step.agent, attempt=step.attempt, tries=step.tries)
+        if step is not None:
+            _emit_finished(step, state)
         return step
 
     def done(self, step: StepRun) -> None:
@@ -438,12 +562,17 @@ class _Engine:
 
     def _item_done(self, item: StepRun) -> None:
         self.steps(pk=item.group_id).update(pending_deps=F("pending_deps") - 1)
-        group = self.step(item.group_id)
-        if group.pending_deps == 0 and group.state == Step.RUNNING:
-            outputs = list(self.steps(group=group).values_list("output", flat=True))
-            self._set(group, Step.SUCCEEDED, output=outputs, finished_at=timezone.now())
-            self.emit(group, "step.succeeded", items=len(outputs))
-            self.done(group)
+        self.group_done(self.step(item.group_id))
+
+    def group_done(self, group: StepRun) -> None:
+        """When every item of a foreach group has finished, the group succeeds with
+        their outputs, in item order."""
+        if group.pending_deps != 0 or group.state != Step.RUNNING:
+            return
+        outputs = list(self.steps(group=group).values_list("output", flat=True))
+        self._set(group, Step.SUCCEEDED, output=outputs, finished_at=timezone.now())
+        self.emit(group, "step.succeeded", items=len(outputs))
+        self.done(group)
 
     def fail(self, step: StepRun, error: str, *, retryable: bool, finished: bool = False) -> None:
         """A try failed: schedule a retry if allowed, else fail the step and apply on_failure."""
@@ -515,11 +644,14 @@ class _Engine:
 
     def finish_run(self, state: str, error: str = "") -> None:
         """End the run: every step not finished is cancelled, running ones are stopped."""
-        open_steps = self.steps().exclude(state__in=StepRun.TERMINAL)
-        self._revoke += [
-            t for t in open_steps.filter(state=Step.RUNNING).values_list("task_id", flat=True) if t
-        ]
-        open_steps.update(state=Step.CANCELLED, finished_at=timezone.now(), lease_until=None)
+        # Lock the open steps in id order, as lease renewals do, so two multi-row
+        # updates never wait on each other in opposite order.
+        rows = self.steps(state__in=StepRun.OPEN).select_for_update().order_by("id")
+        rows = list(rows.values_list("pk", "state", "task_id"))
+        self._revoke += [task for _, state, task in rows if state == Step.RUNNING and task]
+        StepRun.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+            state=Step.CANCELLED, finished_at=timezone.now(), lease_until=None
+        )
         Run.objects.filter(pk=self.run.pk).update(
             state=state, error=error, finished_at=timezone.now()
         )
@@ -530,8 +662,10 @@ class _Engine:
         """Finish the run when no step is left, or say whether it waits (approval, agents)."""
         if self.run.state in Run.TERMINAL:
             return
-        if not self.steps().exclude(state__in=StepRun.TERMINAL).exists():
+        if not self.steps(state__in=StepRun.OPEN).exists():
             return self.finish_run(RunState.SUCCEEDED)
+        if not self._maybe_waiting:
+            return None  # nothing this transaction did can have started or ended a wait
         waiting = self.steps(state=Step.WAITING).exists() or (
             self.steps(state=Step.PENDING).exclude(waiting_reason="").exists()
         )

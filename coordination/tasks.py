@@ -22,7 +22,7 @@ def execute_step_task(self, step_run_id: int, attempt: int) -> None:
         return  # a duplicate or stale delivery: someone else has (or had) this step
     # The same key on every delivery of this try, so outside effects happen once.
     context = SkillContext(agent=agent, idempotency_key=f"{step.run_id}:{step.key}:{step.tries}")
-    outcome = {"step_run_id": step_run_id, "attempt": attempt}
+    outcome = {"step": step}
     try:
         output = skill_execute(step.skill, step.inputs or {}, context=context)
         json.dumps(output)
