@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from agents.models import Agent
-from agents.services import AgentControlError, agent_drain, agent_resume
+from agents.services import AgentControlError, agent_drain, agent_resume, agent_shutdown
 
 
 @admin.register(Agent)
@@ -18,7 +18,7 @@ class AgentAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "role"]
     search_fields = ["name", "role", "host"]
-    actions = ["drain", "resume"]
+    actions = ["drain", "resume", "shutdown"]
     # Agents register themselves; the row mirrors a live process.
     readonly_fields = [
         "status", "load", "node", "host", "pid", "version", "started_at", "last_heartbeat",
@@ -42,3 +42,7 @@ class AgentAdmin(admin.ModelAdmin):
     @admin.action(description="Resume taking steps", permissions=["change"])
     def resume(self, request, queryset):
         self._control(request, queryset, agent_resume, "resumed")
+
+    @admin.action(description="Shut down after the running steps finish", permissions=["change"])
+    def shutdown(self, request, queryset):
+        self._control(request, queryset, agent_shutdown, "shutting down")
