@@ -4,6 +4,7 @@ import traceback
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import connection
 
 from agents import worker
 from agents.services import agents_reap
@@ -27,6 +28,9 @@ def execute_step_task(self, step_run_id: int, attempt: int) -> None:
         output = skill_execute(step.skill, step.inputs or {}, context=context)
         json.dumps(output)
     except SoftTimeLimitExceeded:
+        # The time limit may have interrupted a query, leaving the connection in a
+        # state Django cannot detect (celery/celery#9824): start a new one.
+        connection.close()
         step_fail(**outcome, error=f"timed out after {self.request.timelimit[1]:g} s")
     except SkillError as exc:
         step_fail(

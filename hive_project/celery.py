@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 from agents.worker import AgentStep
 
@@ -13,3 +13,11 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Active only in `hive agent` processes (agents/worker.py).
 app.steps["consumer"].add(AgentStep)
+
+
+@signals.task_postrun.connect
+def _close_old_connections(**kwargs) -> None:
+    """End a task as Django ends a request: drop a connection that errored or aged."""
+    from django.db import close_old_connections
+
+    close_old_connections()
