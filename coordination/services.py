@@ -333,10 +333,15 @@ class _Delta:
 
 
 def _update_step(pk: int, *, where: dict, **values) -> StepRun | None:
-    """UPDATE one step if it matches `where`, and read it back in the same statement
-    (UPDATE ... RETURNING, PostgreSQL and SQLite 3.35+): claims and results are the
-    hot path of every step, and this halves their round trips. None if no row matched.
-    """
+    """UPDATE one step if it matches `where` and read it back; None if it did not match."""
+    return next(iter(_update_steps({"id": pk, **where}, **values)), None)
+
+
+def _update_steps(where: dict, **values) -> list[StepRun]:
+    """UPDATE the steps matching `where` (a list means IN, None IS NULL) and read them
+    back in the same statement (UPDATE ... RETURNING, PostgreSQL and SQLite 3.35+):
+    claims, results and fan-in counts are the hot path of every step, and this
+    halves their round trips."""
     qn = connection.ops.quote_name
     fields = StepRun._meta
     sets, params = [], []
@@ -348,17 +353,23 @@ def _update_step(pk: int, *, where: dict, **values) -> StepRun | None:
         else:
             sets.append(f"{column} = %s")
             params.append(fields.get_field(name).get_db_prep_save(value, connection))
-    conditions = [f"{qn('id')} = %s"]
-    params.append(pk)
+    conditions = []
     for name, value in where.items():
-        conditions.append(f"{qn(fields.get_field(name).column)} = %s")
-        params.append(value)
+        column = qn(fields.get_field(name).column)
+        if value is None:
+            conditions.append(f"{column} IS NULL")
+        elif isinstance(value, list):
+            conditions.append(f"{column} IN ({', '.join(['%s'] * len(value))})")
+            params.extend(value)
+        else:
+            conditions.append(f"{column} = %s")
+            params.append(value)
     # Only quoted column names from the model are formatted in; every value is a parameter.
     sql = (
         f"UPDATE {qn(fields.db_table)} SET {', '.join(sets)} "  # noqa: S608
         f"WHERE {' AND '.join(conditions)} RETURNING *"
     )
-    return next(iter(StepRun.objects.raw(sql, params)), None)
+    return list(StepRun.objects.raw(sql, params))
 
 
 _DISPATCH_FIELDS = (
@@ -553,11 +564,13 @@ class _Engine:
         waiting = self.dependents[step.step_id]
         if not waiting:
             return None
-        self.steps(group=None, step_id__in=waiting).update(pending_deps=F("pending_deps") - 1)
-        for ready in self.steps(
-            group=None, step_id__in=waiting, pending_deps=0, state=Step.PENDING
-        ):
-            self.ready(ready)
+        counted = _update_steps(
+            {"run_id": self.run.pk, "group_id": None, "step_id": waiting},
+            pending_deps=_Delta(-1),
+        )
+        for ready in sorted(counted, key=lambda s: s.pk):
+            if ready.pending_deps == 0 and ready.state == Step.PENDING:
+                self.ready(ready)
         return None
 
     def _item_done(self, item: StepRun) -> None:
@@ -662,7 +675,8 @@ class _Engine:
         """Finish the run when no step is left, or say whether it waits (approval, agents)."""
         if self.run.state in Run.TERMINAL:
             return
-        if not self.steps(state__in=StepRun.OPEN).exists():
+        # A step queued in this transaction is open: no need to ask the database.
+        if not self._outbox and not self.steps(state__in=StepRun.OPEN).exists():
             return self.finish_run(RunState.SUCCEEDED)
         if not self._maybe_waiting:
             return None  # nothing this transaction did can have started or ended a wait
@@ -701,34 +715,26 @@ class _Engine:
     def _send(self) -> None:
         """After commit: hand the queued steps to Celery, stop the cancelled ones."""
         from coordination.tasks import execute_step_task
+        from hive_project.celery import app
 
         if self._outbox:
-            _declare_queues({step.queue for step in self._outbox})
-        for step in self._outbox:
-            timeout = self.spec[step.step_id]["timeout"]
-            execute_step_task.apply_async(
-                (step.pk, step.attempt),
-                queue=step.queue,
-                task_id=step.task_id,
-                soft_time_limit=timeout,
-                # The hard limit backs up a skill that ignores the soft one.
-                time_limit=timeout + settings.HIVE_HARD_TIMEOUT_GRACE if timeout else None,
-            )
+            # One producer for the whole batch: a foreach sends thousands at once.
+            with app.producer_or_acquire() as producer:
+                for name in {step.queue for step in self._outbox}:
+                    # Bind each queue every time: kombu remembers what it declared,
+                    # but the bindings live in Redis, and after a FLUSHALL a message
+                    # published to an unbound exchange is routed nowhere.
+                    app.amqp.queues[name].bind(producer.channel).declare()
+                for step in self._outbox:
+                    timeout = self.spec[step.step_id]["timeout"]
+                    execute_step_task.apply_async(
+                        (step.pk, step.attempt),
+                        queue=step.queue,
+                        task_id=step.task_id,
+                        producer=producer,
+                        soft_time_limit=timeout,
+                        # The hard limit backs up a skill that ignores the soft one.
+                        time_limit=timeout + settings.HIVE_HARD_TIMEOUT_GRACE if timeout else None,
+                    )
         if self._revoke:
-            from hive_project.celery import app
-
             app.control.revoke(self._revoke, terminate=True, signal="SIGTERM")
-
-
-def _declare_queues(names: set[str]) -> None:
-    """Bind each queue to its exchange in Redis, every time.
-
-    Kombu remembers the queues it declared and skips them afterwards, but the
-    bindings live in Redis: after a FLUSHALL or a restart without persistence a
-    message published to the exchange would be routed nowhere.
-    """
-    from hive_project.celery import app
-
-    with app.producer_or_acquire() as producer:
-        for name in names:
-            app.amqp.queues[name].bind(producer.channel).declare()
