@@ -2,7 +2,14 @@
 of its skills, so a step goes to `agent.<name>` if it names an agent, else to
 `role.<role>` if it names a role, else to `skill.<skill>`."""
 
+import time
+
 from agents.models import Agent
+
+# Agents come and go over seconds (heartbeats, HIVE_AGENT_TIMEOUT); re-reading
+# them for every step of a busy run is a query per step for nothing.
+_AGENTS_TTL = 1.0
+_agents_cache: tuple[float, list[Agent]] = (0.0, [])
 
 
 class RoutingError(Exception):
@@ -33,9 +40,7 @@ def route(*, skill: str, agent: str = "", role: str = "") -> str:
     """
     candidates = [
         a
-        for a in Agent.objects.exclude(status=Agent.Status.OFFLINE).only(
-            "name", "role", "skills", "status"
-        )
+        for a in _online_agents()
         if (not agent or a.name == agent) and (not role or a.role == role)
     ]
     target = f"agent {agent!r}" if agent else f"role {role!r}" if role else "any agent"
@@ -49,3 +54,16 @@ def route(*, skill: str, agent: str = "", role: str = "") -> str:
     if agent:
         return agent_queue(agent)
     return role_queue(role) if role else skill_queue(skill)
+
+
+def _online_agents() -> list[Agent]:
+    global _agents_cache
+    read_at, agents = _agents_cache
+    if time.monotonic() - read_at > _AGENTS_TTL:
+        agents = list(
+            Agent.objects.exclude(status=Agent.Status.OFFLINE).only(
+                "name", "role", "skills", "status"
+            )
+        )
+        _agents_cache = (time.monotonic(), agents)
+    return agents

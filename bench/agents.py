@@ -18,7 +18,7 @@ SETTLE = 5.0  # seconds idle before measuring, so start-up garbage is collected
 def run(group: ProcessGroup) -> list[Result]:
     agent = group.start(
         "agent", "--name=bench-memory", "--skills=noop,sleep,http.request",
-        f"--concurrency={CONCURRENCY}", name="agent",
+        f"--concurrency={CONCURRENCY}", name="agent", HIVE_LOG_LEVEL="WARNING",
     )  # fmt: skip
     wait_for(
         lambda: Agent.objects.filter(name="bench-memory", status="idle").exists(),

@@ -21,8 +21,9 @@ CONCURRENCY = 2
 
 
 def run(group: ProcessGroup) -> list[Result]:
+    # Both workers log at WARNING: the benchmark measures the engine, not logging.
     group.start("agent", "--name=bench-engine", "--skills=noop", f"--concurrency={CONCURRENCY}",
-                name="agent")  # fmt: skip
+                name="agent", HIVE_LOG_LEVEL="WARNING")  # fmt: skip
     wait_for(
         lambda: Agent.objects.filter(name="bench-engine", status="idle").exists(),
         timeout=60,

@@ -20,7 +20,9 @@ WARM_UP = 50
 
 
 def run(group: ProcessGroup) -> list[Result]:
-    group.start("agent", "--name=bench-ping", "--skills=noop", name="agent")
+    group.start(
+        "agent", "--name=bench-ping", "--skills=noop", name="agent", HIVE_LOG_LEVEL="WARNING"
+    )
     wait_for(
         lambda: Agent.objects.filter(name="bench-ping", status="idle").exists(),
         timeout=60,

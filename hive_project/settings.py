@@ -217,12 +217,16 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+# Agents and the coordinator log every task at INFO; WARNING keeps them quiet.
+HIVE_LOG_LEVEL = env_str("HIVE_LOG_LEVEL", "INFO").upper()
+if HIVE_LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ConfigError(f"HIVE_LOG_LEVEL: {HIVE_LOG_LEVEL!r} is not a log level (e.g. INFO)")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("HIVE_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": HIVE_LOG_LEVEL},
 }
 
 # The coordinator (a worker with an embedded beat, see `hive coordinator`)

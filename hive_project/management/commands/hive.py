@@ -35,8 +35,6 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _SKILLS = re.compile(r"^([a-z0-9][a-z0-9_.-]*(,[a-z0-9][a-z0-9_.-]*)*)?$")
 # The long-running processes start the embedded Redis if it is not up yet.
 _NEEDS_REDIS = {"up", "web", "agent", "coordinator", "flower"}
-# Celery prints its banner and task list at this level; agents log at INFO.
-_LOGLEVEL = "INFO"
 
 
 def _without_password(url: str) -> str:
@@ -233,7 +231,7 @@ class Command(BaseCommand):
                 f"--queues={','.join(queues)}",
                 f"--concurrency={spec.concurrency}",
                 "--pool=prefork",
-                f"--loglevel={_LOGLEVEL}",
+                f"--loglevel={settings.HIVE_LOG_LEVEL}",
                 # Agents find each other through the database, not worker gossip;
                 # skipping mingle and gossip makes start-up faster and quieter.
                 "--without-mingle",
@@ -251,7 +249,7 @@ class Command(BaseCommand):
                 f"--queues={settings.HIVE_COORDINATOR_QUEUE}",
                 # One reaper at a time, in order; solo keeps it a single process.
                 "--pool=solo",
-                f"--loglevel={_LOGLEVEL}",
+                f"--loglevel={settings.HIVE_LOG_LEVEL}",
                 "--without-mingle",
                 "--without-gossip",
             ]
