@@ -72,7 +72,9 @@ class StepRun(models.Model):
     TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.SKIPPED, State.CANCELLED})
     OPEN = frozenset({State.PENDING, State.QUEUED, State.RUNNING, State.WAITING})
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    # No index of its own: (run, state) and (run, key) below lead with it, and every
+    # index is one more write on each of a step's several state changes.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
     step_id = models.CharField(max_length=100, help_text="The step's id in the spec.")
     key = models.CharField(max_length=120, help_text="step_id, or step_id[i] for a foreach item.")
     group = models.ForeignKey(

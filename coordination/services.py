@@ -402,8 +402,9 @@ class _StepResults(Mapping):
 
 
 @lru_cache(maxsize=256)
-def _workflow_graph(workflow_id: int) -> tuple[dict, dict]:
-    """A version's steps by id and who needs each; versions never change, so cache them."""
+def _workflow_graph(digest: str, workflow_id: int) -> tuple[dict, dict]:
+    """A spec's steps by id and who needs each, cached by the spec's digest: a digest
+    always means the same spec, even if a row id is ever reused."""
     spec = Workflow.objects.values_list("spec", flat=True).get(pk=workflow_id)
     return {s["id"]: s for s in spec["steps"]}, spec_dependents(spec)
 
@@ -412,10 +413,15 @@ class _Engine:
     """One run's DAG inside a transaction that holds the run's row lock."""
 
     def __init__(self, run_id: int):
-        # No select_related: FOR UPDATE would lock the workflow's row as well, and
-        # every run of the workflow would queue on it.
-        self.run = Run.objects.select_for_update().get(pk=run_id)
-        self.spec, self.dependents = _workflow_graph(self.run.workflow_id)
+        # Lock the run's row only (`of`): locking the workflow's too would make every
+        # run of the workflow queue on it. The spec itself comes from the cache.
+        self.run = (
+            Run.objects.select_for_update(of=("self",))
+            .select_related("workflow")
+            .defer("workflow__spec")
+            .get(pk=run_id)
+        )
+        self.spec, self.dependents = _workflow_graph(self.run.workflow.digest, self.run.workflow_id)
         self._maybe_waiting = self.run.state == RunState.WAITING
         self._outbox: list[StepRun] = []
         self._revoke: list[str] = []

@@ -30,7 +30,7 @@ def test_a_500_step_run_survives_an_agent_killed_twice(
     start_agent("victim", skills="sleep", concurrency=2)
     workflow = make_workflow(
         [{"id": "work", "skill": "sleep", "foreach": "{{ params.numbers }}",
-          "with": {"seconds": 0.1}}]
+          "with": {"seconds": 0.3}}]
     )  # fmt: skip
     run = run_start(workflow=workflow, params={"numbers": list(range(500))})
 
