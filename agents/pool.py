@@ -50,6 +50,11 @@ def _agent_spec(entry: object, where: str) -> AgentSpec:
         isinstance(s, str) and _SKILL.match(s) for s in skills
     ):
         raise DefinitionError(f"{where}.skills: expected a list of skill names")
+    from agents.skills import skill_names  # the registry is loaded once Django is set up
+
+    unknown = sorted(set(skills) - set(skill_names()))
+    if unknown:
+        raise DefinitionError(f"{where}.skills: unknown skill {unknown[0]!r}")
     concurrency = entry.get("concurrency", 1)
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise DefinitionError(f"{where}.concurrency: {concurrency!r} is not a positive integer")

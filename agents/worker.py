@@ -53,6 +53,8 @@ class AgentStep(bootsteps.StartStopStep):
         )
 
     def beat(self) -> None:
+        from django.db import close_old_connections, connection
+
         from agents.models import Agent
 
         running = len(worker_state.active_requests)
@@ -61,6 +63,10 @@ class AgentStep(bootsteps.StartStopStep):
             status = Agent.Status.DRAINING
         else:
             status = Agent.Status.BUSY if running else Agent.Status.IDLE
+        # This process runs no tasks, so nothing else retires its database connection:
+        # do it here, as Django does per request, or a restarted database would leave
+        # the agent beating into a dead connection forever.
+        close_old_connections()
         try:
             self.heartbeat.beat(
                 status=status, running=running, concurrency=self.consumer.pool.num_processes
@@ -68,8 +74,9 @@ class AgentStep(bootsteps.StartStopStep):
             self._renew_leases()
         except Exception:
             # A missed beat is not fatal (Redis or the database may be back next time);
-            # the timer must keep running.
+            # the timer must keep running, on a fresh connection.
             logger.exception("agent %s: heartbeat failed", identity.name)
+            connection.close()
 
     def _renew_leases(self) -> None:
         """Steps still in the pool keep their leases; one whose pool process died

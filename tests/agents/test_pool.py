@@ -33,6 +33,10 @@ def test_role_defaults_to_the_name_and_concurrency_to_one(tmp_path):
         ("agents:\n  - name: a\n    colour: red\n", ":2: agents[0]: unknown field 'colour'"),
         ("agents:\n  - name: a\n    skills: noop\n", ":2: agents[0].skills: expected a list"),
         ("agents:\n  - name: a\n    concurrency: 0\n", ":2: agents[0].concurrency: 0 is not"),
+        (
+            "agents:\n  - name: a\n    skills: [noop, fly]\n",
+            ":2: agents[0].skills: unknown skill 'fly'",
+        ),
         ("agents:\n  - just-a-name\n", ": agents[0]: expected a mapping"),
         ("agents:\n  - name: [a\n", ":3: not valid YAML"),
     ],
