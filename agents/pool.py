@@ -28,34 +28,36 @@ def agent_pool_load(path: Path) -> list[AgentSpec]:
     for index, entry in enumerate(entries):
         line = f":{entry.line}" if isinstance(entry, LineDict) else ""
         where = f"{path}{line}: agents[{index}]"
-        spec = _agent_spec(entry, where)
+        if not isinstance(entry, dict):
+            raise DefinitionError(f"{where}: expected a mapping with name, role, skills")
+        unknown = set(entry) - {"name", "role", "skills", "concurrency"}
+        if unknown:
+            raise DefinitionError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+        spec = agent_spec(**entry, at=f"{where}.")
         if spec.name in specs:
             raise DefinitionError(f"{where}.name: duplicate agent name {spec.name!r}")
         specs[spec.name] = spec
     return list(specs.values())
 
 
-def _agent_spec(entry: object, where: str) -> AgentSpec:
-    if not isinstance(entry, dict):
-        raise DefinitionError(f"{where}: expected a mapping with name, role, skills")
-    unknown = set(entry) - {"name", "role", "skills", "concurrency"}
-    if unknown:
-        raise DefinitionError(f"{where}: unknown field {sorted(unknown)[0]!r}")
-    name, role = entry.get("name"), entry.get("role", entry.get("name"))
+def agent_spec(
+    *, name: object, role: object = None, skills: object = (), concurrency: object = 1, at: str
+) -> AgentSpec:
+    """Check one agent's identity, for the pool file and `hive agent` alike; errors name
+    the field after `at` (`hive.agents.yaml:4: agents[0].` or `--`)."""
+    role = role or name
     for field, value in (("name", name), ("role", role)):
         if not isinstance(value, str) or not _SLUG.match(value):
-            raise DefinitionError(f"{where}.{field}: {value!r} is not a lowercase slug")
-    skills = entry.get("skills", [])
-    if not isinstance(skills, list) or not all(
+            raise DefinitionError(f"{at}{field}: {value!r} is not a lowercase slug")
+    if not isinstance(skills, list | tuple) or not all(
         isinstance(s, str) and _SKILL.match(s) for s in skills
     ):
-        raise DefinitionError(f"{where}.skills: expected a list of skill names")
+        raise DefinitionError(f"{at}skills: expected a list of skill names")
     from agents.skills import skill_names  # the registry is loaded once Django is set up
 
     unknown = sorted(set(skills) - set(skill_names()))
     if unknown:
-        raise DefinitionError(f"{where}.skills: unknown skill {unknown[0]!r}")
-    concurrency = entry.get("concurrency", 1)
+        raise DefinitionError(f"{at}skills: unknown skill {unknown[0]!r}")
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise DefinitionError(f"{where}.concurrency: {concurrency!r} is not a positive integer")
+        raise DefinitionError(f"{at}concurrency: {concurrency!r} is not a positive integer")
     return AgentSpec(name=name, role=role, skills=tuple(skills), concurrency=concurrency)

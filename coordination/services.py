@@ -145,7 +145,7 @@ def step_approve(*, step: StepRun, user=None) -> StepRun:
         engine = _Engine(step.run_id)
         step = engine.waiting_for_approval(step.pk)
         engine.note(step, approved_by=str(user or ""), at=timezone.now().isoformat())
-        engine.emit(step, "step.approved", by=str(user or ""))
+        _emit_step(step, "step.approved", by=str(user or ""))
         engine.start(step)
         engine.settle()
     return StepRun.objects.get(pk=step.pk)
@@ -183,11 +183,7 @@ def step_claim(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
         )
         if step is None:
             return None
-        event_emit(
-            kind="step.running",
-            subject=f"run:{step.run_id}",
-            data={"step": step.key, "agent": agent, "attempt": step.attempt, "try": step.tries},
-        )
+        _emit_step(step, "step.running", agent=agent, attempt=step.attempt, tries=step.tries)
     return step
 
 
@@ -243,11 +239,12 @@ def group_complete(*, group_id: int) -> None:
 
 
 def _emit_finished(step: StepRun, state: str) -> None:
-    event_emit(
-        kind=f"step.{state}",
-        subject=f"run:{step.run_id}",
-        data={"step": step.key, "agent": step.agent, "attempt": step.attempt, "tries": step.tries},
-    )
+    _emit_step(step, f"step.{state}", agent=step.agent, attempt=step.attempt, tries=step.tries)
+
+
+def _emit_step(step: StepRun, kind: str, **data) -> None:
+    """Every step event: on the run's timeline, naming the step."""
+    event_emit(kind=kind, subject=f"run:{step.run_id}", data={"step": step.key, **data})
 
 
 def step_fail(*, step: StepRun, error: str, traceback: str = "", retryable: bool = True) -> bool:
@@ -448,9 +445,6 @@ class _Engine:
 
     # moving steps along
 
-    def emit(self, step: StepRun, kind: str, **data) -> None:
-        event_emit(kind=kind, subject=f"run:{self.run.pk}", data={"step": step.key, **data})
-
     def ready(self, step: StepRun) -> None:
         """Every dependency of `step` is done: skip it, hold it for approval, or start it."""
         spec = self.spec[step.step_id]
@@ -461,12 +455,12 @@ class _Engine:
                 return self.fail(step, f"when: {exc}", retryable=False)
             if not go:
                 self._set(step, Step.SKIPPED, finished_at=timezone.now())
-                self.emit(step, "step.skipped", when=spec["when"])
+                _emit_step(step, "step.skipped", when=spec["when"])
                 return self.done(step)
         if spec["approval"]:
             self._set(step, Step.WAITING, waiting_reason="waiting for approval")
             self._maybe_waiting = True
-            self.emit(step, "step.waiting", reason="approval")
+            _emit_step(step, "step.waiting", reason="approval")
             return None
         return self.start(step)
 
@@ -495,7 +489,7 @@ class _Engine:
         except TemplateError as exc:
             return self.fail(group, f"foreach: {exc}", retryable=False)
         self._set(group, Step.RUNNING, pending_deps=len(items), started_at=timezone.now())
-        self.emit(group, "step.expanded", items=len(items))
+        _emit_step(group, "step.expanded", items=len(items))
         if not items:
             return self.group_done(group)
         children = [
@@ -529,7 +523,7 @@ class _Engine:
         if isinstance(queue, RoutingError):
             reason = f"waiting for an agent: {queue}"
             if reason != step.waiting_reason:  # the reaper asks again every pass
-                self.emit(step, "step.waiting", reason=reason)
+                _emit_step(step, "step.waiting", reason=reason)
             self._maybe_waiting = True
             step.state, step.waiting_reason = Step.PENDING, reason
         else:
@@ -590,7 +584,7 @@ class _Engine:
             return
         outputs = list(self.steps(group=group).values_list("output", flat=True))
         self._set(group, Step.SUCCEEDED, output=outputs, finished_at=timezone.now())
-        self.emit(group, "step.succeeded", items=len(outputs))
+        _emit_step(group, "step.succeeded", items=len(outputs))
         self.done(group)
 
     def fail(self, step: StepRun, error: str, *, retryable: bool, finished: bool = False) -> None:
@@ -604,11 +598,11 @@ class _Engine:
             self._set(
                 step, Step.PENDING, next_attempt_at=now + timedelta(seconds=delay), error=error
             )
-            self.emit(step, "step.retrying", error=error, delay=round(delay, 2))
+            _emit_step(step, "step.retrying", error=error, delay=round(delay, 2))
             return None
         if not finished:
             self._set(step, Step.FAILED, error=error, finished_at=now)
-            self.emit(step, "step.failed", error=error)
+            _emit_step(step, "step.failed", error=error)
         if spec["on_failure"] == "continue":
             return self.done(step)
         return self.finish_run(RunState.FAILED, f"step {step.key!r} failed: {error}")
@@ -621,10 +615,10 @@ class _Engine:
         if step.tries >= cap:
             self._set(step, Step.FAILED, finished_at=timezone.now(), lease_until=None,
                       error=f"{why}, {step.tries} times; giving up")  # fmt: skip
-            self.emit(step, "step.failed", error=step.error)
+            _emit_step(step, "step.failed", error=step.error)
             self.fail(step, step.error, retryable=False, finished=True)
             return
-        self.emit(step, "step.lost", agent=step.agent)
+        _emit_step(step, "step.lost", agent=step.agent)
         self.dispatch(step)
 
     def retry_from(self, step: StepRun, *, by: str) -> None:

@@ -23,26 +23,27 @@ def execute_step_task(self, step_run_id: int, attempt: int) -> None:
         return  # a duplicate or stale delivery: someone else has (or had) this step
     # The same key on every delivery of this try, so outside effects happen once.
     context = SkillContext(agent=agent, idempotency_key=f"{step.run_id}:{step.key}:{step.tries}")
-    outcome = {"step": step}
     try:
         output = skill_execute(step.skill, step.inputs or {}, context=context)
-        json.dumps(output)
     except SoftTimeLimitExceeded:
         # The time limit may have interrupted a query, leaving the connection in a
         # state Django cannot detect (celery/celery#9824): start a new one.
         connection.close()
-        step_fail(**outcome, error=f"timed out after {self.request.timelimit[1]:g} s")
+        step_fail(step=step, error=f"timed out after {self.request.timelimit[1]:g} s")
     except SkillError as exc:
-        step_fail(
-            **outcome, error=str(exc), traceback=traceback.format_exc(), retryable=exc.retryable
-        )
-    except (TypeError, ValueError) as exc:
-        step_fail(**outcome, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        step_fail(step=step, error=str(exc), traceback=traceback.format_exc(),
+                  retryable=exc.retryable)  # fmt: skip
     except Exception as exc:
         # A skill's unexpected exception is a failed try, not a crashed agent.
-        step_fail(**outcome, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        step_fail(step=step, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     else:
-        step_succeed(**outcome, output=output)
+        try:
+            json.dumps(output)
+        except (TypeError, ValueError) as exc:
+            # The same skill would return the same thing again: no retry.
+            step_fail(step=step, error=f"output is not JSON: {exc}", retryable=False)
+        else:
+            step_succeed(step=step, output=output)
 
 
 def _queue_lengths(queues: list[str]) -> dict[str, int]:

@@ -46,3 +46,9 @@ def crash(ctx, **inputs) -> dict:
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@skill("test.unjsonable", params={"type": "object"})
+def unjsonable(ctx, **inputs) -> dict:
+    """Return something JSON cannot hold."""
+    return {"tags": {"a", "b"}}

@@ -54,3 +54,21 @@ def test_errors_name_the_file_line_and_field(tmp_path, text, error):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(DefinitionError, match=r"missing\.yaml: No such file or directory"):
         agent_pool_load(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--name=ok", "--skills=noop,fly"], "--skills: unknown skill 'fly'"),
+        (["--name=Bad Name"], "--name: 'Bad Name' is not a lowercase slug"),
+        (["--name=ok", "--role=Ops!"], "--role: 'Ops!' is not a lowercase slug"),
+        (["--name=ok", "--concurrency=0"], "--concurrency: 0 is not a positive integer"),
+    ],
+)
+def test_hive_agent_checks_its_identity_as_the_pool_file_does(args, error):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError) as caught:
+        call_command("hive", "agent", *args)
+
+    assert str(caught.value) == error

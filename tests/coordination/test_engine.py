@@ -317,3 +317,14 @@ def test_a_step_no_agent_offers_waits_and_says_why_until_one_arrives(
     run = wait_run(run)
     assert run.state == "succeeded"
     assert steps_of(run)["nap"].agent == "napper"
+
+
+def test_output_json_cannot_hold_fails_the_step_without_retries(start_agent, make_workflow):
+    start_agent("odd", skills="test.unjsonable")
+    workflow = make_workflow([{"id": "odd", "skill": "test.unjsonable", "retries": 3}])
+
+    run = wait_run(run_start(workflow=workflow, params={}))
+
+    step = steps_of(run)["odd"]
+    assert (run.state, step.tries) == ("failed", 1)
+    assert step.error == "output is not JSON: Object of type set is not JSON serializable"

@@ -18,10 +18,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents import worker
 from agents.models import Agent
-from agents.pool import AgentSpec, agent_pool_load
+from agents.pool import agent_pool_load, agent_spec
 from agents.routing import RoutingError, agent_queue, agent_queues, route
 from agents.services import agent_register
-from agents.skills import SkillError, skill_get, skill_names
+from agents.skills import SkillError, skill_get
 from coordination.models import Run, Workflow
 from coordination.services import RunError, run_start, workflow_load
 from hive_project import __version__
@@ -31,8 +31,6 @@ from hive_project.processes import shell_line, stack_processes
 from hive_project.services import admin_ensure
 from hive_project.yamlfile import DefinitionError
 
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_SKILLS = re.compile(r"^([a-z0-9][a-z0-9_.-]*(,[a-z0-9][a-z0-9_.-]*)*)?$")
 # The long-running processes start the embedded Redis if it is not up yet.
 _NEEDS_REDIS = {"up", "web", "agent", "coordinator", "flower"}
 
@@ -46,12 +44,6 @@ def _without_password(url: str) -> str:
 
 def _slug_of(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "host"
-
-
-def _slug(value: str) -> str:
-    if not _SLUG.match(value):
-        raise ValueError(value)
-    return value
 
 
 class Command(BaseCommand):
@@ -69,12 +61,11 @@ class Command(BaseCommand):
         agent = sub.add_parser("agent", help="Run one agent: a Celery worker with an identity.")
         agent.add_argument(
             "--name",
-            type=_slug,
             default=os.environ.get("HIVE_AGENT_NAME") or None,
             help="Unique agent name (default: HIVE_AGENT_NAME, else ROLE-HOSTNAME, "
             "so replicas of one container get names of their own).",
         )
-        agent.add_argument("--role", type=_slug, help="Role (default: the name).")
+        agent.add_argument("--role", help="Role (default: the name).")
         agent.add_argument(
             "--skills", default="", help="Comma-separated skills, e.g. noop,http.request."
         )
@@ -199,19 +190,17 @@ class Command(BaseCommand):
     def handle_agent(
         self, *, name: str, role: str | None, skills: str, concurrency: int, **options
     ) -> None:
-        if not _SKILLS.match(skills):
-            raise CommandError(f"--skills: {skills!r} is not a comma-separated list of skill names")
-        offered = tuple(filter(None, skills.split(",")))
-        unknown = sorted(set(offered) - set(skill_names()))
-        if unknown:
-            raise CommandError(
-                f"--skills: unknown skill {unknown[0]!r} (known: {', '.join(skill_names())})"
-            )
-        if concurrency < 1:
-            raise CommandError(f"--concurrency: {concurrency} must be at least 1")
         role = role or name or "agent"
-        name = name or f"{role}-{_slug_of(socket.gethostname())}"
-        spec = AgentSpec(name=name, role=role, skills=offered, concurrency=concurrency)
+        try:
+            spec = agent_spec(
+                name=name or f"{role}-{_slug_of(socket.gethostname())}",
+                role=role,
+                skills=[s for s in skills.split(",") if s],
+                concurrency=concurrency,
+                at="--",
+            )
+        except DefinitionError as exc:
+            raise CommandError(str(exc)) from None
         # The bootstep and the pool processes (forked later) read who they are here.
         worker.identity = spec
         agent_register(
