@@ -1,6 +1,7 @@
 """`make bench`: run every benchmark module in bench/, print one table and save
 bench/results/latest.json. Uses DATABASE_URL/REDIS_URL when set, else the
-embedded defaults under var/bench/ (apart from a `make run` in this checkout)."""
+embedded defaults under var/bench/ (apart from a `make run` in this checkout).
+`python -m bench engine ping` runs only the benchmarks named."""
 
 import importlib
 import json
@@ -33,6 +34,10 @@ def main() -> None:
     )
     call_command("migrate", interactive=False, verbosity=0)
     names = [m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")]
+    unknown = set(sys.argv[1:]) - set(names)
+    if unknown:
+        sys.exit(f"bench: no such benchmark: {', '.join(sorted(unknown))} (have {', '.join(names)})")
+    names = sys.argv[1:] or names
     rows = []
     for name in sorted(names):
         print(f"bench: running {name} ...", flush=True)
