@@ -28,7 +28,8 @@ from agents.skills.registry import schema_problem
 from coordination.models import Run, StepRun, Workflow
 from coordination.spec import spec_dependents, spec_digest, spec_load
 from coordination.templates import TemplateError, evaluate, render
-from dashboard.events import event_emit
+from dashboard.events import event_emit, event_publish_on_commit
+from dashboard.models import Event
 
 logger = logging.getLogger(__name__)
 Step = StepRun.State
@@ -171,20 +172,16 @@ def step_claim(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
     have sent the step again (a newer attempt), or the run was cancelled.
     """
     now = timezone.now()
-    with transaction.atomic():
-        step = _update_step(
-            step_run_id,
-            where={"state": Step.QUEUED, "attempt": attempt},
-            state=Step.RUNNING,
-            agent=agent,
-            started_at=now,
-            lease_until=now + timedelta(seconds=settings.HIVE_STEP_LEASE),
-            tries=_Delta(1),
-        )
-        if step is None:
-            return None
-        _emit_step(step, "step.running", agent=agent, attempt=step.attempt, tries=step.tries)
-    return step
+    return _update_step(
+        step_run_id,
+        where={"state": Step.QUEUED, "attempt": attempt},
+        announce="step.running",
+        state=Step.RUNNING,
+        agent=agent,
+        started_at=now,
+        lease_until=now + timedelta(seconds=settings.HIVE_STEP_LEASE),
+        tries=_Delta(1),
+    )
 
 
 def step_succeed(*, step: StepRun, output: object) -> bool:
@@ -212,21 +209,20 @@ def _item_succeed(step: StepRun, output: object) -> bool:
     in opposite order. Should this process die between the two, the reaper
     completes the group.
     """
-    with transaction.atomic():
-        finished = _update_step(
-            step.pk,
-            where={"state": Step.RUNNING, "attempt": step.attempt},
-            state=Step.SUCCEEDED,
-            output=output,
-            finished_at=timezone.now(),
-            lease_until=None,
-        )
-        if finished is None:
-            return False
-        _emit_finished(finished, Step.SUCCEEDED)
-        group = _update_step(step.group_id, where={}, pending_deps=_Delta(-1))
-    if group.pending_deps == 0:
-        group_complete(group_id=group.pk)
+    finished = _update_step(
+        step.pk,
+        where={"state": Step.RUNNING, "attempt": step.attempt},
+        announce=f"step.{Step.SUCCEEDED}",
+        count_down=step.group_id,
+        state=Step.SUCCEEDED,
+        output=output,
+        finished_at=timezone.now(),
+        lease_until=None,
+    )
+    if finished is None:
+        return False
+    if finished.group_pending == 0:
+        group_complete(group_id=step.group_id)
     return True
 
 
@@ -236,10 +232,6 @@ def group_complete(*, group_id: int) -> None:
         engine = _Engine(StepRun.objects.values_list("run_id", flat=True).get(pk=group_id))
         engine.group_done(engine.step(group_id))
         engine.settle()
-
-
-def _emit_finished(step: StepRun, state: str) -> None:
-    _emit_step(step, f"step.{state}", agent=step.agent, attempt=step.attempt, tries=step.tries)
 
 
 def _emit_step(step: StepRun, kind: str, **data) -> None:
@@ -329,9 +321,59 @@ class _Delta:
         self.n = n
 
 
-def _update_step(pk: int, *, where: dict, **values) -> StepRun | None:
-    """UPDATE one step if it matches `where` and read it back; None if it did not match."""
-    return next(iter(_update_steps({"id": pk, **where}, **values)), None)
+def _update_step(
+    pk: int, *, where: dict, announce: str = "", count_down: int | None = None, **values
+) -> StepRun | None:
+    """UPDATE one step if it matches `where` and read it back; None if it did not match.
+
+    `announce` records the event of that kind for the step (its key, agent,
+    attempt and tries); `count_down` takes one from that foreach group's
+    pending count, read back as `group_pending`. Claims and results are the
+    hot path of every step: on PostgreSQL the three writes are one statement
+    (data-modifying CTEs) in one round trip, and need no transaction of their
+    own; elsewhere they run in turn in one transaction.
+    """
+    if connection.vendor == "postgresql" and announce:
+        return next(iter(_update_step_announcing(pk, where, announce, count_down, values)), None)
+    with transaction.atomic(savepoint=False):
+        step = next(iter(_update_steps({"id": pk, **where}, **values)), None)
+        if step is None:
+            return None
+        if announce:
+            _emit_step(step, announce, agent=step.agent, attempt=step.attempt, tries=step.tries)
+        if count_down is not None:
+            group = _update_step(count_down, where={}, pending_deps=_Delta(-1))
+            step.group_pending = group.pending_deps
+    return step
+
+
+def _update_step_announcing(pk, where, announce, count_down, values) -> list[StepRun]:
+    qn = connection.ops.quote_name
+    update, params = _update_sql({"id": pk, **where}, values)
+    step_table, event_table = qn(StepRun._meta.db_table), qn(Event._meta.db_table)
+    # The data of every step event (_emit_step): the step's key, agent, attempt, tries.
+    fields = {"step": "key", "agent": "agent", "attempt": "attempt", "tries": "tries"}
+    data = ", ".join(f"'{name}', s.{qn(column)}" for name, column in fields.items())
+    # As in _update_sql, only quoted names from the models are formatted in.
+    sql = (
+        f"WITH s AS ({update}), "  # noqa: S608
+        f"e AS (INSERT INTO {event_table} (kind, subject, data, created_at) "
+        f"SELECT %s, 'run:' || s.run_id, jsonb_build_object({data}), now() FROM s "
+        "RETURNING id, created_at), "
+        # The group's row is locked last, as on every other path (see _item_succeed).
+        f"g AS (UPDATE {step_table} SET pending_deps = pending_deps - 1 "
+        "WHERE id = %s AND EXISTS (SELECT 1 FROM s) RETURNING pending_deps) "
+        "SELECT s.*, e.id AS event_id, e.created_at AS event_at, "
+        "g.pending_deps AS group_pending FROM s CROSS JOIN e LEFT JOIN g ON TRUE"
+    )
+    steps = list(StepRun.objects.raw(sql, [*params, announce, count_down]))
+    for step in steps:
+        data = {name: getattr(step, column) for name, column in fields.items()}
+        subject = f"run:{step.run_id}"
+        event = Event(pk=step.event_id, kind=announce, subject=subject, data=data)
+        event.created_at = step.event_at
+        event_publish_on_commit(event)
+    return steps
 
 
 def _update_steps(where: dict, **values) -> list[StepRun]:
@@ -339,6 +381,10 @@ def _update_steps(where: dict, **values) -> list[StepRun]:
     back in the same statement (UPDATE ... RETURNING, PostgreSQL and SQLite 3.35+):
     claims, results and fan-in counts are the hot path of every step, and this
     halves their round trips."""
+    return list(StepRun.objects.raw(*_update_sql(where, values)))
+
+
+def _update_sql(where: dict, values: dict) -> tuple[str, list]:
     qn = connection.ops.quote_name
     fields = StepRun._meta
     sets, params = [], []
@@ -366,7 +412,7 @@ def _update_steps(where: dict, **values) -> list[StepRun]:
         f"UPDATE {qn(fields.db_table)} SET {', '.join(sets)} "  # noqa: S608
         f"WHERE {' AND '.join(conditions)} RETURNING *"
     )
-    return list(StepRun.objects.raw(sql, params))
+    return sql, params
 
 
 _DISPATCH_FIELDS = (
@@ -545,17 +591,15 @@ class _Engine:
 
     def finish(self, pk: int, attempt: int, state: str, **fields) -> StepRun | None:
         """End a running try; None if the step has moved on (a stale result)."""
-        step = _update_step(
+        return _update_step(
             pk,
             where={"state": Step.RUNNING, "attempt": attempt},
+            announce=f"step.{state}",
             state=state,
             finished_at=timezone.now(),
             lease_until=None,
             **fields,
         )
-        if step is not None:
-            _emit_finished(step, state)
-        return step
 
     def done(self, step: StepRun) -> None:
         """`step` succeeded, was skipped, or failed with on_failure: continue."""

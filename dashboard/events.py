@@ -19,8 +19,14 @@ EVENTS_STREAM_MAXLEN = 10_000
 
 def event_emit(*, kind: str, subject: str, data: dict | None = None) -> Event:
     event = Event.objects.create(kind=kind, subject=subject, data=data or {})
-    transaction.on_commit(lambda: _publish(event))
+    event_publish_on_commit(event)
     return event
+
+
+def event_publish_on_commit(event: Event) -> None:
+    """Put a stored event on the live stream once its transaction commits (at once
+    outside a transaction), for events written by statements of their own."""
+    transaction.on_commit(lambda: _publish(event))
 
 
 def _publish(event: Event) -> None:

@@ -17,6 +17,7 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
+from dashboard.models import Event
 from tests.processes import wait_for
 from tests.runs import steps_of, wait_run
 
@@ -52,6 +53,34 @@ def test_a_linear_chain_runs_in_order_passing_outputs(agent, make_workflow):
     assert steps["b"].finished_at <= steps["c"].started_at
     assert {s.agent for s in steps.values()} == {"engine"}
     assert all(s.tries == 1 for s in steps.values())
+
+
+def test_every_step_change_is_an_event_naming_the_step_agent_and_try(agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "one", "skill": "noop"},
+            {"id": "each", "skill": "noop", "needs": "one", "foreach": "{{ [1, 2] }}"},
+        ]
+    )
+
+    run = wait_run(run_start(workflow=workflow, params={}))
+
+    events = [(e.kind, e.data) for e in Event.objects.filter(subject=f"run:{run.pk}")]
+    step = {"agent": "engine", "attempt": 1, "tries": 1}
+    assert events[:4] == [
+        ("run.started", {"workflow": str(workflow), "params": {}}),
+        ("step.running", {"step": "one", **step}),
+        ("step.succeeded", {"step": "one", **step}),
+        ("step.expanded", {"step": "each", "items": 2}),
+    ]
+    # The two items run side by side: their events may interleave.
+    items = [(kind, {"step": f"each[{i}]", **step})
+             for i in (0, 1) for kind in ("step.running", "step.succeeded")]  # fmt: skip
+    assert sorted(events[4:8], key=str) == sorted(items, key=str)
+    assert events[8:] == [
+        ("step.succeeded", {"step": "each", "items": 2}),
+        ("run.succeeded", {"error": ""}),
+    ]
 
 
 def test_a_diamond_fans_out_and_in(agent, make_workflow):
