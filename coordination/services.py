@@ -10,6 +10,7 @@ stored only if the step is still running the same attempt.
 
 import logging
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -452,6 +453,26 @@ def _workflow_graph(digest: str, workflow_id: int) -> tuple[dict, dict]:
     return {s["id"]: s for s in spec["steps"]}, spec_dependents(spec)
 
 
+SEND_BATCH = 100
+_queues_bound: dict[str, float] = {}
+
+
+def _queue_bind(name: str, channel) -> None:
+    """Bind the queue again if this process has not for a second.
+
+    kombu remembers what it declared, but the bindings live in Redis, and after
+    a FLUSHALL a message published to an unbound exchange is routed nowhere (the
+    reaper sends it again once HIVE_DISPATCH_TIMEOUT has passed). Binding on
+    every send cost a chain step a Redis round trip.
+    """
+    from hive_project.celery import app
+
+    now = time.monotonic()
+    if now - _queues_bound.get(name, -1.0) >= 1:
+        app.amqp.queues[name].bind(channel).declare()
+        _queues_bound[name] = now
+
+
 class _Engine:
     """One run's DAG inside a transaction that holds the run's row lock."""
 
@@ -762,13 +783,12 @@ class _Engine:
         from hive_project.celery import app
 
         if self._outbox:
-            # One producer for the whole batch: a foreach sends thousands at once.
-            with app.producer_or_acquire() as producer:
+            # One producer, and Redis pipelines of SEND_BATCH messages: a foreach
+            # sends thousands at once, and the first agents start after the first
+            # pipeline rather than after the last message.
+            with app.producer_or_acquire() as producer, producer.batch(max_size=SEND_BATCH):
                 for name in {step.queue for step in self._outbox}:
-                    # Bind each queue every time: kombu remembers what it declared,
-                    # but the bindings live in Redis, and after a FLUSHALL a message
-                    # published to an unbound exchange is routed nowhere.
-                    app.amqp.queues[name].bind(producer.channel).declare()
+                    _queue_bind(name, producer.channel)
                 for step in self._outbox:
                     timeout = self.spec[step.step_id]["timeout"]
                     execute_step_task.apply_async(
