@@ -107,6 +107,7 @@ class StepRun(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="steprun_run_key")]
+        permissions = [("approve_steprun", "Can approve or reject a step waiting for approval")]
         indexes = [
             models.Index(fields=["state", "queued_at"]),
             models.Index(fields=["agent", "state"]),

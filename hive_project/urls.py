@@ -1,11 +1,22 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.contrib.auth.decorators import login_required
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from dashboard.api import EventListView
+from hive_project.middleware import api_not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include("agents.api.urls")),
+    path("api/v1/", include("coordination.api.urls")),
+    path("api/v1/events/", EventListView.as_view(), name="event-list"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The docs page is for browsers: a login page rather than a 401.
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema"))),
+    re_path(r"^api/", api_not_found),
     path("", include("dashboard.urls")),
 ]

@@ -1,9 +1,9 @@
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException
+from rest_framework.generics import ListAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from agents.api.serializers import AgentSerializer, ScaleSerializer, SkillSerializer
 from agents.liveness import agents_live
@@ -75,8 +75,11 @@ class AgentViewSet(viewsets.ReadOnlyModelViewSet):
         return self._control(agent_scale, concurrency=body.validated_data["concurrency"])
 
 
-class SkillListView(APIView):
+class SkillListView(ListAPIView):
     """Every registered skill, its input schema, and the online agents offering it."""
 
-    def get(self, request):
-        return Response(SkillSerializer(skill_list(), many=True).data)
+    serializer_class = SkillSerializer
+    pagination_class = None  # a handful of skills, listed whole
+
+    def get_queryset(self):
+        return skill_list()

@@ -1,0 +1,81 @@
+from rest_framework import serializers
+
+from coordination.models import Run, StepRun, Workflow
+
+
+class WorkflowSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Workflow
+        fields = ["name", "version", "description", "digest", "source", "created_at"]
+        read_only_fields = fields
+
+
+class WorkflowDetailSerializer(WorkflowSerializer):
+    spec = serializers.JSONField(
+        read_only=True, help_text="The validated definition: params schema and steps (the DAG)."
+    )
+
+    class Meta(WorkflowSerializer.Meta):
+        fields = [*WorkflowSerializer.Meta.fields, "spec"]
+        read_only_fields = fields
+
+
+class StepRunSerializer(serializers.ModelSerializer):
+    group = serializers.IntegerField(
+        source="group_id", read_only=True, allow_null=True, help_text="The foreach step's id."
+    )
+
+    class Meta:
+        model = StepRun
+        fields = [
+            "id", "key", "step_id", "group", "item_index", "state", "skill", "agent",
+            "attempt", "tries", "inputs", "output", "error", "traceback", "waiting_reason",
+            "history", "queued_at", "started_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class RunSerializer(serializers.ModelSerializer):
+    workflow = serializers.CharField(source="workflow.name", read_only=True)
+    version = serializers.IntegerField(source="workflow.version", read_only=True)
+    created_by = serializers.CharField(
+        source="created_by.username", read_only=True, allow_null=True, default=None
+    )
+
+    class Meta:
+        model = Run
+        fields = [
+            "id", "workflow", "version", "state", "params", "error", "created_by",
+            "rerun_of", "created_at", "started_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class RunDetailSerializer(RunSerializer):
+    steps = StepRunSerializer(many=True, read_only=True)
+    dag = serializers.SerializerMethodField(help_text="The steps of the pinned version's spec.")
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "dag", "steps"]
+        read_only_fields = fields
+
+    def get_dag(self, run: Run) -> list[dict]:
+        return run.workflow.spec["steps"]
+
+
+class RunFilterSerializer(serializers.Serializer):
+    """The query parameters of the runs list."""
+
+    state = serializers.ChoiceField(choices=Run.State.choices, required=False)
+    workflow = serializers.CharField(required=False, max_length=100)
+    user = serializers.CharField(required=False, max_length=150, help_text="Who started it.")
+    since = serializers.DateTimeField(required=False, help_text="Created at or after.")
+    until = serializers.DateTimeField(required=False, help_text="Created before.")
+
+
+class StartSerializer(serializers.Serializer):
+    params = serializers.DictField(required=False, default=dict)
+
+
+class RejectSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)

@@ -1,0 +1,203 @@
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+
+from coordination.api.serializers import (
+    RejectSerializer,
+    RunDetailSerializer,
+    RunFilterSerializer,
+    RunSerializer,
+    StartSerializer,
+    WorkflowDetailSerializer,
+    WorkflowSerializer,
+)
+from coordination.models import Run, StepRun, Workflow
+from coordination.selectors import (
+    run_get,
+    run_list,
+    step_get,
+    workflow_get,
+    workflow_latest_list,
+    workflow_versions,
+)
+from coordination.services import (
+    RunError,
+    run_cancel,
+    run_rerun,
+    run_start,
+    step_approve,
+    step_reject,
+    step_retry,
+)
+from hive_project.api import Conflict, HasPerm
+
+
+def _perm(codename: str) -> list:
+    return [IsAuthenticated, HasPerm(codename)]
+
+
+class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
+    """Workflows by name: the newest version of each; `?version=N` on the detail."""
+
+    lookup_field = "name"
+    lookup_value_regex = r"[^/]+"
+
+    def get_queryset(self):
+        return workflow_latest_list()
+
+    def get_serializer_class(self):
+        return (
+            WorkflowSerializer if self.action in ("list", "versions") else WorkflowDetailSerializer
+        )
+
+    def get_object(self) -> Workflow:
+        version = self.request.query_params.get("version")
+        try:
+            return workflow_get(name=self.kwargs["name"], version=int(version) if version else None)
+        except (Workflow.DoesNotExist, ValueError):
+            raise Http404 from None
+
+    @extend_schema(parameters=[OpenApiParameter("version", int, description="A version.")])
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)
+
+    @action(detail=True, methods=["get"])
+    def versions(self, request, name=None):
+        """Every version of the workflow, newest first."""
+        versions = workflow_versions(name=name)
+        page = self.paginate_queryset(versions)
+        return self.get_paginated_response(WorkflowSerializer(page, many=True).data)
+
+    @extend_schema(request=StartSerializer, responses={201: RunSerializer})
+    @action(detail=True, methods=["post"], permission_classes=_perm("coordination.add_run"))
+    def start(self, request, name=None):
+        """Start a run of the newest version with `params`."""
+        body = StartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            run = run_start(
+                workflow=self.get_object(), params=body.validated_data["params"], user=request.user
+            )
+        except RunError as exc:
+            raise ValidationError({"params": [str(exc)]}) from None
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+
+@extend_schema(parameters=[RunFilterSerializer])
+class RunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Runs the user may see (staff: all), newest first, filtered by state, workflow,
+    user and creation time; the detail carries every step with its tries, inputs,
+    outputs and errors."""
+
+    pagination_class = RunPagination
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular reads the model
+            return Run.objects.none()
+        filters = RunFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        given = filters.validated_data
+        return run_list(
+            user=self.request.user,
+            state=given.get("state", ""),
+            workflow=given.get("workflow", ""),
+            started_by=given.get("user", ""),
+            since=given.get("since"),
+            until=given.get("until"),
+        )
+
+    def get_serializer_class(self):
+        return RunSerializer if self.action == "list" else RunDetailSerializer
+
+    def get_object(self) -> Run:
+        try:
+            return run_get(user=self.request.user, pk=int(self.kwargs["pk"]))
+        except (Run.DoesNotExist, ValueError):
+            raise Http404 from None
+
+    def _step(self, key: str) -> StepRun:
+        try:
+            return step_get(run=self.get_object(), key=key)
+        except StepRun.DoesNotExist:
+            raise Http404 from None
+
+    def _detail(self, run: Run, code=status.HTTP_200_OK) -> Response:
+        """The run as it is now, after an action changed it."""
+        run = run_get(user=self.request.user, pk=run.pk)
+        return Response(RunDetailSerializer(run).data, status=code)
+
+    @extend_schema(request=None, responses={200: RunDetailSerializer})
+    @action(detail=True, methods=["post"], permission_classes=_perm("coordination.change_run"))
+    def cancel(self, request, pk=None):
+        """Cancel the run: queued steps never start, running ones are stopped."""
+        try:
+            return self._detail(run_cancel(run=self.get_object(), user=request.user))
+        except RunError as exc:
+            raise Conflict(str(exc)) from None
+
+    @extend_schema(request=None, responses={201: RunDetailSerializer})
+    @action(detail=True, methods=["post"], permission_classes=_perm("coordination.add_run"))
+    def rerun(self, request, pk=None):
+        """A new run of the same version with the same params."""
+        run = run_rerun(run=self.get_object(), user=request.user)
+        return self._detail(run, status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: RunDetailSerializer})
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"steps/(?P<key>[^/]+)/retry",
+        permission_classes=_perm("coordination.change_steprun"),
+    )
+    def retry(self, request, pk=None, key=None):
+        """Run a failed step again, and everything after it."""
+        try:
+            return self._detail(step_retry(step=self._step(key), user=request.user))
+        except RunError as exc:
+            raise Conflict(str(exc)) from None
+
+    @extend_schema(request=None, responses={200: RunDetailSerializer})
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"steps/(?P<key>[^/]+)/approve",
+        permission_classes=_perm("coordination.approve_steprun"),
+    )
+    def approve(self, request, pk=None, key=None):
+        """Let a step waiting for approval run."""
+        try:
+            step = step_approve(step=self._step(key), user=request.user)
+        except RunError as exc:
+            raise Conflict(str(exc)) from None
+        return self._detail(step.run)
+
+    @extend_schema(request=RejectSerializer, responses={200: RunDetailSerializer})
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"steps/(?P<key>[^/]+)/reject",
+        permission_classes=_perm("coordination.approve_steprun"),
+    )
+    def reject(self, request, pk=None, key=None):
+        """Refuse a step waiting for approval: it fails, and so does the run."""
+        body = RejectSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            step = step_reject(
+                step=self._step(key), user=request.user, reason=body.validated_data["reason"]
+            )
+        except RunError as exc:
+            raise Conflict(str(exc)) from None
+        return self._detail(step.run)

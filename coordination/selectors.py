@@ -1,0 +1,65 @@
+"""Reads of workflows, runs and steps, for the API, the dashboard and the CLI."""
+
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+
+from coordination.models import Run, StepRun, Workflow
+
+
+def workflow_latest_list() -> QuerySet[Workflow]:
+    """The newest version of every workflow, by name."""
+    newest = Workflow.objects.filter(name=OuterRef("name")).order_by("-version").values("pk")[:1]
+    return Workflow.objects.filter(pk=Subquery(newest)).order_by("name")
+
+
+def workflow_versions(*, name: str) -> QuerySet[Workflow]:
+    return Workflow.objects.filter(name=name).order_by("-version")
+
+
+def workflow_get(*, name: str, version: int | None = None) -> Workflow:
+    """A version of `name`, the newest by default; Workflow.DoesNotExist if none."""
+    versions = workflow_versions(name=name)
+    if version is not None:
+        return versions.get(version=version)
+    return versions[:1].get()
+
+
+def run_visible_list(*, user) -> QuerySet[Run]:
+    """The runs `user` may see: all of them for staff and holders of
+    `coordination.view_run`, otherwise the runs they started."""
+    runs = Run.objects.select_related("workflow", "created_by").defer("workflow__spec")
+    if user.is_staff or user.has_perm("coordination.view_run"):
+        return runs
+    return runs.filter(created_by=user)
+
+
+def run_list(
+    *, user, state: str = "", workflow: str = "", started_by: str = "", since=None, until=None
+) -> QuerySet[Run]:
+    runs = run_visible_list(user=user)
+    if state:
+        runs = runs.filter(state=state)
+    if workflow:
+        runs = runs.filter(workflow__name=workflow)
+    if started_by:
+        runs = runs.filter(created_by__username=started_by)
+    if since:
+        runs = runs.filter(created_at__gte=since)
+    if until:
+        runs = runs.filter(created_at__lt=until)
+    return runs
+
+
+def run_get(*, user, pk: int) -> Run:
+    """One visible run with its workflow's spec and every step; Run.DoesNotExist if the
+    user may not see it."""
+    steps = Prefetch("steps", queryset=StepRun.objects.order_by("id"))
+    return (
+        Run.objects.select_related("workflow", "created_by")
+        .prefetch_related(steps)
+        .filter(pk__in=run_visible_list(user=user).values("pk"))
+        .get(pk=pk)
+    )
+
+
+def step_get(*, run: Run, key: str) -> StepRun:
+    return StepRun.objects.select_related("run").get(run=run, key=key)

@@ -1,0 +1,73 @@
+"""GET /api/v1/events/?after=<seq>: what a live client missed, oldest first."""
+
+from rest_framework import serializers
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import BasePagination
+from rest_framework.response import Response
+
+from dashboard.models import Event
+from dashboard.selectors import event_list
+
+
+class EventSerializer(serializers.ModelSerializer):
+    seq = serializers.IntegerField(source="pk", read_only=True)
+    at = serializers.DateTimeField(source="created_at", read_only=True)
+
+    class Meta:
+        model = Event
+        fields = ["seq", "kind", "subject", "data", "at"]
+        read_only_fields = fields
+
+
+class AfterFilterSerializer(serializers.Serializer):
+    after = serializers.IntegerField(
+        required=False, default=0, min_value=0, help_text="The last sequence number seen."
+    )
+    limit = serializers.IntegerField(required=False, default=500, min_value=1, max_value=5000)
+
+
+class SequencePagination(BasePagination):
+    """Pages by sequence number: `last` is the `after` of the next request, `more` says
+    whether there is one. Unlike offsets, a page never shifts as events arrive."""
+
+    def paginate_queryset(self, queryset, request, view=None):
+        query = AfterFilterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        self.after, limit = query.validated_data["after"], query.validated_data["limit"]
+        page = list(queryset.filter(pk__gt=self.after)[: limit + 1])
+        self.more = len(page) > limit
+        return page[:limit]
+
+    def get_paginated_response(self, data):
+        last = data[-1]["seq"] if data else self.after
+        return Response({"results": data, "last": last, "more": self.more})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["results", "last", "more"],
+            "properties": {
+                "results": schema,
+                "last": {"type": "integer"},
+                "more": {"type": "boolean"},
+            },
+        }
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {"name": "after", "in": "query", "required": False, "schema": {"type": "integer",
+             "minimum": 0}, "description": "The last sequence number seen."},
+            {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer",
+             "minimum": 1, "maximum": 5000}},
+        ]  # fmt: skip
+
+
+class EventListView(ListAPIView):
+    """Events after `after`, oldest first: run events for the runs the user may see,
+    agent and workflow events for every user."""
+
+    serializer_class = EventSerializer
+    pagination_class = SequencePagination
+
+    def get_queryset(self):
+        return event_list(user=self.request.user)
