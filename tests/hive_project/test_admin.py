@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from agents.models import Agent
+from coordination.models import Run, StepRun
 from coordination.services import run_start
 
 pytestmark = pytest.mark.django_db
@@ -27,3 +28,36 @@ def test_admin_needs_a_staff_login(client):
 
     assert response.status_code == 302
     assert response.headers["location"].startswith("/admin/login/")
+
+
+def test_admin_actions_cancel_runs_and_approve_steps(admin_client, make_workflow):
+    gate = make_workflow([{"id": "gate", "skill": "noop", "approval": True}])
+    waiting, doomed = run_start(workflow=gate, params={}), run_start(workflow=gate, params={})
+    step = StepRun.objects.get(run=waiting)
+
+    admin_client.post(
+        reverse("admin:coordination_steprun_changelist"),
+        {"action": "approve", "_selected_action": [step.pk]},
+    )
+    response = admin_client.post(
+        reverse("admin:coordination_run_changelist"),
+        {"action": "cancel", "_selected_action": [doomed.pk, doomed.pk]},
+        follow=True,
+    )
+
+    assert StepRun.objects.get(pk=step.pk).history[0]["approved_by"] == "admin"
+    assert Run.objects.get(pk=doomed.pk).state == "cancelled"
+    assert f"run {doomed.pk} of {gate}" in response.content.decode()
+
+
+def test_an_admin_action_that_cannot_apply_says_why(admin_client, make_workflow):
+    run = run_start(workflow=make_workflow([{"id": "s", "skill": "noop"}]), params={})
+    step = StepRun.objects.get(run=run)
+
+    response = admin_client.post(
+        reverse("admin:coordination_steprun_changelist"),
+        {"action": "retry", "_selected_action": [step.pk]},
+        follow=True,
+    )
+
+    assert "only a failed step can be retried" in response.content.decode()
