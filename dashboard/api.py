@@ -7,6 +7,7 @@ from rest_framework.response import Response
 
 from dashboard.models import Event
 from dashboard.selectors import event_list
+from hive_project.api import query_params
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -31,7 +32,7 @@ class SequencePagination(BasePagination):
     whether there is one. Unlike offsets, a page never shifts as events arrive."""
 
     def paginate_queryset(self, queryset, request, view=None):
-        query = AfterFilterSerializer(data=request.query_params)
+        query = AfterFilterSerializer(data=query_params(request))
         query.is_valid(raise_exception=True)
         self.after, limit = query.validated_data["after"], query.validated_data["limit"]
         page = list(queryset.filter(pk__gt=self.after)[: limit + 1])

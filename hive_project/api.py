@@ -6,6 +6,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
+from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.views import exception_handler
 
@@ -65,3 +66,82 @@ class Conflict(APIException):
 class BodyTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "too_large"
+
+
+def query_params(request) -> dict[str, str]:
+    """The query string as a plain dict for a filter serializer: a parameter given twice
+    is a 400, and an empty value is a value (DRF reads `?state=` on a QueryDict as no
+    filter at all)."""
+    repeated = [name for name, values in request.query_params.lists() if len(values) > 1]
+    if repeated:
+        raise ValidationError({name: ["Given more than once."] for name in repeated})
+    return request.query_params.dict()
+
+
+def _page_param(request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """A paging query parameter, or a 400 naming it (DRF would quietly use the default)."""
+    raw = query_params(request).get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError({name: ["A valid integer is required."]}) from None
+    if not minimum <= value <= maximum:
+        raise ValidationError({name: [f"Must be between {minimum} and {maximum}."]})
+    return value
+
+
+class HivePagination(LimitOffsetPagination):
+    """`?limit=&offset=` pages; bad values are a 400 rather than silently ignored."""
+
+    default_limit = 100
+    max_limit = 1000
+
+    def get_limit(self, request) -> int:
+        return _page_param(
+            request, "limit", default=self.default_limit, minimum=1, maximum=self.max_limit
+        )
+
+    def get_offset(self, request) -> int:
+        return _page_param(request, "offset", default=0, minimum=0, maximum=2**31)
+
+    def get_schema_operation_parameters(self, view):
+        return _bounded(super().get_schema_operation_parameters(view), {
+            "limit": (1, self.max_limit), "offset": (0, 2**31)
+        })  # fmt: skip
+
+
+class NewestFirstPagination(CursorPagination):
+    """Cursor pages, newest first, for lists that grow while clients page through them;
+    a bad `limit` or `cursor` is a 400."""
+
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+    def get_page_size(self, request) -> int:
+        return _page_param(
+            request, "limit", default=self.page_size, minimum=1, maximum=self.max_page_size
+        )
+
+    def get_schema_operation_parameters(self, view):
+        return _bounded(
+            super().get_schema_operation_parameters(view), {"limit": (1, self.max_page_size)}
+        )
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError({"cursor": ["Invalid cursor."]}) from None
+
+
+def _bounded(parameters: list[dict], bounds: dict[str, tuple[int, int]]) -> list[dict]:
+    """Paging parameters in the schema with the bounds the pagination enforces."""
+    for parameter in parameters:
+        if parameter["name"] in bounds:
+            low, high = bounds[parameter["name"]]
+            parameter["schema"] = {"type": "integer", "minimum": low, "maximum": high}
+    return parameters

@@ -160,8 +160,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "hive_project.api.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": ["hive_project.parsers.HiveJSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
-    "PAGE_SIZE": 100,
+    "DEFAULT_PAGINATION_CLASS": "hive_project.api.HivePagination",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "hive_project.schema.HiveAutoSchema",
 }

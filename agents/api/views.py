@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException
@@ -52,21 +53,25 @@ class AgentViewSet(viewsets.ReadOnlyModelViewSet):
         agent = result if isinstance(result, Agent) else agent
         return Response(self.get_serializer(agent).data)
 
+    @extend_schema(request=None)
     @action(detail=True, methods=["post"], permission_classes=CONTROL)
     def drain(self, request, name=None):
         """Stop taking new steps; running ones finish."""
         return self._control(agent_drain)
 
+    @extend_schema(request=None)
     @action(detail=True, methods=["post"], permission_classes=CONTROL)
     def resume(self, request, name=None):
         """Take steps again after a drain."""
         return self._control(agent_resume)
 
+    @extend_schema(request=None)
     @action(detail=True, methods=["post"], permission_classes=CONTROL)
     def shutdown(self, request, name=None):
         """Finish running steps, then exit."""
         return self._control(agent_shutdown)
 
+    @extend_schema(request=ScaleSerializer)
     @action(detail=True, methods=["post"], permission_classes=CONTROL)
     def scale(self, request, name=None):
         """Set the number of steps the agent runs in parallel."""

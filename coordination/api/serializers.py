@@ -73,6 +73,12 @@ class RunFilterSerializer(serializers.Serializer):
     until = serializers.DateTimeField(required=False, help_text="Created before.")
 
 
+class VersionSerializer(serializers.Serializer):
+    version = serializers.IntegerField(
+        required=False, min_value=1, help_text="A version; the newest by default."
+    )
+
+
 class StartSerializer(serializers.Serializer):
     params = serializers.DictField(required=False, default=dict)
 

@@ -1,9 +1,8 @@
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -13,6 +12,7 @@ from coordination.api.serializers import (
     RunFilterSerializer,
     RunSerializer,
     StartSerializer,
+    VersionSerializer,
     WorkflowDetailSerializer,
     WorkflowSerializer,
 )
@@ -20,6 +20,7 @@ from coordination.models import Run, StepRun, Workflow
 from coordination.selectors import (
     run_get,
     run_list,
+    run_visible_list,
     step_get,
     workflow_get,
     workflow_latest_list,
@@ -34,7 +35,7 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
-from hive_project.api import Conflict, HasPerm
+from hive_project.api import Conflict, HasPerm, NewestFirstPagination, query_params
 
 
 def _perm(codename: str) -> list:
@@ -56,22 +57,27 @@ class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
     def get_object(self) -> Workflow:
-        version = self.request.query_params.get("version")
+        query = VersionSerializer(data=query_params(self.request))
+        query.is_valid(raise_exception=True)
         try:
-            return workflow_get(name=self.kwargs["name"], version=int(version) if version else None)
-        except (Workflow.DoesNotExist, ValueError):
+            return workflow_get(
+                name=self.kwargs["name"], version=query.validated_data.get("version")
+            )
+        except Workflow.DoesNotExist:
             raise Http404 from None
 
-    @extend_schema(parameters=[OpenApiParameter("version", int, description="A version.")])
+    @extend_schema(parameters=[VersionSerializer])
     def retrieve(self, request, *args, **kwargs):
         return super().retrieve(request, *args, **kwargs)
 
-    @action(detail=True, methods=["get"])
+    @extend_schema(responses=WorkflowSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None)
     def versions(self, request, name=None):
         """Every version of the workflow, newest first."""
-        versions = workflow_versions(name=name)
-        page = self.paginate_queryset(versions)
-        return self.get_paginated_response(WorkflowSerializer(page, many=True).data)
+        versions = list(workflow_versions(name=name))
+        if not versions:
+            raise Http404
+        return Response(WorkflowSerializer(versions, many=True).data)
 
     @extend_schema(request=StartSerializer, responses={201: RunSerializer})
     @action(detail=True, methods=["post"], permission_classes=_perm("coordination.add_run"))
@@ -88,25 +94,21 @@ class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
-class RunPagination(CursorPagination):
-    ordering = "-id"
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 500
-
-
-@extend_schema(parameters=[RunFilterSerializer])
+@extend_schema_view(list=extend_schema(parameters=[RunFilterSerializer]))
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     """Runs the user may see (staff: all), newest first, filtered by state, workflow,
     user and creation time; the detail carries every step with its tries, inputs,
     outputs and errors."""
 
-    pagination_class = RunPagination
+    pagination_class = NewestFirstPagination
+    lookup_value_regex = r"[0-9]+"
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular reads the model
             return Run.objects.none()
-        filters = RunFilterSerializer(data=self.request.query_params)
+        if self.action != "list":
+            return run_visible_list(user=self.request.user)
+        filters = RunFilterSerializer(data=query_params(self.request))
         filters.is_valid(raise_exception=True)
         given = filters.validated_data
         return run_list(
@@ -124,7 +126,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_object(self) -> Run:
         try:
             return run_get(user=self.request.user, pk=int(self.kwargs["pk"]))
-        except (Run.DoesNotExist, ValueError):
+        except (Run.DoesNotExist, OverflowError):
             raise Http404 from None
 
     def _step(self, key: str) -> StepRun:
