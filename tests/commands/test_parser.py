@@ -184,7 +184,7 @@ def test_carets_align_under_wide_characters():
     with pytest.raises(ParseError) as caught:
         run("/release 日本 env=qa")
 
-    shown, carets = str(caught.value).split("\n")
+    _, carets = str(caught.value).split("\n")
     # 日本 takes four columns in a terminal: the carets move two to the right.
     assert carets.index("^") == len("/release 日本 ") + 2
 
