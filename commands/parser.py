@@ -309,9 +309,13 @@ def bind(parsed: Parsed, *, schema: dict, hint: str = "", command: str = "") -> 
         rest = parsed.positional[i:]
         span = Token(value="", start=rest[0].start, end=rest[-1].end)
         if len(slots) == 1 and "array" in _types(props.get(name, {})):
-            # The last slot takes the rest when it is a list...
-            item = props[name].get("items", {})
-            put(name, [coerce(t.value, item) for t in rest], span)
+            # The last slot takes the rest when it is a list (each word split on commas)...
+            parts = [coerce(t.value, props[name]) for t in rest]
+            put(
+                name,
+                [v for part in parts for v in (part if isinstance(part, list) else [part])],
+                span,
+            )
             break
         if len(slots) == 1 and variadic and len(rest) > 1:
             # ...or when the hint says so (`<text...>`): the words, as typed.
