@@ -434,7 +434,7 @@ class Command(BaseCommand):
         elif wait and run is not None:
             self.stdout.write(f"run {run.pk}: {run.state}{': ' + run.error if run.error else ''}")
             for key, output in run_outputs(run=run).items():
-                self.stdout.write(f"{key}: {_json_dumps(output)}")
+                self.stdout.write(f"{key}: {json.dumps(output, ensure_ascii=False, default=str)}")
         if wait and ((run is None and invocation.outcome != Invocation.Outcome.DONE) or (
                 run is not None and run.state != Run.State.SUCCEEDED)):  # fmt: skip
             raise SystemExit(1)
