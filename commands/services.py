@@ -82,11 +82,13 @@ def command_save(*, definition: Definition) -> tuple[Command, str]:
     nothing. Its workflow is saved as a new version only when it changed."""
     existing = Command.objects.select_for_update().filter(name=definition.name).first()
     if existing and existing.digest == definition.digest:
-        if existing.enabled == definition.enabled and existing.source == definition.source:
-            return existing, "unchanged"
-        existing.enabled, existing.source = definition.enabled, definition.source
-        existing.save(update_fields=["enabled", "source", "updated_at"])
-        return existing, "enabled" if existing.enabled else "disabled"
+        action = "unchanged"
+        if existing.enabled != definition.enabled:
+            action = "enabled" if definition.enabled else "disabled"
+        if action != "unchanged" or existing.source != definition.source:
+            existing.enabled, existing.source = definition.enabled, definition.source
+            existing.save(update_fields=["enabled", "source", "updated_at"])
+        return existing, action
     workflow, _ = workflow_save(
         name=definition.workflow_spec["name"],
         spec=definition.workflow_spec,
@@ -134,7 +136,8 @@ def commands_load(*, paths: list[Path] | None = None) -> list[Change]:
     """
     changes = builtins_sync()
     roots = [Path(p) for p in paths] if paths else [r for r in command_roots() if r.is_dir()]
-    seen: dict[str, str] = {}
+    present: set[str] = set()  # every definition file found, loaded or broken
+    names: dict[str, Path] = {}  # each name to the file that defined it
     for root in roots:
         if root.is_dir():
             files = definition_files(root)
@@ -144,12 +147,12 @@ def commands_load(*, paths: list[Path] | None = None) -> list[Change]:
             changes.append(Change(name="", action="error", error=f"{root}: no such file or folder"))
             continue
         for path, name in files:
-            seen.setdefault(str(path.resolve()), name)
+            present.add(str(path.resolve()))
             try:
                 definition = definition_read(path, name=name)
-                if definition.name in seen.values() and seen.get(str(path.resolve())) != name:
-                    raise DefinitionError(f"{path}: /{definition.name} is also defined elsewhere")
-                seen[str(path.resolve())] = definition.name
+                other = names.setdefault(definition.name, path)
+                if other != path:
+                    raise DefinitionError(f"{path}: /{definition.name} is defined by {other} too")
                 command, action = command_save(definition=definition)
             except DefinitionError as exc:
                 changes.append(Change(name=name, action="error", error=str(exc)))
@@ -158,7 +161,7 @@ def commands_load(*, paths: list[Path] | None = None) -> list[Change]:
                 Change(name=command.name, action=action, version=command.version, source=str(path))
             )
         if root.is_dir():
-            changes += _disable_removed(root, present=set(seen))
+            changes += _disable_removed(root, present=present)
     return changes
 
 
@@ -182,6 +185,8 @@ def builtins_sync() -> list[Change]:
     """Make every /hive:* command a row, so it is listed, permission-checked and
     audited like the others; an admin may disable one."""
     changes = []
+    # One query when nothing changed, as on every start and every listing.
+    digests = dict(Command.objects.filter(name__in=BUILTINS).values_list("name", "digest"))
     for spec in BUILTINS.values():
         fields = {
             "description": spec.description,
@@ -193,6 +198,8 @@ def builtins_sync() -> list[Change]:
             "source": "builtin",
         }
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        if digests.get(spec.name) == digest:
+            continue
         with transaction.atomic():
             existing = Command.objects.select_for_update().filter(name=spec.name).first()
             if existing and existing.digest == digest:

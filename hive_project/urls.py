@@ -8,5 +8,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include("agents.api.urls")),
     path("api/v1/", include("commands.api.urls")),
+    path("commands/", include("commands.urls")),
     path("", include("dashboard.urls")),
 ]

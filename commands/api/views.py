@@ -1,5 +1,6 @@
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
@@ -121,11 +122,11 @@ class InvocationDetailView(generics.RetrieveAPIView):
 class ScheduleListView(APIView):
     """Schedules that run a command with fixed arguments, as their creator."""
 
-    permission_classes = [HasPerm("django_celery_beat.view_periodictask")]
+    permission_classes = [IsAuthenticated, HasPerm("django_celery_beat.view_periodictask")]
 
     def get_permissions(self):
         if self.request.method == "POST":
-            return [HasPerm("django_celery_beat.add_periodictask")]
+            return [IsAuthenticated(), HasPerm("django_celery_beat.add_periodictask")]
         return super().get_permissions()
 
     def get(self, request):
@@ -151,7 +152,7 @@ class ScheduleListView(APIView):
 
 
 class ScheduleDetailView(APIView):
-    permission_classes = [HasPerm("django_celery_beat.change_periodictask")]
+    permission_classes = [IsAuthenticated, HasPerm("django_celery_beat.change_periodictask")]
 
     def _row(self, pk: int) -> dict:
         row = next((s for s in schedule_list() if s["id"] == pk), None)

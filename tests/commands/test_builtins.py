@@ -31,7 +31,10 @@ def flaky(definitions):
         workflow:
           steps:
             - {id: first, skill: noop}
-            - {id: shaky, skill: test.flaky, needs: first, with: {key: "{{ params.key }}", failures: 1}}
+            - id: shaky
+              skill: test.flaky
+              needs: first
+              with: {key: "{{ params.key }}", failures: 1}
         ---
     """)  # fmt: skip
     commands_load(paths=[definitions.root])

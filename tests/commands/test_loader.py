@@ -305,3 +305,18 @@ def test_a_stored_workflow_can_be_named_by_version(definitions, make_workflow):
         ("x", ["approval"], False, ""),
     ]
     assert spec["description"] == f"runs {stored}"
+
+
+def test_two_files_defining_one_name_are_refused(definitions):
+    first = definitions("a.md", "---\nname: same\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n")
+    second = definitions(
+        "b.md", "---\nname: same\nworkflow: {steps: [{id: b, skill: noop}]}\n---\n"
+    )
+
+    changes = commands_load(paths=[definitions.root])
+
+    assert [str(c) for c in changes if c.action == "error"] == [
+        f"error: {second}: /same is defined by {first} too (the loaded version, if any, stays "
+        "active)"
+    ]
+    assert Command.objects.get(name="same").source == str(first.resolve())

@@ -29,7 +29,8 @@ def nap(definitions, users):
               seconds: {{type: number, minimum: 0}}
               lane: {{type: string, default: a}}
             overlap: {{policy: {policy}, key: "nap:{{{{ params.lane }}}}"}}
-            workflow: {{steps: [{{id: nap, skill: sleep, with: {{seconds: "{{{{ params.seconds }}}}"}}}}]}}
+            workflow:
+              steps: [{{id: nap, skill: sleep, with: {{seconds: "{{{{ params.seconds }}}}"}}}}]
             ---
         """)  # fmt: skip
         commands_load(paths=[definitions.root])
