@@ -12,6 +12,7 @@ from django.db.models import Count
 from agents.models import Agent
 from agents.services import AgentControlError, agent_drain, agent_resume
 from commands.models import EXECUTE_PERMISSION, Command
+from commands.parser import hint_names
 from coordination.models import Run, StepRun
 from coordination.services import RunError, run_cancel, step_approve, step_reject, step_retry
 
@@ -89,10 +90,13 @@ def _help(*, user, command: str = "") -> dict:
         if found is None:
             raise BuiltinError(f"no command named /{command.lstrip('/')}")
         usage = f"/{found.name} {found.argument_hint}".rstrip()
+        props = found.params.get("properties", {})
+        # The hint's order, then by name (jsonb on PostgreSQL does not keep key order).
+        hinted = [n for n in hint_names(found.argument_hint) if n in props]
         params = [
-            f"  {name}: {_describe(prop)}"
+            f"  {name}: {_describe(props[name])}"
             + (" (required)" if name in found.params.get("required", []) else "")
-            for name, prop in found.params.get("properties", {}).items()
+            for name in hinted + sorted(n for n in props if n not in hinted)
         ]
         text = "\n".join(
             [usage, found.description, *(["arguments:", *params] if params else []), "", found.body]

@@ -345,10 +345,12 @@ def _display(token: Token, key: str) -> str:
 
 
 def _known(props: dict, what: str) -> str:
+    # Sorted: a schema stored as PostgreSQL jsonb does not keep its keys' order.
     if what == "flag":
-        names = [f"--{n}" for n, p in props.items() if "boolean" in _types(p)] + [f"--{DRY_RUN}"]
+        names = [f"--{n}" for n in sorted(props) if "boolean" in _types(props[n])]
+        names.append(f"--{DRY_RUN}")
     else:
-        names = list(props)
+        names = sorted(props)
     return f" (known: {', '.join(names)})" if names else " (this command takes no arguments)"
 
 

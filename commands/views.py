@@ -7,6 +7,7 @@ from django.http import Http404
 from django.shortcuts import render
 
 from commands.models import Invocation
+from commands.parser import hint_names
 from commands.selectors import command_list, invocation_list
 from commands.services import CommandFailure, builtins_sync, command_execute
 
@@ -39,8 +40,12 @@ def command_form(request, name: str):
     command = command_list().filter(name=name).first()
     if command is None:
         raise Http404(f"no command /{name}")
-    fields = [_field(key, prop, key in command.params.get("required", []))
-              for key, prop in command.params.get("properties", {}).items()]  # fmt: skip
+    props = command.params.get("properties", {})
+    # The hint's order first, then by name: jsonb (PostgreSQL) does not keep key order.
+    hinted = [n for n in hint_names(command.argument_hint) if n in props]
+    order = hinted + sorted(n for n in props if n not in hinted)
+    required = command.params.get("required", [])
+    fields = [_field(key, props[key], key in required) for key in order]
     result, text = {}, ""
     if request.method == "POST":
         for field in fields:

@@ -57,7 +57,7 @@ def test_the_generated_form_builds_quoted_text_from_the_schema(admin_client, dep
     invocation = Invocation.objects.get()
     assert (
         invocation.text
-        == '/deploy env="prod" note="say \\"hi\\"; rm -rf /" replicas="3" --no-force'
+        == '/deploy env="prod" --no-force note="say \\"hi\\"; rm -rf /" replicas="3"'
     )
     assert invocation.args == {"env": "prod", "note": 'say "hi"; rm -rf /', "replicas": 3,
                                "force": False}  # fmt: skip

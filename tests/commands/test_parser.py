@@ -127,8 +127,8 @@ INVALID = [
     ("/release 1.4 --env", "--env is not a flag: give env=<value>", "--env"),
     (
         "/release 1.4 colour=red",
-        "unknown argument 'colour' (known: version, env, force, skip_tests, count, ratio, tags, "
-        "note, level, meta)",
+        "unknown argument 'colour' (known: count, env, force, level, meta, note, ratio, "
+        "skip_tests, tags, version)",
         "colour=red",
     ),
     (
