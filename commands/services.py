@@ -31,7 +31,6 @@ from commands.loader import (
 from commands.models import Command, Invocation
 from commands.parser import Parsed, ParseError, bind, parse
 from commands.selectors import SCHEDULE_TASK
-from coordination.models import Run
 from coordination.services import RunError, run_cancel, run_start, workflow_save
 from coordination.templates import TemplateError, evaluate, render
 from dashboard.events import event_emit
@@ -658,7 +657,3 @@ def scheduled_execute(*, text: str, user_id: int | None, schedule: str = "") -> 
         )
     except CommandFailure as exc:
         return exc.invocation
-
-
-def run_of(invocation: Invocation) -> Run | None:
-    return Run.objects.select_related("workflow").filter(pk=invocation.run_id).first()
