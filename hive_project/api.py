@@ -37,7 +37,8 @@ def api_exception_handler(exc, context):
     else:
         detail = getattr(exc, "detail", str(exc))
         code = detail.code if hasattr(detail, "code") else getattr(exc, "default_code", "error")
-        body = {"code": code, "message": str(detail), "fields": {}}
+        # An exception may name its fields itself (a refused command points at a token).
+        body = {"code": code, "message": str(detail), "fields": getattr(exc, "fields", {})}
     response.data = {"error": body}
     return response
 

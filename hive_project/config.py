@@ -60,6 +60,21 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def path_list(name: str) -> list[Path]:
+    """A list of folders separated by the OS path separator (`:`), relative to BASE_DIR."""
+    raw = env_str(name)
+    return [(BASE_DIR / item).resolve() for item in raw.split(os.pathsep) if item.strip()]
+
+
+def throttle_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, `N/period` with period s, m, h or d (`60/min` reads as minutes)."""
+    raw = env_str(name, default)
+    count, _, period = raw.partition("/")
+    if not (count.isdigit() and period[:1] in {"s", "m", "h", "d"}):
+        raise ConfigError(f"{name}: {raw!r} is not a rate like 60/min (N per s, min, h or day)")
+    return raw
+
+
 def env_json(name: str, default: object) -> object:
     raw = env_str(name)
     if not raw:

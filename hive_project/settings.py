@@ -14,9 +14,11 @@ from hive_project.config import (
     env_int,
     env_list,
     env_str,
+    path_list,
     redis_url,
     secret_key,
     shell_commands,
+    throttle_rate,
     var_dir,
 )
 
@@ -45,6 +47,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "django_celery_beat",
     "hive_project",
     "agents",
     "coordination",
@@ -150,6 +153,9 @@ CHANNEL_LAYERS = {
 
 # --- API ----------------------------------------------------------------------
 
+# Slash commands a user may execute through the API, per user (DRF rate: N/s|m|h|d).
+HIVE_COMMAND_THROTTLE = throttle_rate("HIVE_COMMAND_THROTTLE", "60/min")
+
 REST_FRAMEWORK = {
     # Token first: DRF answers an anonymous request with the first class's
     # WWW-Authenticate challenge, which makes it a 401 rather than a 403.
@@ -163,6 +169,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "hive_project.api.HivePagination",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "hive_project.schema.HiveAutoSchema",
+    # Scoped throttles apply only to views that name a scope (commands' execute).
+    "DEFAULT_THROTTLE_RATES": {"commands.execute": HIVE_COMMAND_THROTTLE},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Hive API",
@@ -228,6 +236,14 @@ HIVE_LLM_API_KEY = env_str("HIVE_LLM_API_KEY")
 HIVE_LLM_MODEL = env_str("HIVE_LLM_MODEL", "gpt-4o-mini")
 HIVE_LLM_TIMEOUT = env_int("HIVE_LLM_TIMEOUT", 120, minimum=1)
 
+# --- Slash commands (commands/) ---------------------------------------------------
+
+# Folders of command definition files, beside the shipped commands/definitions/.
+HIVE_COMMAND_DIRS = path_list("HIVE_COMMAND_DIRS")
+# The longest command text accepted, in characters: a parse error points at a
+# token, so the text must stay printable.
+HIVE_COMMAND_MAX_LENGTH = env_int("HIVE_COMMAND_MAX_LENGTH", 10_000, minimum=100)
+
 # --- Production hardening (checked by `manage.py check --deploy`) -------------
 
 if PRODUCTION:
@@ -254,12 +270,23 @@ LOGGING = {
 # The coordinator (a worker with an embedded beat, see `hive coordinator`)
 # consumes hive.coordinator; agents never do.
 HIVE_COORDINATOR_QUEUE = "hive.coordinator"
-CELERY_TASK_ROUTES = {"coordination.reap_task": {"queue": HIVE_COORDINATOR_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "coordination.reap_task": {"queue": HIVE_COORDINATOR_QUEUE},
+    "commands.command_schedule_task": {"queue": HIVE_COORDINATOR_QUEUE},
+    "commands.invocations_dequeue_task": {"queue": HIVE_COORDINATOR_QUEUE},
+}
+# The coordinator's beat reads its schedule from the database (django-celery-beat's
+# DatabaseScheduler), so schedules made in admin, the API or /hive:schedule apply
+# without a restart; the entries below are written into it at start-up.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A pass that waited longer than a few intervals is stale: the next one will do.
+# (`expire_seconds` is the DatabaseScheduler's name for a relative expiry.)
+_EVERY_REAPER_INTERVAL = {
+    "schedule": float(HIVE_REAPER_INTERVAL),
+    "options": {"expire_seconds": HIVE_REAPER_INTERVAL * 3},
+}
 CELERY_BEAT_SCHEDULE = {
-    "reap": {
-        "task": "coordination.reap_task",
-        "schedule": float(HIVE_REAPER_INTERVAL),
-        # A reap that waited longer than a few intervals is stale: the next one will do.
-        "options": {"expires": HIVE_REAPER_INTERVAL * 3},
-    }
+    "reap": {"task": "coordination.reap_task", **_EVERY_REAPER_INTERVAL},
+    # Commands with `overlap: queue` waiting for a run with their key to end.
+    "commands-dequeue": {"task": "commands.invocations_dequeue_task", **_EVERY_REAPER_INTERVAL},
 }

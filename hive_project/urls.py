@@ -13,10 +13,12 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include("agents.api.urls")),
     path("api/v1/", include("coordination.api.urls")),
+    path("api/v1/", include("commands.api.urls")),
     path("api/v1/events/", EventListView.as_view(), name="event-list"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The docs page is for browsers: a login page rather than a 401.
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema"))),
     re_path(r"^api/", api_not_found),
+    path("commands/", include("commands.urls")),
     path("", include("dashboard.urls")),
 ]

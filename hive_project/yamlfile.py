@@ -35,10 +35,17 @@ def yaml_load(path: Path) -> object:
         text = path.read_text()
     except OSError as exc:
         raise DefinitionError(f"{path}: {exc.strerror}") from None
+    return yaml_parse(text, source=str(path))
+
+
+def yaml_parse(text: str, *, source: str, first_line: int = 1) -> object:
+    """Parse YAML `text` from `source`, whose first line is line `first_line` of the file
+    (a markdown file's frontmatter starts on line 2)."""
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        # Blank lines in front keep every line number the file's own.
+        return yaml.load("\n" * (first_line - 1) + text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise DefinitionError(f"{path}{line}: not valid YAML: {problem}") from None
+        raise DefinitionError(f"{source}{line}: not valid YAML: {problem}") from None

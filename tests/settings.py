@@ -15,6 +15,8 @@ os.environ.setdefault("HIVE_AGENT_TIMEOUT", "4")
 os.environ.setdefault("HIVE_DISPATCH_TIMEOUT", "3")
 os.environ.setdefault("HIVE_STEP_LEASE", "4")
 os.environ.setdefault("HIVE_REAPER_INTERVAL", "1")
+# Tests send many commands as few users; the throttle has a test of its own.
+os.environ.setdefault("HIVE_COMMAND_THROTTLE", "10000/min")
 # A user's own skill module, loaded as HIVE_SKILL_MODULES loads any.
 os.environ.setdefault("HIVE_SKILL_MODULES", "tests.skills_extra")
 

@@ -42,6 +42,10 @@ def _without_password(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
+def _json_dumps(value: object) -> str:
+    return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+
+
 def _slug_of(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "host"
 
@@ -97,6 +101,28 @@ class Command(BaseCommand):
         start.add_argument("--wait", action="store_true", help="Wait for the run to finish.")
         start.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait.")
 
+        load = sub.add_parser("load", help="Sync slash command definitions into the database.")
+        load.add_argument(
+            "paths", nargs="*", metavar="PATH",
+            help="Files or folders (default: the shipped commands and HIVE_COMMAND_DIRS).",
+        )  # fmt: skip
+
+        command = sub.add_parser("run", help='Execute a slash command: hive run "/hive:help".')
+        command.add_argument("text", help='The command, quoted: "/demo:release 1.4.0 env=prod".')
+        command.add_argument(
+            "--user",
+            default=settings.HIVE_ADMIN_USER,
+            help="Run it as this user (default: the admin).",
+        )
+        command.add_argument(
+            "--wait",
+            action="store_true",
+            help="Wait for the run and print its outputs; exit 0 only if it succeeds.",
+        )
+        command.add_argument("--json", dest="as_json", action="store_true", help="Print JSON.")
+        command.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait.")
+        command.add_argument("--dry-run", action="store_true", help="Show the plan; start nothing.")
+
         token = sub.add_parser("token", help="Print the API token of a user (created if needed).")
         token.add_argument("user", help="Username.")
 
@@ -141,12 +167,20 @@ class Command(BaseCommand):
         raise SystemExit(manager.returncode)
 
     def handle_setup(self, **options) -> tuple[str | None, bool]:
+        from commands.services import commands_load
+
         call_command("migrate", interactive=False, verbosity=0)
-        return admin_ensure(
+        result = admin_ensure(
             username=settings.HIVE_ADMIN_USER,
             password=os.environ.get("HIVE_ADMIN_PASSWORD", ""),
             password_file=settings.VAR_DIR / "admin_password",
         )
+        # The shipped commands and HIVE_COMMAND_DIRS; a broken file is reported and
+        # skipped, it does not stop the stack.
+        for change in commands_load():
+            if change.action != "unchanged":
+                self.stdout.write(f"commands: {change}")
+        return result
 
     def _print_banner(self, pool, password, created, flower_user, flower_password) -> None:
         # A wildcard bind is reachable on loopback; print an address a browser can open.
@@ -233,7 +267,9 @@ class Command(BaseCommand):
             [
                 "worker",
                 "--beat",
-                f"--schedule={settings.VAR_DIR / 'celerybeat-schedule'}",
+                # Schedules live in the database (django-celery-beat), beside the
+                # reaper's entry from CELERY_BEAT_SCHEDULE.
+                f"--scheduler={settings.CELERY_BEAT_SCHEDULER}",
                 "--hostname=coordinator@%h",
                 f"--queues={settings.HIVE_COORDINATOR_QUEUE}",
                 # One reaper at a time, in order; solo keeps it a single process.
@@ -339,6 +375,85 @@ class Command(BaseCommand):
             self.stdout.write(f"run {run.pk}: {run.state}{': ' + run.error if run.error else ''}")
             if run.state != Run.State.SUCCEEDED:
                 raise SystemExit(1)
+
+    # --- slash commands ----------------------------------------------------------
+
+    def handle_load(self, *, paths: list[str], **options) -> None:
+        from commands.services import commands_load
+
+        changes = commands_load(paths=[Path(p) for p in paths] or None)
+        for change in changes:
+            (self.stderr if change.action == "error" else self.stdout).write(str(change))
+        if any(change.action == "error" for change in changes):
+            raise CommandError("some definitions were not loaded (see above)")
+
+    def handle_run(
+        self,
+        *,
+        text: str,
+        user: str,
+        wait: bool,
+        as_json: bool,
+        timeout: float,
+        dry_run: bool,
+        **options,
+    ) -> None:
+        from commands.api.serializers import InvocationSerializer
+        from commands.models import Invocation
+        from commands.selectors import run_outputs
+        from commands.services import CommandFailure, command_execute
+
+        account = get_user_model().objects.filter(username=user).first()
+        if account is None:
+            raise CommandError(f"--user: no user named {user!r}")
+        try:
+            invocation = command_execute(
+                text=text, user=account, source=Invocation.Source.CLI, dry_run=dry_run
+            )
+        except CommandFailure as exc:
+            # Exit codes: 2 the text is wrong, 3 permission denied, 1 anything else.
+            code = {"invalid": 2, "denied": 3}.get(exc.code, 1)
+            if as_json:
+                error = {"code": exc.code, "message": str(exc)}
+                self.stdout.write(_json_dumps({"error": error, "invocation": exc.invocation.pk}))
+                raise SystemExit(code) from None
+            raise CommandError(exc.pointed, returncode=code) from None
+        deadline = time.monotonic() + timeout
+        while wait and invocation.outcome == Invocation.Outcome.QUEUED:
+            self._sleep_until(deadline, f"invocation {invocation.pk} still queued")
+            invocation.refresh_from_db()
+        run = invocation.run
+        if not as_json:
+            self.stdout.write(self._describe(invocation))
+        while wait and run is not None and run.state not in Run.TERMINAL:
+            self._sleep_until(deadline, f"run {run.pk} still {run.state}")
+            run.refresh_from_db()
+        if as_json:
+            invocation.refresh_from_db()
+            self.stdout.write(_json_dumps(InvocationSerializer(invocation).data))
+        elif wait and run is not None:
+            self.stdout.write(f"run {run.pk}: {run.state}{': ' + run.error if run.error else ''}")
+            for key, output in run_outputs(run=run).items():
+                self.stdout.write(f"{key}: {json.dumps(output, ensure_ascii=False, default=str)}")
+        if wait and ((run is None and invocation.outcome != Invocation.Outcome.DONE) or (
+                run is not None and run.state != Run.State.SUCCEEDED)):  # fmt: skip
+            raise SystemExit(1)
+
+    def _sleep_until(self, deadline: float, what: str) -> None:
+        if time.monotonic() > deadline:
+            raise CommandError(f"{what} after the --timeout")
+        time.sleep(0.2)
+
+    def _describe(self, invocation) -> str:
+        head = f"invocation {invocation.pk}: {invocation.outcome}"
+        if invocation.run_id:
+            run = invocation.run
+            return f"{head}: run {run.pk} of {run.workflow}: {run.state}"
+        if invocation.outcome == "done":
+            return invocation.output.get("message", "")
+        if invocation.outcome == "planned":
+            return f"{head} (dry run, nothing started)\n{_json_dumps(invocation.output)}"
+        return f"{head}{': ' + invocation.error if invocation.error else ''}"
 
     def handle_token(self, *, user: str, **options) -> None:
         from rest_framework.authtoken.models import Token

@@ -1,0 +1,130 @@
+import json
+
+from django import forms
+from django.contrib import admin, messages
+
+from commands.loader import definition_build
+from commands.models import Command, Invocation
+from commands.services import command_save
+from hive_project.yamlfile import DefinitionError
+
+
+class CommandForm(forms.ModelForm):
+    """Edit a command as its definition file would say it; saving re-validates the
+    whole (schema, steps, skills, templates) and makes a new version."""
+
+    workflow_definition = forms.JSONField(
+        required=False,
+        help_text='Inline steps ({"steps": [...]}) or "name@version" of a stored workflow.',
+    )
+
+    class Meta:
+        model = Command
+        fields = [
+            "description",
+            "argument_hint",
+            "params",
+            "permission",
+            "approval",
+            "overlap",
+            "overlap_key",
+            "enabled",
+            "body",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["workflow_definition"].initial = self.instance.definition.get("workflow")
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.builtin:
+            raise forms.ValidationError(
+                "a built-in's definition is its code; only enable or disable it"
+            )
+        front = {
+            "description": data.get("description", ""),
+            "argument-hint": data.get("argument_hint", ""),
+            "params": data.get("params") or {},
+            "workflow": data.get("workflow_definition"),
+            "permission": data.get("permission"),
+            "approval": data.get("approval", ""),
+            "overlap": {
+                "policy": data.get("overlap"),
+                **({"key": data["overlap_key"]} if data.get("overlap_key") else {}),
+            },
+            "enabled": data.get("enabled", True),
+        }
+        front = json.loads(json.dumps({k: v for k, v in front.items() if v not in ("", None)}))
+        try:
+            self.definition = definition_build(
+                front,
+                body=data.get("body", ""),
+                name=self.instance.name,
+                source=f"admin /{self.instance.name}",
+                path=self.instance.source,
+            )
+        except DefinitionError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
+
+@admin.register(Command)
+class CommandAdmin(admin.ModelAdmin):
+    form = CommandForm
+    list_display = ["name", "description", "version", "enabled", "overlap", "permission", "source"]
+    list_filter = ["enabled", "overlap"]
+    search_fields = ["name", "description"]
+    readonly_fields = [
+        "name",
+        "version",
+        "workflow",
+        "builtin",
+        "source",
+        "digest",
+        "created_at",
+        "updated_at",
+    ]
+    actions = ["enable", "disable"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # commands come from definition files (hive load); edit them here
+
+    def save_model(self, request, obj, form, change):
+        if obj.builtin:
+            Command.objects.filter(pk=obj.pk).update(enabled=obj.enabled)
+            return
+        saved, action = command_save(definition=form.definition)
+        obj.pk, obj.version = saved.pk, saved.version
+        self.message_user(request, f"/{saved.name} {action} (v{saved.version})", messages.SUCCESS)
+
+    @admin.action(description="Enable the selected commands", permissions=["change"])
+    def enable(self, request, queryset):
+        queryset.update(enabled=True)
+
+    @admin.action(description="Disable the selected commands", permissions=["change"])
+    def disable(self, request, queryset):
+        queryset.update(enabled=False)
+
+
+@admin.register(Invocation)
+class InvocationAdmin(admin.ModelAdmin):
+    """The audit trail: read only."""
+
+    list_display = ["id", "command_name", "user", "source", "outcome", "run", "created_at"]
+    list_filter = ["outcome", "source"]
+    search_fields = ["text", "command_name", "user__username"]
+    list_select_related = ["user", "run"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Invocation._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

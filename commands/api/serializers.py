@@ -1,0 +1,116 @@
+from rest_framework import serializers
+
+from commands.models import Command, Invocation
+from commands.selectors import run_outputs
+from coordination.models import Run
+
+
+class CommandSerializer(serializers.ModelSerializer):
+    """What a form or an autocompletion needs: the name, the hint, the params schema."""
+
+    usage = serializers.SerializerMethodField()
+    workflow = serializers.StringRelatedField()
+    allowed = serializers.SerializerMethodField(help_text="May the requester execute it?")
+
+    class Meta:
+        model = Command
+        fields = [
+            "name",
+            "usage",
+            "description",
+            "argument_hint",
+            "params",
+            "permission",
+            "allowed",
+            "approval",
+            "overlap",
+            "overlap_key",
+            "workflow",
+            "builtin",
+            "enabled",
+            "version",
+            "source",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_usage(self, command: Command) -> str:
+        return f"/{command.name} {command.argument_hint}".rstrip()
+
+    def get_allowed(self, command: Command) -> bool:
+        request = self.context.get("request")
+        return bool(request and request.user and request.user.has_perm(command.permission))
+
+
+class CommandDetailSerializer(CommandSerializer):
+    class Meta(CommandSerializer.Meta):
+        fields = [*CommandSerializer.Meta.fields, "body", "definition"]
+        read_only_fields = fields
+
+
+class RunSummarySerializer(serializers.ModelSerializer):
+    workflow = serializers.StringRelatedField()
+    outputs = serializers.SerializerMethodField(help_text="Outputs of the last steps, when done.")
+
+    class Meta:
+        model = Run
+        fields = ["id", "workflow", "state", "error", "created_at", "finished_at", "outputs"]
+        read_only_fields = fields
+
+    def get_outputs(self, run: Run) -> dict:
+        return run_outputs(run=run) if run.state == Run.State.SUCCEEDED else {}
+
+
+class InvocationSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    command = serializers.CharField(source="command_name", read_only=True)
+    run = RunSummarySerializer(read_only=True)
+
+    class Meta:
+        model = Invocation
+        fields = [
+            "id",
+            "command",
+            "command_version",
+            "user",
+            "source",
+            "text",
+            "args",
+            "dry_run",
+            "outcome",
+            "error",
+            "output",
+            "overlap_key",
+            "run",
+            "schedule",
+            "created_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class ExecuteSerializer(serializers.Serializer):
+    text = serializers.CharField(trim_whitespace=False, max_length=100_000)
+    dry_run = serializers.BooleanField(default=False)
+    source = serializers.ChoiceField(
+        choices=[Invocation.Source.API, Invocation.Source.DASHBOARD],
+        default=Invocation.Source.API,
+        help_text="dashboard when sent by the dashboard's console.",
+    )
+
+
+class ScheduleSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    text = serializers.CharField(max_length=10_000)
+    every = serializers.IntegerField(required=False, min_value=1, max_value=31_536_000)
+    cron = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    when = serializers.CharField(read_only=True)
+    enabled = serializers.BooleanField(default=True)
+    user_id = serializers.IntegerField(read_only=True)
+    last_run_at = serializers.DateTimeField(read_only=True)
+    total_run_count = serializers.IntegerField(read_only=True)
+
+
+class ScheduleUpdateSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()

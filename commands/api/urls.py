@@ -1,0 +1,22 @@
+from django.urls import path, re_path
+
+from commands.api import views
+
+urlpatterns = [
+    path("commands/", views.CommandListView.as_view(), name="command-list"),
+    # The spelling (no slash) and Django's (with one) both work.
+    re_path(r"^commands/execute/?$", views.ExecuteView.as_view(), name="command-execute"),
+    path("commands/invocations/", views.InvocationListView.as_view(), name="invocation-list"),
+    path(
+        "commands/invocations/<int:pk>/",
+        views.InvocationDetailView.as_view(),
+        name="invocation-detail",
+    ),
+    path("commands/schedules/", views.ScheduleListView.as_view(), name="schedule-list"),
+    path(
+        "commands/schedules/<int:pk>/", views.ScheduleDetailView.as_view(), name="schedule-detail"
+    ),
+    re_path(
+        r"^commands/(?P<name>[^/]+)/$", views.CommandDetailView.as_view(), name="command-detail"
+    ),
+]

@@ -1,0 +1,184 @@
+from rest_framework import generics, status
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from commands.api.serializers import (
+    CommandDetailSerializer,
+    CommandSerializer,
+    ExecuteSerializer,
+    InvocationSerializer,
+    ScheduleSerializer,
+    ScheduleUpdateSerializer,
+)
+from commands.models import Invocation
+from commands.selectors import command_list, invocation_list, schedule_list
+from commands.services import (
+    CommandFailure,
+    ScheduleError,
+    builtins_sync,
+    command_execute,
+    schedule_create,
+    schedule_delete,
+    schedule_update,
+)
+from hive_project.api import HasPerm
+
+
+class CommandRefused(APIException):
+    """A refused command in the API's one error shape, `fields` naming the argument and
+    pointing at the token in `text`."""
+
+    def __init__(self, exc: CommandFailure):
+        super().__init__(str(exc), code=exc.code)
+        self.status_code = 403 if exc.code == Invocation.Outcome.DENIED else 400
+        self.fields = {"text": [exc.pointed]}
+        if exc.param:
+            problem = str(exc).removeprefix(f"{exc.param}: ")
+            self.fields = {exc.param: [problem], **self.fields}
+
+
+class CommandListView(generics.ListAPIView):
+    """Every enabled command with its params schema and hint (`?all=1`: disabled too)."""
+
+    serializer_class = CommandSerializer
+
+    def get_queryset(self):
+        builtins_sync()  # cheap when nothing changed; a fresh database lists them too
+        return command_list(include_disabled=self.request.query_params.get("all") == "1")
+
+
+class CommandDetailView(generics.RetrieveAPIView):
+    serializer_class = CommandDetailSerializer
+    lookup_field = "name"
+
+    def get_queryset(self):
+        return command_list(include_disabled=True)
+
+    def get_object(self):
+        self.kwargs["name"] = self.kwargs["name"].lstrip("/")
+        return super().get_object()
+
+
+class ExecuteView(APIView):
+    """`{"text": "/demo:release 1.4.0 env=prod", "dry_run": false}` → 201 with the
+    invocation and its run; 400 (invalid, failed) or 403 (denied) with the error,
+    and the attempt is audited either way."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "commands.execute"
+
+    def post(self, request):
+        body = ExecuteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            invocation = command_execute(
+                text=body.validated_data["text"],
+                user=request.user,
+                source=body.validated_data["source"],
+                dry_run=body.validated_data["dry_run"],
+            )
+        except CommandFailure as exc:
+            raise CommandRefused(exc) from None
+        data = InvocationSerializer(invocation).data
+        code = status.HTTP_200_OK if invocation.dry_run else status.HTTP_201_CREATED
+        return Response(
+            {
+                "invocation": data,
+                "run": data["run"],
+                "plan": (invocation.output if invocation.dry_run else None),
+            },
+            status=code,
+        )
+
+
+class InvocationListView(generics.ListAPIView):
+    """The audit: every invocation, newest first (staff see all, others their own);
+    filter with ?command=, ?outcome=, ?source=, ?run=."""
+
+    serializer_class = InvocationSerializer
+
+    def get_queryset(self):
+        params = self.request.query_params
+        run = params.get("run", "")
+        return invocation_list(
+            user=self.request.user,
+            command=params.get("command", ""),
+            outcome=params.get("outcome", ""),
+            source=params.get("source", ""),
+            run=int(run) if run.isdigit() else None,
+        )
+
+
+class InvocationDetailView(generics.RetrieveAPIView):
+    serializer_class = InvocationSerializer
+
+    def get_queryset(self):
+        return invocation_list(user=self.request.user)
+
+
+class ScheduleListView(APIView):
+    """Schedules that run a command with fixed arguments, as their creator."""
+
+    permission_classes = [IsAuthenticated, HasPerm("django_celery_beat.view_periodictask")]
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [IsAuthenticated(), HasPerm("django_celery_beat.add_periodictask")]
+        return super().get_permissions()
+
+    def get(self, request):
+        return Response(ScheduleSerializer(schedule_list(), many=True).data)
+
+    def post(self, request):
+        body = ScheduleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            task = schedule_create(
+                text=data["text"],
+                user=request.user,
+                every=data.get("every"),
+                cron=data.get("cron", ""),
+                name=data.get("name", ""),
+                enabled=data["enabled"],
+            )
+        except ScheduleError as exc:
+            raise _schedule_error(exc) from None
+        row = next(s for s in schedule_list() if s["id"] == task.pk)
+        return Response(ScheduleSerializer(row).data, status=status.HTTP_201_CREATED)
+
+
+class ScheduleDetailView(APIView):
+    permission_classes = [IsAuthenticated, HasPerm("django_celery_beat.change_periodictask")]
+
+    def _row(self, pk: int) -> dict:
+        row = next((s for s in schedule_list() if s["id"] == pk), None)
+        if row is None:
+            raise NotFound(f"no schedule {pk}")
+        return row
+
+    def get(self, request, pk: int):
+        return Response(ScheduleSerializer(self._row(pk)).data)
+
+    def patch(self, request, pk: int):
+        self._row(pk)
+        body = ScheduleUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        schedule_update(schedule_id=pk, enabled=body.validated_data["enabled"])
+        return Response(ScheduleSerializer(self._row(pk)).data)
+
+    def delete(self, request, pk: int):
+        self._row(pk)
+        schedule_delete(schedule_id=pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _schedule_error(exc: ScheduleError) -> ValidationError:
+    field, _, message = str(exc).partition(": ")
+    known = {"text", "cron", "name", "every"}
+    return ValidationError(
+        {field: [message]} if field in known else {"non_field_errors": [str(exc)]}
+    )

@@ -1,0 +1,355 @@
+"""The built-in commands, `/hive:*`: operating Hive through the same services as the
+API and the admin. Each is registered here with its parameters and permission and
+synced into the Command table (`builtins_sync`), so it is listed, permission-checked
+and audited like any command."""
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db.models import Count
+
+from agents.models import Agent
+from agents.services import AgentControlError, agent_drain, agent_resume
+from commands.models import EXECUTE_PERMISSION, Command
+from commands.parser import hint_names
+from coordination.models import Run, StepRun
+from coordination.services import RunError, run_cancel, step_approve, step_reject, step_retry
+
+RUN_CONTROL = "coordination.change_run"
+AGENT_CONTROL = "agents.change_agent"
+SCHEDULE_CONTROL = "django_celery_beat.add_periodictask"
+_RUN = {"type": "integer", "minimum": 1}
+_STEP = {"type": "string", "minLength": 1, "maxLength": 120}
+_AGENT = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "maxLength": 64}
+
+
+class BuiltinError(Exception):
+    """The built-in could not do what was asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    description: str
+    argument_hint: str
+    params: dict
+    permission: str
+    handler: Callable[..., dict]
+
+    @property
+    def body(self) -> str:
+        return (self.handler.__doc__ or "").strip()
+
+
+BUILTINS: dict[str, Builtin] = {}
+
+
+def builtin(
+    name: str,
+    *,
+    hint: str = "",
+    params: dict | None = None,
+    required=(),
+    permission: str = EXECUTE_PERMISSION,
+):
+    """Register `handler(*, user, **args) -> {"message": ..., ...}` as `/hive:<name>`."""
+
+    def register(handler):
+        schema = {
+            "type": "object",
+            "properties": params or {},
+            "required": list(required),
+            "additionalProperties": False,
+        }
+        description = (handler.__doc__ or "").strip().splitlines()[0]
+        BUILTINS[f"hive:{name}"] = Builtin(
+            f"hive:{name}", description, hint, schema, permission, handler
+        )
+        return handler
+
+    return register
+
+
+def builtin_run(*, name: str, args: dict, user) -> dict:
+    return BUILTINS[name].handler(user=user, **args)
+
+
+# --- reading -----------------------------------------------------------------------
+
+
+@builtin("help", hint="[command]", params={"command": {"type": "string", "maxLength": 100}})
+def _help(*, user, command: str = "") -> dict:
+    """List the commands you can run, or show one command's usage and help.
+
+    `/hive:help` lists every enabled command; `/hive:help demo:release` shows its
+    arguments and its help text.
+    """
+    if command:
+        found = Command.objects.filter(name=command.lstrip("/").lower()).first()
+        if found is None:
+            raise BuiltinError(f"no command named /{command.lstrip('/')}")
+        usage = f"/{found.name} {found.argument_hint}".rstrip()
+        props = found.params.get("properties", {})
+        # The hint's order, then by name (jsonb on PostgreSQL does not keep key order).
+        hinted = [n for n in hint_names(found.argument_hint) if n in props]
+        params = [
+            f"  {name}: {_describe(props[name])}"
+            + (" (required)" if name in found.params.get("required", []) else "")
+            for name in hinted + sorted(n for n in props if n not in hinted)
+        ]
+        text = "\n".join(
+            [usage, found.description, *(["arguments:", *params] if params else []), "", found.body]
+        ).strip()
+        return {"message": text, "command": found.name, "params": found.params}
+    commands = [
+        c for c in Command.objects.filter(enabled=True) if user and user.has_perm(c.permission)
+    ]
+    lines = [f"/{c.name} {c.argument_hint}".rstrip() + f" — {c.description}" for c in commands]
+    return {"message": "\n".join(lines), "commands": [c.name for c in commands]}
+
+
+def _describe(prop: dict) -> str:
+    if "enum" in prop:
+        return " | ".join(str(v) for v in prop["enum"])
+    kind = prop.get("type", "any")
+    default = f", default {prop['default']}" if "default" in prop else ""
+    return f"{kind if isinstance(kind, str) else ' | '.join(kind)}{default}"
+
+
+@builtin("status")
+def _status(*, user) -> dict:
+    """Agents by status, open runs by state, and queued commands."""
+    agents = dict(Counter(Agent.objects.values_list("status", flat=True)))
+    runs = dict(
+        Run.objects.exclude(state__in=Run.TERMINAL)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
+    )
+    from commands.models import Invocation
+
+    queued = Invocation.objects.filter(outcome=Invocation.Outcome.QUEUED).count()
+    message = "\n".join(
+        [
+            "agents: " + (", ".join(f"{n} {s}" for s, n in sorted(agents.items())) or "none"),
+            "open runs: " + (", ".join(f"{n} {s}" for s, n in sorted(runs.items())) or "none"),
+            f"queued commands: {queued}",
+        ]
+    )
+    return {"message": message, "agents": agents, "runs": runs, "queued": queued}
+
+
+@builtin("agents")
+def _agents(*, user) -> dict:
+    """Every registered agent: role, status, load and skills."""
+    rows = [
+        {"name": a.name, "role": a.role, "status": a.status, "load": a.load, "skills": a.skills}
+        for a in Agent.objects.order_by("name")
+    ]
+    lines = [
+        f"{a['name']} ({a['role']}): {a['status']}, load {a['load']:.2f}, "
+        f"skills {', '.join(a['skills'])}"
+        for a in rows
+    ]
+    return {"message": "\n".join(lines) or "no agents", "agents": rows}
+
+
+@builtin("runs", hint="[state]", params={"state": {"enum": list(Run.State.values)}})
+def _runs(*, user, state: str = "") -> dict:
+    """The 20 newest runs, or those in one state: `/hive:runs waiting`."""
+    runs = Run.objects.select_related("workflow").order_by("-id")
+    runs = list(runs.filter(state=state)[:20] if state else runs[:20])
+    lines = [f"run {r.pk} of {r.workflow}: {r.state}" for r in runs]
+    rows = [{"id": r.pk, "workflow": str(r.workflow), "state": r.state} for r in runs]
+    return {"message": "\n".join(lines) or "no runs", "runs": rows}
+
+
+@builtin("run", hint="<run>", params={"run": _RUN}, required=["run"])
+def _run(*, user, run: int) -> dict:
+    """One run: its state and each step's state, agent and error."""
+    found = _get_run(run)
+    steps = list(found.steps.filter(group=None).order_by("id"))
+    lines = [f"run {found.pk} of {found.workflow}: {found.state}" + _colon(found.error)]
+    lines += [
+        f"  {s.key}: {s.state}" + (f" on {s.agent}" if s.agent else "") + _colon(s.error)
+        for s in steps
+    ]
+    rows = [
+        {"key": s.key, "state": s.state, "agent": s.agent, "output": s.output, "error": s.error}
+        for s in steps
+    ]
+    return {"message": "\n".join(lines), "run": found.pk, "state": found.state, "steps": rows}
+
+
+def _colon(text: str) -> str:
+    return f": {text}" if text else ""
+
+
+# --- control -----------------------------------------------------------------------
+
+
+@builtin("cancel", hint="<run>", params={"run": _RUN}, required=["run"], permission=RUN_CONTROL)
+def _cancel(*, user, run: int) -> dict:
+    """Cancel a run: running steps are stopped, nothing more starts."""
+    found = _control(run_cancel, run=_get_run(run), user=user)
+    return {"message": f"run {found.pk}: {found.state}", "run": found.pk, "state": found.state}
+
+
+@builtin(
+    "retry",
+    hint="<run> <step>",
+    params={"run": _RUN, "step": _STEP},
+    required=["run", "step"],
+    permission=RUN_CONTROL,
+)
+def _retry(*, user, run: int, step: str) -> dict:
+    """Retry a failed step of a run, and every step after it."""
+    found = _control(step_retry, step=_get_step(run, step), user=user)
+    return {"message": f"run {found.pk}: {found.state} (retrying {step})", "run": found.pk}
+
+
+@builtin(
+    "approve",
+    hint="<run> [step]",
+    params={"run": _RUN, "step": _STEP},
+    required=["run"],
+    permission=RUN_CONTROL,
+)
+def _approve(*, user, run: int, step: str = "") -> dict:
+    """Approve a step waiting for approval (the run's only waiting step if none is named)."""
+    approved = _control(step_approve, step=_get_step(run, step), user=user)
+    return {"message": f"run {run}: {approved.key} approved", "run": run, "step": approved.key}
+
+
+@builtin(
+    "reject",
+    hint="<run> [step] [reason]",
+    params={"run": _RUN, "step": _STEP, "reason": {"type": "string", "maxLength": 500}},
+    required=["run"],
+    permission=RUN_CONTROL,
+)
+def _reject(*, user, run: int, step: str = "", reason: str = "") -> dict:
+    """Reject a step waiting for approval: the step and its run fail."""
+    rejected = _control(step_reject, step=_get_step(run, step), user=user, reason=reason)
+    return {"message": f"run {run}: {rejected.key} rejected", "run": run, "step": rejected.key}
+
+
+@builtin(
+    "drain", hint="<agent>", params={"agent": _AGENT}, required=["agent"], permission=AGENT_CONTROL
+)
+def _drain(*, user, agent: str) -> dict:
+    """Drain an agent: it finishes its running steps and takes no new ones."""
+    found = _control(agent_drain, agent=_get_agent(agent))
+    return {"message": f"agent {found.name}: {found.status}", "agent": found.name}
+
+
+@builtin(
+    "resume", hint="<agent>", params={"agent": _AGENT}, required=["agent"], permission=AGENT_CONTROL
+)
+def _resume(*, user, agent: str) -> dict:
+    """Resume a drained agent: it takes steps again."""
+    found = _control(agent_resume, agent=_get_agent(agent))
+    return {"message": f"agent {found.name}: {found.status}", "agent": found.name}
+
+
+@builtin(
+    "schedule",
+    hint="<action> [target]",
+    params={
+        "action": {"enum": ["list", "add", "enable", "disable", "remove"]},
+        "target": {"type": "string", "maxLength": 2000},
+        "every": {"type": "integer", "minimum": 1, "maximum": 31_536_000},
+        "cron": {"type": "string", "maxLength": 100},
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    required=["action"],
+    permission=SCHEDULE_CONTROL,
+)
+def _schedule(
+    *, user, action: str, target: str = "", every: int | None = None, cron: str = "", name: str = ""
+) -> dict:
+    """Run a command with fixed arguments on a schedule, as you.
+
+    `/hive:schedule add "/demo:pipeline items=5" every=60`, or `cron="0 6 * * 1-5"`;
+    `/hive:schedule list`; `/hive:schedule disable|enable|remove <id>`.
+    """
+    from commands.selectors import schedule_list
+    from commands.services import ScheduleError, schedule_create, schedule_delete, schedule_update
+
+    try:
+        if action == "list":
+            rows = schedule_list()
+            lines = [
+                f"{s['id']}: {s['text']} {s['when']}" + ("" if s["enabled"] else " (disabled)")
+                for s in rows
+            ]
+            return {"message": "\n".join(lines) or "no schedules", "schedules": rows}
+        if not target:
+            raise BuiltinError(
+                f"{action} needs a target: "
+                + (
+                    'the command text, e.g. "/demo:pipeline items=5"'
+                    if action == "add"
+                    else "the schedule's id"
+                )
+            )
+        if action == "add":
+            task = schedule_create(text=target, user=user, every=every, cron=cron, name=name)
+            return {"message": f"schedule {task.pk}: {target} {_when(task)}", "schedule": task.pk}
+        if not target.isdigit():
+            raise BuiltinError(f"target: {target!r} is not a schedule id (see /hive:schedule list)")
+        if action == "remove":
+            schedule_delete(schedule_id=int(target))
+            return {"message": f"schedule {target} removed", "schedule": int(target)}
+        task = schedule_update(schedule_id=int(target), enabled=action == "enable")
+        return {"message": f"schedule {task.pk} {action}d", "schedule": task.pk}
+    except ScheduleError as exc:
+        raise BuiltinError(str(exc)) from None
+
+
+def _when(task) -> str:
+    from commands.selectors import schedule_when
+
+    return schedule_when(task)
+
+
+# --- helpers -----------------------------------------------------------------------
+
+
+def _control(service, **kwargs):
+    try:
+        return service(**kwargs)
+    except (RunError, AgentControlError) as exc:
+        raise BuiltinError(str(exc)) from None
+
+
+def _get_run(pk: int) -> Run:
+    found = Run.objects.select_related("workflow").filter(pk=pk).first()
+    if found is None:
+        raise BuiltinError(f"no run {pk}")
+    return found
+
+
+def _get_step(run: int, key: str) -> StepRun:
+    found = _get_run(run)
+    if not key:
+        waiting = list(found.steps.filter(state=StepRun.State.WAITING, group=None))
+        if len(waiting) != 1:
+            raise BuiltinError(
+                f"run {run} has {len(waiting)} steps waiting for approval; name one"
+                + (f" ({', '.join(s.key for s in waiting)})" if waiting else "")
+            )
+        return waiting[0]
+    step = found.steps.filter(key=key).first()
+    if step is None:
+        keys = ", ".join(found.steps.filter(group=None).values_list("key", flat=True))
+        raise BuiltinError(f"run {run} has no step {key!r} (steps: {keys})")
+    return step
+
+
+def _get_agent(name: str) -> Agent:
+    found = Agent.objects.filter(name=name).first()
+    if found is None:
+        raise BuiltinError(f"no agent named {name!r}")
+    return found

@@ -1,0 +1,129 @@
+from django.conf import settings
+from django.db import models
+
+from coordination.models import Run, Workflow
+
+# The permission a command needs when its definition names none.
+EXECUTE_PERMISSION = "commands.execute_command"
+
+
+class Command(models.Model):
+    """A slash command: `/name` or `/namespace:name`, its parameters and what it runs.
+
+    One row per name; a changed definition bumps `version` (invocations record the
+    version they ran) and points `workflow` at a new workflow version, which runs
+    already started keep pinned.
+    """
+
+    class Overlap(models.TextChoices):
+        ALLOW = "allow"
+        SKIP = "skip"
+        QUEUE = "queue"
+        CANCEL_RUNNING = "cancel-running"
+
+    name = models.CharField(max_length=100, unique=True, help_text="e.g. demo:release (no slash).")
+    description = models.TextField(blank=True)
+    argument_hint = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="e.g. <version> [env]; positional arguments, in order.",
+    )
+    params = models.JSONField(default=dict, help_text="JSON Schema of the arguments.")
+    # The definition as written (inline steps or `name@version`), kept so an edit in
+    # admin can be re-validated and rebuilt like a file.
+    definition = models.JSONField(default=dict, blank=True)
+    workflow = models.ForeignKey(
+        Workflow,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="commands",
+        help_text="The workflow version a run of this command starts.",
+    )
+    builtin = models.CharField(
+        max_length=64, blank=True, help_text="The handler of a built-in (/hive:*) command."
+    )
+    permission = models.CharField(max_length=200, default=EXECUTE_PERMISSION)
+    approval = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="A condition over params (params.env == 'prod') that makes the run "
+        "wait for an approver.",
+    )
+    overlap = models.CharField(max_length=16, choices=Overlap, default=Overlap.ALLOW)
+    overlap_key = models.CharField(
+        max_length=500, blank=True, help_text="Template, e.g. deploy:{{ params.env }}."
+    )
+    enabled = models.BooleanField(default=True)
+    body = models.TextField(blank=True, help_text="Help text; steps see it as {{ prompt }}.")
+    source = models.CharField(max_length=500, blank=True, help_text="File it was loaded from.")
+    version = models.PositiveIntegerField(default=1)
+    digest = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("execute_command", "Can execute slash commands")]
+
+    def __str__(self) -> str:
+        return f"/{self.name}"
+
+
+class Invocation(models.Model):
+    """The audit record of one command: who typed what, from where, and what came of it.
+    Denied and invalid attempts are recorded too."""
+
+    class Source(models.TextChoices):
+        DASHBOARD = "dashboard"
+        API = "api"
+        CLI = "cli"
+        SCHEDULE = "schedule"
+
+    class Outcome(models.TextChoices):
+        STARTED = "started"  # a run started
+        QUEUED = "queued"  # waits for the open run with its overlap key to end
+        SKIPPED = "skipped"  # a run with its overlap key was open
+        DONE = "done"  # a built-in command answered
+        PLANNED = "planned"  # a dry run: nothing started
+        INVALID = "invalid"  # unknown command, bad arguments
+        DENIED = "denied"  # the user lacks the permission
+        FAILED = "failed"  # valid and allowed, but it could not be carried out
+
+    OPEN_RUN_STATES = (Run.State.PENDING, Run.State.RUNNING, Run.State.WAITING)
+
+    command = models.ForeignKey(
+        Command, null=True, blank=True, on_delete=models.SET_NULL, related_name="invocations"
+    )
+    command_name = models.CharField(max_length=200, blank=True, help_text="As typed.")
+    command_version = models.PositiveIntegerField(null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    source = models.CharField(max_length=16, choices=Source)
+    text = models.TextField(help_text="The raw command text.")
+    args = models.JSONField(default=dict, blank=True, help_text="The parsed, validated arguments.")
+    dry_run = models.BooleanField(default=False)
+    outcome = models.CharField(max_length=16, choices=Outcome, db_index=True)
+    error = models.TextField(blank=True)
+    output = models.JSONField(
+        null=True, blank=True, help_text="A built-in's answer, or a dry run's plan."
+    )
+    # The rendered overlap key: finding an open run with the same key is one query.
+    overlap_key = models.CharField(max_length=500, blank=True, db_index=True)
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="invocations"
+    )
+    schedule = models.CharField(
+        max_length=200, blank=True, help_text="The periodic task that sent it."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the outcome was decided (a queued one: started)."
+    )
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"invocation {self.pk}: {self.text[:60]} ({self.outcome})"

@@ -1,0 +1,111 @@
+"""The /hive:* commands, on the same services as the API: reading, run control and
+agent control on a real agent, each permission-checked and audited."""
+
+import uuid
+
+import pytest
+
+from agents.models import Agent
+from commands.models import Invocation
+from commands.services import CommandFailure, command_execute, commands_load
+from coordination.models import Run
+from tests.processes import wait_for
+from tests.runs import steps_of, wait_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def hive(users):
+    def run(text: str, user: str = "admin") -> dict:
+        return command_execute(text=text, user=users[user], source="cli").output
+
+    return run
+
+
+@pytest.fixture
+def flaky(definitions):
+    definitions("flaky.md", """
+        ---
+        params: {key: {type: string}}
+        workflow:
+          steps:
+            - {id: first, skill: noop}
+            - id: shaky
+              skill: test.flaky
+              needs: first
+              with: {key: "{{ params.key }}", failures: 1}
+        ---
+    """)  # fmt: skip
+    commands_load(paths=[definitions.root])
+
+
+def test_help_lists_what_the_user_may_run_and_explains_one_command(hive, flaky):
+    listing = hive("/hive:help", user="ada")
+    one = hive("/hive:help /hive:retry")
+
+    assert "flaky" in listing["commands"] and "hive:help" in listing["commands"]
+    assert "hive:retry" not in listing["commands"]  # ada may not control runs
+    assert one["message"].splitlines()[:4] == [
+        "/hive:retry <run> <step>",
+        "Retry a failed step of a run, and every step after it.",
+        "arguments:",
+        "  run: integer (required)",
+    ]
+
+
+def test_run_control_and_agent_control_on_a_real_agent(hive, flaky, start_agent, users):
+    start_agent("worker", skills="noop,test.flaky")
+    started = command_execute(text=f"/flaky key={uuid.uuid4()}", user=users["ada"], source="api")
+    run = wait_run(started.run)
+    assert run.state == "failed"
+
+    assert hive(f"/hive:run {run.pk}")["message"].splitlines() == [
+        f"run {run.pk} of cmd:flaky@1: failed: step 'shaky' failed: flaky failure 1 of 1",
+        "  first: succeeded on worker",
+        "  shaky: failed on worker: flaky failure 1 of 1",
+    ]
+    assert hive("/hive:runs failed")["runs"] == [
+        {"id": run.pk, "workflow": "cmd:flaky@1", "state": "failed"}
+    ]
+    hive(f"/hive:retry {run.pk} shaky")
+    assert wait_run(run).state == "succeeded"
+    assert steps_of(Run.objects.get(pk=run.pk))["shaky"].output == {"tries": 2}
+
+    assert hive("/hive:agents")["agents"][0]["name"] == "worker"
+    assert hive("/hive:drain worker")["message"] == "agent worker: draining"
+    assert Agent.objects.get(name="worker").status == "draining"
+    assert hive("/hive:resume worker")["message"] == "agent worker: idle"
+    wait_for(lambda: Agent.objects.get(name="worker").status == "idle", timeout=10,
+             what="the agent to take work again")  # fmt: skip
+    assert "agents: 1 idle" in hive("/hive:status")["message"]
+
+
+def test_failures_of_builtins_are_clear_and_audited(hive, users):
+    with pytest.raises(CommandFailure, match="^no run 999$"):
+        hive("/hive:cancel 999")
+    with pytest.raises(CommandFailure, match="^no agent named 'ghost'$"):
+        hive("/hive:drain ghost")
+    with pytest.raises(CommandFailure) as denied:
+        hive("/hive:drain ghost", user="ada")
+    assert denied.value.code == "denied"
+    assert list(Invocation.objects.order_by("id").values_list("command_name", "outcome")) == [
+        ("hive:cancel", "failed"), ("hive:drain", "failed"), ("hive:drain", "denied"),
+    ]  # fmt: skip
+
+
+def test_approve_and_reject_find_the_waiting_step(hive, definitions, users):
+    definitions("gate.md", "---\napproval: true\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n")
+    commands_load(paths=[definitions.root])
+    first = command_execute(text="/gate", user=users["ada"], source="api")
+    second = command_execute(text="/gate", user=users["ada"], source="api")
+
+    assert hive(f"/hive:reject {first.run_id} reason='not today'")["message"] == (
+        f"run {first.run_id}: approval rejected"
+    )
+    assert Run.objects.get(pk=first.run_id).error == (
+        "step 'approval' failed: rejected by admin: not today"
+    )
+    with pytest.raises(CommandFailure, match="step 'approval' is failed, not waiting for approval"):
+        hive(f"/hive:approve {first.run_id} approval")
+    assert hive(f"/hive:approve {second.run_id}")["step"] == "approval"

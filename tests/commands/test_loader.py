@@ -1,0 +1,322 @@
+"""Definition files → the database: created, updated as new versions, unchanged,
+disabled when removed; a broken file names the file, line and problem, and the
+version already loaded stays active."""
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from commands.loader import SHIPPED_DIR
+from commands.models import Command
+from commands.services import commands_load
+from coordination.models import Workflow
+
+pytestmark = pytest.mark.django_db
+
+DEPLOY = """
+---
+description: Deploy the web tier
+argument-hint: <env>
+params:
+  env: {enum: [staging, prod]}
+workflow:
+  steps:
+    - id: build
+      skill: noop
+      with: {env: "{{ params.env }}", why: "{{ prompt }}"}
+    - id: ship
+      needs: build
+      skill: sleep
+      with: {seconds: 0}
+---
+Deploys to $ARGUMENTS.
+"""
+
+
+def actions(changes) -> list[str]:
+    return [str(c) for c in changes if not c.name.startswith("hive:")]
+
+
+def test_a_folder_loads_with_subfolders_as_namespaces_and_reloads_unchanged(definitions):
+    path = definitions("ops/deploy.md", DEPLOY)
+
+    first = actions(commands_load(paths=[definitions.root]))
+    second = actions(commands_load(paths=[definitions.root]))
+
+    assert first == [f"/ops:deploy created (v1, {path})"]
+    assert second == [f"/ops:deploy unchanged (v1, {path})"]
+    command = Command.objects.get(name="ops:deploy")
+    assert (command.description, command.argument_hint, command.enabled) == (
+        "Deploy the web tier",
+        "<env>",
+        True,
+    )
+    assert command.params == {
+        "type": "object",
+        "properties": {"env": {"enum": ["staging", "prod"]}},
+        "additionalProperties": False,
+    }
+    assert command.body == "Deploys to $ARGUMENTS."
+    assert str(command.workflow) == "cmd:ops:deploy@1"
+
+
+def test_a_changed_file_is_a_new_version_and_a_removed_one_is_disabled(definitions):
+    path = definitions("deploy.md", DEPLOY)
+    commands_load(paths=[definitions.root])
+
+    path.write_text(path.read_text().replace("seconds: 0", "seconds: 1"))
+    changed = actions(commands_load(paths=[definitions.root]))
+    command = Command.objects.get(name="deploy")
+    assert changed == [f"/deploy updated to v2, {path}"]
+    assert (command.version, str(command.workflow)) == (2, "cmd:deploy@2")
+    assert Workflow.objects.filter(name="cmd:deploy").count() == 2  # runs keep theirs
+
+    path.unlink()
+    removed = actions(commands_load(paths=[definitions.root]))
+    assert removed == [f"/deploy disabled: its file is gone, {path.resolve()}"]
+    assert not Command.objects.get(name="deploy").enabled
+
+    definitions("deploy.md", DEPLOY.replace("seconds: 0", "seconds: 1"))
+    back = actions(commands_load(paths=[definitions.root]))
+    assert back == [f"/deploy enabled (v2, {path})"]
+
+
+BROKEN = [
+    (
+        "bad_yaml.md",
+        "---\ndescription: [unclosed\nworkflow: x\n---\n",
+        "bad_yaml.md:3: not valid YAML: expected ',' or ']', but got ':'",
+    ),
+    (
+        "no_front.md",
+        "just text\n",
+        "no_front.md:1: no frontmatter: the file must start with a line '---', then YAML "
+        "(at least `workflow:`), then '---'",
+    ),
+    (
+        "unclosed.md",
+        "---\nworkflow: x\n",
+        "unclosed.md:1: the frontmatter opened here has no closing '---'",
+    ),
+    (
+        "bad_schema.md",
+        "---\nparams:\n  type: object\n  properties: {n: {type: integr}}\n"
+        "workflow: {steps: [{id: a, skill: noop}]}\n---\n",
+        "bad_schema.md:3: params: invalid JSON Schema at properties.n.type: 'integr' is not valid "
+        "under any of the given schemas",
+    ),
+    (
+        "unknown_skill.md",
+        "---\nworkflow:\n  steps:\n    - id: a\n      skill: noop\n"
+        "    - id: b\n      skill: nope\n---\n",
+        "unknown_skill.md:6: step 'b': skill: unknown skill 'nope'",
+    ),
+    (
+        "cycle.md",
+        "---\nworkflow:\n  steps:\n    - {id: a, skill: noop, needs: b}\n"
+        "    - {id: b, skill: noop, needs: a}\n---\n",
+        "cycle.md:4: step 'a': needs: a -> b -> a is a cycle",
+    ),
+    (
+        "unknown_field.md",
+        "---\nworkflow: {steps: [{id: a, skill: noop}]}\nmodel: opus\n---\n",
+        "unknown_field.md:2: unknown field 'model' (fields: name, description, argument-hint, "
+        "params, workflow, permission, approval, overlap, enabled)",
+    ),
+    (
+        "bad_overlap.md",
+        "---\nworkflow: {steps: [{id: a, skill: noop}]}\noverlap: sometimes\n---\n",
+        "bad_overlap.md:2: overlap: one of allow, skip, queue, cancel-running, or "
+        "{policy: ..., key: '...'}",
+    ),
+    (
+        "bad_permission.md",
+        "---\nworkflow: {steps: [{id: a, skill: noop}]}\n"
+        "permission: commands.launch_rockets\n---\n",
+        "bad_permission.md:2: permission: no permission 'commands.launch_rockets' exists "
+        "(the default is commands.execute_command)",
+    ),
+    (
+        "bad_hint.md",
+        "---\nargument-hint: <env>\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n",
+        "bad_hint.md:2: argument-hint: 'env' is not a parameter (params: none)",
+    ),
+    (
+        "bad_approval.md",
+        "---\napproval: params.env ==\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n",
+        "bad_approval.md:2: approval: template error: unexpected 'end of template'",
+    ),
+    (
+        "stored.md",
+        "---\nworkflow: release@7\n---\n",
+        "stored.md:2: workflow: no workflow 'release@7'; load it first with hive workflow load",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "error"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_a_broken_file_names_the_file_and_problem_and_leaves_the_active_version(
+    definitions, name, text, error
+):
+    path = definitions(name, "---\nworkflow: {steps: [{id: ok, skill: noop}]}\n---\nworks\n")
+    commands_load(paths=[definitions.root])
+    before = Command.objects.get(name=path.stem)
+
+    path.write_text(text)
+    changes = commands_load(paths=[definitions.root])
+
+    (change,) = [c for c in changes if c.action == "error"]
+    assert change.error == f"{path}{error.removeprefix(name)}"
+    assert str(change).endswith("(the loaded version, if any, stays active)")
+    after = Command.objects.get(name=path.stem)
+    assert (after.version, after.enabled, after.workflow_id) == (1, True, before.workflow_id)
+
+
+def test_a_cycle_is_named_step_by_step(definitions):
+    path = definitions(
+        "loop.md",
+        """
+        ---
+        workflow:
+          steps:
+            - {id: a, skill: noop}
+            - {id: b, skill: noop, needs: [a, c]}
+            - {id: c, skill: noop, needs: b}
+        ---
+    """,
+    )
+
+    (change,) = [c for c in commands_load(paths=[definitions.root]) if c.action == "error"]
+
+    assert change.error == f"{path}:5: step 'b': needs: b -> c -> b is a cycle"
+
+
+def test_an_approval_rule_becomes_a_gate_every_first_step_needs(definitions):
+    definitions(
+        "gated.md",
+        """
+        ---
+        params: {env: {enum: [staging, prod]}}
+        approval: params.env == 'prod'
+        workflow:
+          steps:
+            - {id: a, skill: noop}
+            - {id: b, skill: noop}
+            - {id: c, skill: noop, needs: [a, b]}
+        ---
+    """,
+    )
+    commands_load(paths=[definitions.root])
+
+    steps = {s["id"]: s for s in Command.objects.get(name="gated").workflow.spec["steps"]}
+
+    assert steps["approval"]["approval"] is True
+    assert steps["approval"]["when"] == "params.env == 'prod'"
+    assert (steps["a"]["needs"], steps["b"]["needs"], steps["c"]["needs"]) == (
+        ["approval"],
+        ["approval"],
+        ["a", "b"],
+    )
+
+
+def test_prompt_in_a_template_reads_the_invocation_and_nothing_else_changes(definitions):
+    definitions(
+        "ask.md",
+        """
+        ---
+        workflow:
+          steps:
+            - id: a
+              skill: noop
+              with:
+                p: "{{ prompt }}"
+                upper: "{{ prompt | upper }}"
+                text: "prompt {{ x.prompt }}"
+                quoted: "{{ 'prompt' }}"
+              when: "prompt"
+        ---
+    """,
+    )
+    commands_load(paths=[definitions.root])
+
+    (step,) = Command.objects.get(name="ask").workflow.spec["steps"]
+
+    assert step["with"] == {
+        "p": "{{ params._command.prompt }}",
+        "upper": "{{ params._command.prompt | upper }}",
+        "text": "prompt {{ x.prompt }}",
+        "quoted": "{{ 'prompt' }}",
+    }
+    assert step["when"] == "{{ params._command.prompt }}"
+
+
+def test_the_shipped_commands_and_builtins_load(settings):
+    settings.HIVE_COMMAND_DIRS = []
+
+    changes = commands_load()
+
+    assert [c.action for c in changes if c.action == "error"] == []
+    names = set(Command.objects.values_list("name", flat=True))
+    assert {"demo:pipeline", "demo:release", "demo:review"} <= names
+    assert {
+        f"hive:{b}"
+        for b in (
+            "help",
+            "status",
+            "agents",
+            "runs",
+            "run",
+            "cancel",
+            "retry",
+            "approve",
+            "reject",
+            "drain",
+            "resume",
+            "schedule",
+        )
+    } <= names
+    for path in SHIPPED_DIR.rglob("*.md"):
+        assert path.name == "README.md" or Command.objects.filter(source=str(path)).exists()
+
+
+def test_hive_load_reports_each_change_and_fails_on_a_broken_file(definitions, capsys):
+    good = definitions("good.md", "---\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n")
+    bad = definitions("bad.md", "---\nworkflow: {steps: [{id: a, skill: nope}]}\n---\n")
+
+    with pytest.raises(CommandError, match=r"some definitions were not loaded \(see above\)"):
+        call_command("hive", "load", str(definitions.root))
+
+    captured = capsys.readouterr()
+    assert f"/good created (v1, {good})" in captured.out.splitlines()
+    assert captured.err.strip() == (
+        f"error: {bad}:2: step 'a': skill: unknown skill 'nope' "
+        "(the loaded version, if any, stays active)"
+    )
+
+
+def test_a_stored_workflow_can_be_named_by_version(definitions, make_workflow):
+    stored = make_workflow([{"id": "x", "skill": "noop"}], name="nightly")
+    definitions("nightly.md", "---\nworkflow: nightly@1\napproval: true\n---\n")
+
+    commands_load(paths=[definitions.root])
+
+    spec = Command.objects.get(name="nightly").workflow.spec
+    assert [(s["id"], s["needs"], s["approval"], s["when"]) for s in spec["steps"]] == [
+        ("approval", [], True, ""),
+        ("x", ["approval"], False, ""),
+    ]
+    assert spec["description"] == f"runs {stored}"
+
+
+def test_two_files_defining_one_name_are_refused(definitions):
+    first = definitions("a.md", "---\nname: same\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n")
+    second = definitions(
+        "b.md", "---\nname: same\nworkflow: {steps: [{id: b, skill: noop}]}\n---\n"
+    )
+
+    changes = commands_load(paths=[definitions.root])
+
+    assert [str(c) for c in changes if c.action == "error"] == [
+        f"error: {second}: /same is defined by {first} too (the loaded version, if any, stays "
+        "active)"
+    ]
+    assert Command.objects.get(name="same").source == str(first.resolve())
