@@ -26,6 +26,7 @@ _ERRORS = {
     "409": "Not possible in the object's present state; nothing changed.",
     "413": "The body is larger than the limit (DATA_UPLOAD_MAX_MEMORY_SIZE).",
     "415": "The body is not JSON.",
+    "429": "Too many requests: wait the seconds the Retry-After header names.",
 }
 
 
@@ -37,7 +38,8 @@ class HiveAutoSchema(AutoSchema):
         writes = self.method in ("POST", "PUT", "PATCH")
         # Any request can be a 400 (a NUL in the URL: hive_project/middleware.py).
         codes = {"400", "401"}
-        if any(isinstance(p, HasPerm) for p in self.view.get_permissions()):
+        # Writes need a permission (HasPerm, or the command's own, checked inside).
+        if writes or any(isinstance(p, HasPerm) for p in self.view.get_permissions()):
             codes.add("403")
         if "{" in self.path:
             codes.add("404")
@@ -45,6 +47,8 @@ class HiveAutoSchema(AutoSchema):
             codes |= {"413", "415"}
         if writes and "{" in self.path:
             codes.add("409")
+        if getattr(self.view, "throttle_classes", None):
+            codes.add("429")
         for code in sorted(codes - responses.keys()):
             responses[code] = self._get_response_for_code(ErrorSerializer, code, None, direction)
             responses[code]["description"] = _ERRORS[code]

@@ -99,6 +99,12 @@ class ExecuteSerializer(serializers.Serializer):
     )
 
 
+class ExecuteResultSerializer(serializers.Serializer):
+    invocation = InvocationSerializer()
+    run = RunSummarySerializer(allow_null=True, help_text="The run it started, if any.")
+    plan = serializers.JSONField(allow_null=True, help_text="A dry run's resolved plan.")
+
+
 class ScheduleSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
@@ -8,6 +9,7 @@ from rest_framework.views import APIView
 from commands.api.serializers import (
     CommandDetailSerializer,
     CommandSerializer,
+    ExecuteResultSerializer,
     ExecuteSerializer,
     InvocationSerializer,
     ScheduleSerializer,
@@ -70,6 +72,10 @@ class ExecuteView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "commands.execute"
 
+    @extend_schema(
+        request=ExecuteSerializer,
+        responses={201: ExecuteResultSerializer, 200: ExecuteResultSerializer},
+    )
     def post(self, request):
         body = ExecuteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -129,9 +135,11 @@ class ScheduleListView(APIView):
             return [IsAuthenticated(), HasPerm("django_celery_beat.add_periodictask")]
         return super().get_permissions()
 
+    @extend_schema(responses=ScheduleSerializer(many=True), operation_id="schedules_list")
     def get(self, request):
         return Response(ScheduleSerializer(schedule_list(), many=True).data)
 
+    @extend_schema(request=ScheduleSerializer, responses={201: ScheduleSerializer})
     def post(self, request):
         body = ScheduleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -160,9 +168,11 @@ class ScheduleDetailView(APIView):
             raise NotFound(f"no schedule {pk}")
         return row
 
+    @extend_schema(responses=ScheduleSerializer)
     def get(self, request, pk: int):
         return Response(ScheduleSerializer(self._row(pk)).data)
 
+    @extend_schema(request=ScheduleUpdateSerializer, responses=ScheduleSerializer)
     def patch(self, request, pk: int):
         self._row(pk)
         body = ScheduleUpdateSerializer(data=request.data)
@@ -170,6 +180,7 @@ class ScheduleDetailView(APIView):
         schedule_update(schedule_id=pk, enabled=body.validated_data["enabled"])
         return Response(ScheduleSerializer(self._row(pk)).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
         self._row(pk)
         schedule_delete(schedule_id=pk)
