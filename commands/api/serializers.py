@@ -9,7 +9,9 @@ class CommandSerializer(serializers.ModelSerializer):
     """What a form or an autocompletion needs: the name, the hint, the params schema."""
 
     usage = serializers.SerializerMethodField()
-    workflow = serializers.StringRelatedField()
+    workflow = serializers.CharField(
+        read_only=True, allow_null=True, help_text="name@version; null for a built-in."
+    )
     allowed = serializers.SerializerMethodField(help_text="May the requester execute it?")
 
     class Meta:
@@ -62,9 +64,9 @@ class RunSummarySerializer(serializers.ModelSerializer):
 
 
 class InvocationSerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     command = serializers.CharField(source="command_name", read_only=True)
-    run = RunSummarySerializer(read_only=True)
+    run = RunSummarySerializer(read_only=True, allow_null=True)
 
     class Meta:
         model = Invocation
