@@ -2,11 +2,11 @@
 
 import json
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django_celery_beat.models import PeriodicTask
 
 from commands.models import Command, Invocation
-from coordination.models import Run
+from coordination.models import Run, StepRun
 
 SCHEDULE_TASK = "commands.command_schedule_task"
 
@@ -20,7 +20,11 @@ def invocation_list(
     *, user, command: str = "", outcome: str = "", source: str = "", run: int | None = None
 ) -> QuerySet[Invocation]:
     """The audit, newest first: staff see everyone's invocations, others their own."""
-    invocations = Invocation.objects.select_related("user", "command", "run__workflow")
+    # The runs' top-level steps come in one query for the whole page (run_outputs).
+    top_steps = Prefetch("run__steps", StepRun.objects.filter(group=None), to_attr="top_steps")
+    invocations = Invocation.objects.select_related(
+        "user", "command", "run__workflow"
+    ).prefetch_related(top_steps)
     if not user.is_staff:
         invocations = invocations.filter(user=user)
     if command:
@@ -38,8 +42,10 @@ def run_outputs(*, run: Run) -> dict:
     """The outputs of a run's last steps (those no other step needs): what it produced."""
     needed = {need for step in run.workflow.spec["steps"] for need in step["needs"]}
     last = [s["id"] for s in run.workflow.spec["steps"] if s["id"] not in needed]
-    rows = run.steps.filter(group=None, step_id__in=last).values_list("key", "state", "output")
-    return {key: output for key, state, output in rows if state == "succeeded"}
+    steps = getattr(run, "top_steps", None)
+    if steps is None:
+        steps = run.steps.filter(group=None, step_id__in=last)
+    return {s.key: s.output for s in steps if s.step_id in last and s.state == "succeeded"}
 
 
 def schedule_when(task: PeriodicTask) -> str:
