@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 
 from commands.loader import definition_build
 from commands.models import Command, Invocation
-from commands.services import command_save
+from commands.services import command_save, commands_load
 from hive_project.yamlfile import DefinitionError
 
 
@@ -86,7 +86,7 @@ class CommandAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
-    actions = ["enable", "disable"]
+    actions = ["enable", "disable", "reload"]
 
     def has_add_permission(self, request) -> bool:
         return False  # commands come from definition files (hive load); edit them here
@@ -106,6 +106,16 @@ class CommandAdmin(admin.ModelAdmin):
     @admin.action(description="Disable the selected commands", permissions=["change"])
     def disable(self, request, queryset):
         queryset.update(enabled=False)
+
+    @admin.action(
+        description="Reload every command from its definition files (as `hive load`)",
+        permissions=["change"],
+    )
+    def reload(self, request, queryset):
+        # Django runs an action on a selection; this one syncs every file, as `hive load`.
+        for change in commands_load():
+            level = messages.ERROR if change.action == "error" else messages.INFO
+            self.message_user(request, str(change), level)
 
 
 @admin.register(Invocation)

@@ -71,3 +71,27 @@ def test_the_admin_lists_commands_and_the_read_only_audit(admin_client, hello, a
     assert detail.status_code == 200 and 'name="outcome"' not in detail.content.decode()
     periodic = admin_client.get(reverse("admin:django_celery_beat_periodictask_changelist"))
     assert periodic.status_code == 200
+
+
+def test_the_reload_action_syncs_the_definition_files(admin_client, hello, definitions):
+    definitions(
+        "hello.md",
+        """
+        ---
+        description: Say hello twice
+        workflow: {steps: [{id: greet, skill: noop}]}
+        ---
+    """,
+    )
+    definitions("broken.md", "---\nworkflow: {steps: [{id: a, skill: no.such}]}\n---\n")
+
+    response = admin_client.post(
+        reverse("admin:commands_command_changelist"),
+        {"action": "reload", "_selected_action": [hello.pk]},
+        follow=True,
+    )
+
+    page = response.content.decode()
+    assert Command.objects.get(name="hello").description == "Say hello twice"
+    assert "/hello updated to v2" in page
+    assert "broken.md" in page and "no.such" in page
