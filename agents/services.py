@@ -1,12 +1,14 @@
 """Writes to the agent registry and control of live agents. Each one is safe to repeat."""
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from agents import mailbox
 from agents.liveness import agents_live, live_key
-from agents.models import Agent
+from agents.models import Agent, Message
 from agents.routing import agent_queues
 from dashboard.events import event_emit
 from hive_project.celery import app
@@ -190,3 +192,111 @@ def _change(agent: Agent, field: str, value: object, *, kind: str) -> None:
         kind=kind, subject=f"agent:{agent.name}", data={"from": getattr(agent, field), "to": value}
     )
     setattr(agent, field, value)
+
+
+# --- messages (agents/mailbox.py sends, agents/inbox.py handles) ----------------------
+
+
+def message_send(
+    *,
+    sender: str,
+    to: str = "",
+    role: str = "",
+    kind: str,
+    payload: Any = None,
+    correlation_id: str = "",
+) -> Message:
+    """Send one message to a registered agent (online or not: it waits in the inbox)
+    or to any one agent of a role; what the API and `/hive:send` call.
+
+    Raises mailbox.MessageError naming the field (`to`, `role`, `kind`, `payload`).
+    """
+    if to and not Agent.objects.filter(name=to).exists():
+        raise mailbox.MessageError(f"to: no agent named {to!r} is registered", field="to")
+    if role and not Agent.objects.filter(role=role).exists():
+        raise mailbox.MessageError(f"role: no agent has role {role!r}", field="role")
+    return mailbox.send(
+        to=to, role=role, kind=kind, payload=payload, correlation_id=correlation_id, sender=sender
+    )
+
+
+def message_broadcast(
+    *, sender: str, role: str, kind: str, payload: Any = None, correlation_id: str = ""
+) -> list[Message]:
+    """A copy to each online agent of `role`."""
+    return mailbox.broadcast(
+        role=role, kind=kind, payload=payload, correlation_id=correlation_id, sender=sender
+    )
+
+
+def messages_claim(*, ids: list[int], consumer: str, deliveries: dict[int, int]) -> set[int]:
+    """Mark pending messages handled for `consumer`; returns the ids it may handle.
+
+    Called in the same transaction as the handlers, so the mark and their effects
+    commit together. An id not returned was handled (or dead-lettered) already: a
+    redelivery after a crash between commit and XACK, or a consumer that took over
+    an idle entry while its first consumer was merely slow. That is normal; the
+    caller only acknowledges it. One UPDATE ... RETURNING per delivery count (a batch
+    read fresh has one), PostgreSQL and SQLite 3.35+.
+    """
+    qn = connection.ops.quote_name
+    table = qn(Message._meta.db_table)
+    now = Message._meta.get_field("handled_at").get_db_prep_save(timezone.now(), connection)
+    by_count: dict[int, list[int]] = {}
+    for pk in ids:
+        by_count.setdefault(deliveries.get(pk, 1), []).append(pk)
+    claimed: set[int] = set()
+    with connection.cursor() as cursor:
+        for count, pks in by_count.items():
+            # Only quoted names from the model are formatted in; values are parameters.
+            cursor.execute(
+                f"UPDATE {table} SET {qn('state')} = %s, {qn('handled_at')} = %s, "  # noqa: S608
+                f"{qn('consumer')} = %s, {qn('deliveries')} = %s "
+                f"WHERE {qn('id')} IN ({', '.join(['%s'] * len(pks))}) AND {qn('state')} = %s "
+                f"RETURNING {qn('id')}",
+                [Message.State.HANDLED, now, consumer, count, *pks, Message.State.PENDING],
+            )
+            claimed.update(row[0] for row in cursor.fetchall())
+    return claimed
+
+
+def message_result(*, message_id: int, result: Any) -> None:
+    """Keep the reply to a request on its row (inside the handling transaction)."""
+    Message.objects.filter(pk=message_id).update(result=result)
+
+
+def message_fail(*, message_id: int, error: str, deliveries: int) -> None:
+    """A handler failed: the message stays pending, to be tried again."""
+    Message.objects.filter(pk=message_id, state=Message.State.PENDING).update(
+        error=error, deliveries=deliveries
+    )
+
+
+@transaction.atomic
+def message_bury(
+    *, message_id: int, agent: str, consumer: str, error: str, deliveries: int
+) -> bool:
+    """Mark a message dead (dead-lettered) with its error; False if it was not pending."""
+    updated = Message.objects.filter(pk=message_id, state=Message.State.PENDING).update(
+        state=Message.State.DEAD,
+        error=error,
+        deliveries=deliveries,
+        consumer=consumer,
+        dead_at=timezone.now(),
+    )
+    if updated:
+        event_emit(
+            kind="message.dead",
+            subject=f"agent:{agent}",
+            data={"message": message_id, "error": error, "deliveries": deliveries},
+        )
+    return bool(updated)
+
+
+def messages_acked(*, acks: list[tuple[list[int], datetime]]) -> None:
+    """Record when batches were acknowledged in Redis. Written a little later than the
+    XACK, several batches per transaction, to keep it off the hot path; a crash in
+    between leaves acked_at empty on handled rows (their state is the truth)."""
+    with transaction.atomic():
+        for ids, at in acks:
+            Message.objects.filter(pk__in=ids).update(acked_at=at)

@@ -15,6 +15,8 @@ os.environ.setdefault("HIVE_AGENT_TIMEOUT", "4")
 os.environ.setdefault("HIVE_DISPATCH_TIMEOUT", "3")
 os.environ.setdefault("HIVE_STEP_LEASE", "4")
 os.environ.setdefault("HIVE_REAPER_INTERVAL", "1")
+# Failed and orphaned messages are taken over after 1 s instead of 15.
+os.environ.setdefault("HIVE_INBOX_CLAIM_IDLE", "1000")
 # A user's own skill module, loaded as HIVE_SKILL_MODULES loads any.
 os.environ.setdefault("HIVE_SKILL_MODULES", "tests.skills_extra")
 
