@@ -36,9 +36,7 @@ def main() -> None:
     names = [m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")]
     unknown = set(sys.argv[1:]) - set(names)
     if unknown:
-        sys.exit(
-            f"bench: no such benchmark: {', '.join(sorted(unknown))} (have {', '.join(names)})"
-        )
+        sys.exit(f"bench: no such benchmark: {', '.join(sorted(unknown))} (have {', '.join(names)})")
     names = sys.argv[1:] or names
     rows = []
     for name in sorted(names):
