@@ -182,3 +182,27 @@ def test_an_agent_killed_mid_message_handles_it_and_its_inbox_when_restarted(
     assert redis_client.xpending("hive:inbox:agent:phoenix", GROUP)["pending"] == 0
     consumers = redis_client.xinfo_consumers("hive:inbox:agent:phoenix", GROUP)
     assert [c["name"] for c in consumers] == [f"phoenix:{second.pid}".encode()]
+
+
+def test_workflow_steps_send_and_request_through_the_message_skills(start_agent, make_workflow):
+    start_agent("runner", skills="message.send,message.request")
+    listener = start_agent("listener")
+    workflow = make_workflow(
+        [
+            {"id": "tell", "skill": "message.send",
+             "with": {"to": "listener", "kind": "test.record", "payload": {"v": "{{ params.v }}"}}},
+            {"id": "ask", "skill": "message.request", "needs": ["tell"],
+             "with": {"to": "listener", "kind": "ping", "timeout": 10}},
+        ],
+        params={"type": "object", "properties": {"v": {"type": "string"}}},
+    )  # fmt: skip
+
+    run = wait_run(run_start(workflow=workflow, params={"v": "1.4.0"}))
+
+    assert run.state == "succeeded", run.error
+    steps = {s.key: s for s in run.steps.all()}
+    assert steps["ask"].output == {"reply": {"pong": "listener", "pid": listener.pid}}
+    told = Message.objects.get(pk=steps["tell"].output["message"])
+    assert (told.sender, told.recipient, told.payload) == ("runner", "listener", {"v": "1.4.0"})
+    assert told.idempotency_key == f"{run.pk}:tell:1:message.send"
+    assert handled_by(wait_handled([told])[0]) == ["listener"]
