@@ -9,8 +9,8 @@ HIVE_INBOX_CLAIM_IDLE and dead-lettered after HIVE_MAX_DELIVERIES.
 
 Handlers run in the agent's inbox thread, one message after another: keep them
 short (start a workflow for long work). Effects outside the database may happen
-more than once, as for skills: a batch whose later message fails is rolled back
-and its messages run again one by one.
+more than once, as for skills: a batch in which one message fails is rolled back
+and the others run again without it.
 """
 
 import os

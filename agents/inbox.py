@@ -10,13 +10,15 @@ redelivered message already handled is acknowledged and nothing more.
 
 - A batch (up to BATCH entries) is handled in one transaction with one claim
   and acknowledged with one XACK. If a handler fails, the batch is rolled back
-  and its messages run one by one, so only the failing one fails.
+  and the others run again without the failing one.
 - A failed message stays pending; after HIVE_INBOX_CLAIM_IDLE ms a consumer (this
   one, a peer of the role, or the agent's next process) takes it over with
   XAUTOCLAIM. On its HIVE_MAX_DELIVERIES-th failed delivery it goes to the
   dead-letter stream with its error. One delivered more often than that without
   ever being acknowledged (it kills its process) is dead-lettered unrun.
 - A restarted agent takes over its previous processes' pending entries at once.
+  Entries taken over run one at a time, each claimed just before it runs, so a
+  message whose handler kills the process is isolated from its batch.
 - Streams are trimmed below their oldest pending and undelivered entry (MINID),
   so trimming never drops a message not yet handled.
 - Redis restarts and FLUSHALL: reads that fail with NOGROUP recreate the group
@@ -219,12 +221,14 @@ class Inbox:
             while rows := self.client.xpending_range(
                 stream, GROUP, "-", "+", BATCH, consumername=name
             ):
-                ids = [r["message_id"] for r in rows]
-                entries = self.client.xclaim(stream, GROUP, self.consumer, 0, ids)
-                # XCLAIM counts a delivery, as XAUTOCLAIM does.
-                counts = {r["message_id"]: r["times_delivered"] + 1 for r in rows}
-                self._deliver_claimed(stream, entries, counts, claimed_ids=ids)
-                taken += len(ids)
+                for row in rows:
+                    entry_id = row["message_id"]
+                    entries = self.client.xclaim(stream, GROUP, self.consumer, 0, [entry_id])
+                    # XCLAIM counts a delivery, as XAUTOCLAIM does.
+                    self._deliver_claimed(stream, entry_id, entries,
+                                          count=row["times_delivered"] + 1)  # fmt: skip
+                    taken += 1
+            # Only now, with nothing pending left: deleting a consumer drops its entries.
             self.client.xgroup_delconsumer(stream, GROUP, name)
         return taken
 
@@ -233,20 +237,15 @@ class Inbox:
         or this one's whose handler failed (that is how a failure is retried)."""
         min_idle = settings.HIVE_INBOX_CLAIM_IDLE if min_idle is None else min_idle
         cursor, taken = "0-0", 0
-        for _ in range(10):  # at most 10 batches a pass: reading new messages must go on
-            response = self.client.xautoclaim(
-                stream, GROUP, self.consumer, min_idle, cursor, count=BATCH
-            )
-            cursor, entries = response[0], response[1]
-            entries = [e for e in entries if e[0] is not None]
-            if entries:
-                ids = [e[0] for e in entries]
-                rows = self.client.xpending_range(
-                    stream, GROUP, ids[0], ids[-1], len(ids) * 2, consumername=self.consumer
-                )
-                counts = {r["message_id"]: r["times_delivered"] for r in rows}
-                self._deliver_claimed(stream, entries, counts, claimed_ids=ids)
-                taken += len(entries)
+        for _ in range(BATCH):  # a bounded pass: reading new messages must go on
+            cursor, entries = self.client.xautoclaim(
+                stream, GROUP, self.consumer, min_idle, cursor, count=1
+            )[:2]
+            if entries and entries[0][0] is not None:
+                entry_id = entries[0][0]
+                (row,) = self.client.xpending_range(stream, GROUP, entry_id, entry_id, 1)
+                self._deliver_claimed(stream, entry_id, entries, count=row["times_delivered"])
+                taken += 1
             if cursor == "0-0":
                 break
         return taken
@@ -330,33 +329,32 @@ class Inbox:
         if envelopes:
             self._handle(stream, envelopes)
 
-    def _deliver_claimed(self, stream, entries, counts: dict[str, int], *, claimed_ids) -> None:
-        """Entries taken over: dead-letter those delivered too often, handle the rest."""
-        live = {e[0] for e in entries if e[0] is not None}
-        gone = [i for i in claimed_ids if i not in live]
-        if gone:  # deleted from the stream while pending (XDEL): nothing to handle
-            self.client.xack(stream, GROUP, *gone)
-        fresh = []
-        for entry_id, fields in entries:
-            if entry_id is None:
-                continue
-            count = counts.get(entry_id, 1)
-            if count > settings.HIVE_MAX_DELIVERIES:
-                mid = fields.get("mid", "")
-                last = (
-                    mid.isdigit()
-                    and Message.objects.filter(pk=int(mid)).values_list("error", flat=True).first()
-                )
-                error = last or (
-                    f"delivered {count - 1} times without being acknowledged "
-                    "(did its handler kill the agent?)"
-                )
-                self._dead_letter_entry(stream, entry_id, fields, error=error,
-                                        deliveries=count - 1)  # fmt: skip
-            else:
-                fresh.append((entry_id, fields))
-        if fresh:
-            self.deliver(stream, fresh, counts)
+    def _deliver_claimed(self, stream: str, entry_id: str, entries: list, *, count: int) -> None:
+        """Handle one entry taken over (its `count`-th delivery), or dead-letter it unrun
+        when it was delivered HIVE_MAX_DELIVERIES times already without an ack.
+
+        Taken over one at a time, each claimed just before it runs: a delivery is
+        counted only for the entry about to run, so when a message's handler kills
+        the process, the messages read in its batch do not count deliveries with it
+        and are not dead-lettered beside it.
+        """
+        if not entries or entries[0][0] is None:
+            # Deleted from the stream while pending (XDEL): nothing left to handle.
+            self.client.xack(stream, GROUP, entry_id)
+            return
+        fields = entries[0][1]
+        if count <= settings.HIVE_MAX_DELIVERIES:
+            self.deliver(stream, entries, {entry_id: count})
+            return
+        mid = fields.get("mid", "")
+        last = mid.isdigit() and (
+            Message.objects.filter(pk=int(mid)).values_list("error", flat=True).first()
+        )
+        error = last or (
+            f"delivered {count - 1} times without being acknowledged "
+            "(did its handler kill the agent?)"
+        )
+        self._dead_letter_entry(stream, entry_id, fields, error=error, deliveries=count - 1)
 
     def _envelope(self, stream, entry_id, fields, deliveries) -> Envelope:
         return Envelope(
@@ -377,13 +375,14 @@ class Inbox:
             with transaction.atomic():
                 claimed, results = self._run_handlers(stream, envelopes)
         except _HandlerFailed as failed:
-            if len(envelopes) > 1:
-                # Roll the batch back and run its messages one at a time, so only the
-                # failing one fails (the others' effects were undone with the batch).
-                for envelope in envelopes:
-                    self._handle(stream, [envelope])
-            else:
-                self._failed(failed)
+            # The batch is rolled back. The failing message has had its try for this
+            # delivery; the others run again without it (their effects went with the
+            # rollback), so each delivery is one try of each handler, and a poison
+            # message costs its batch one rollback.
+            self._failed(failed)
+            rest = [e for e in envelopes if e is not failed.envelope]
+            if rest:
+                self._handle(stream, rest)
             return
         self._acknowledge(stream, envelopes, claimed, results)
 

@@ -90,6 +90,7 @@ def test_a_failing_message_in_a_batch_fails_alone(make_inbox, redis_client):
     assert (records(good1.pk), records(good2.pk)) == (1, 1)
     row = Message.objects.get(pk=bad.pk)
     assert (row.state, row.deliveries, row.error) == ("pending", 1, f"poisoned message {bad.pk}")
+    assert int(redis_client.get(f"test:poison:{bad.pk}")) == 1  # one try per delivery
     pending = redis_client.xpending_range(STREAM, GROUP, "-", "+", 10)
     assert [p["message_id"].decode() for p in pending] == [row.stream_id]
 

@@ -2,6 +2,7 @@
 
 import httpx
 import pytest
+import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from rest_framework.authtoken.models import Token
@@ -10,6 +11,15 @@ from agents.models import Agent, Message
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def empty_streams(redis_url):
+    """Streams outlive a test's database rows (and ids are reused): start with none."""
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter("hive:*"):
+        client.delete(key)
+    client.close()
 
 
 def _token(username: str, *perms: str) -> dict:
