@@ -22,7 +22,7 @@ redelivered message already handled is acknowledged and nothing more.
 - Streams are trimmed below their oldest pending and undelivered entry (MINID),
   so trimming never drops a message not yet handled.
 - Redis restarts and FLUSHALL: reads that fail with NOGROUP recreate the group
-  (MKSTREAM); rows still pending whose entries Redis lost are sent again.
+  (MKSTREAM); pending rows missing from the streams are sent again.
 """
 
 import json
@@ -48,7 +48,6 @@ from agents.services import (
     messages_acked,
     messages_claim,
 )
-from dashboard.events import event_emit
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +56,19 @@ logger = logging.getLogger(__name__)
 BATCH = 100
 # How long one XREADGROUP blocks; also how long `stop` may wait for the thread.
 BLOCK_MS = 1000
-# acked_at is written at most this often (seconds): off the hot path.
-ACK_FLUSH_INTERVAL = 0.5
+# acked_at (and the `message.handled` event summing up the batches) is written when
+# the inbox is idle, and at most this often (seconds) while it is busy: each write
+# is a commit, and every 0.5 s it showed in the request latency's tail.
+ACK_FLUSH_INTERVAL = 2.0
 # A consumer with nothing pending and silent this long is a dead process's; its
 # name is removed from the group so XINFO stays readable.
 DEAD_CONSUMER_IDLE_MS = 10 * 60 * 1000
-# Rows pending without a stream id (Redis was unreachable when they were sent)
-# are sent again once this old (seconds).
-UNSENT_AGE = 5
+# Every this many seconds (and on start and after a FLUSHALL) the inbox looks for
+# pending rows missing from its streams: their sender could not reach Redis or died
+# between its commit and its XADD, or Redis lost them. Rows younger than
+# MISSING_AGE seconds may be on their way and are left alone.
+MISSING_SWEEP_INTERVAL = 30
+MISSING_AGE = 5
 
 
 class _HandlerFailed(Exception):
@@ -101,6 +105,7 @@ class Inbox:
         self._acked_at = time.monotonic()
         self._needs_setup = True
         self._next_maintenance = 0.0
+        self._next_sweep = time.monotonic() + MISSING_SWEEP_INTERVAL
         self._interval = min(settings.HIVE_INBOX_CLAIM_IDLE / 2000, 5.0)
         self.client = redis.Redis.from_url(
             settings.REDIS_URL,
@@ -181,21 +186,18 @@ class Inbox:
 
     def setup(self) -> None:
         """Create the groups (and streams) that are missing, take over what this agent's
-        earlier processes left pending, and resend rows whose entries Redis lost."""
-        created = []
+        earlier processes left pending, and send rows missing from the streams."""
         for stream in self.streams:
             try:
                 # From the start of the stream: messages sent while no group existed
                 # (the agent never ran, or Redis was wiped) are read, not skipped.
                 self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-                created.append(stream)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
         for stream in self.streams:
             self.take_over_predecessors(stream)
-        if created:
-            self.resend_lost(created)
+        self.resend_missing(age=0)
         self._needs_setup = False
         logger.info("inbox %s: consuming %s", self.consumer, ", ".join(self.streams))
 
@@ -204,7 +206,8 @@ class Inbox:
         for stream in self.streams:
             self.reclaim(stream)
             self.trim(stream)
-        self.resend_unsent()
+        if time.monotonic() >= self._next_sweep:
+            self.resend_missing()
         self._forget_dead_consumers()
         self._flush_acks(force=True)
         self._next_maintenance = time.monotonic() + self._interval
@@ -280,39 +283,33 @@ class Inbox:
                 ):
                     self.client.xgroup_delconsumer(stream, GROUP, consumer["name"])
 
-    def resend_lost(self, streams: list[str]) -> int:
-        """Send again the pending rows of `streams` whose entries are gone from Redis
-        (their groups had to be created again: a FLUSHALL or a Redis restart)."""
+    def resend_missing(self, *, age: float = MISSING_AGE) -> int:
+        """Send again the pending rows of this inbox's streams that are not in them.
+
+        A stream holds exactly the entries not yet acknowledged, and a few handled
+        ones not yet trimmed, so one XRANGE per stream tells which pending rows Redis
+        does not have: their sender could not reach it, or died between its commit
+        and its XADD, or Redis lost them (a FLUSHALL, a restart without persistence).
+        Sending one twice is harmless: the claim lets only one delivery handle it.
+        """
+        self._next_sweep = time.monotonic() + MISSING_SWEEP_INTERVAL
+        cutoff = timezone.now() - timedelta(seconds=age)
         rows = list(
-            Message.objects.filter(stream__in=streams, state=Message.State.PENDING)
-            .exclude(stream_id="")
-            .order_by("id")
+            Message.objects.filter(
+                stream__in=self.streams, state=Message.State.PENDING, created_at__lte=cutoff
+            ).order_by("id")
         )
         if not rows:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for row in rows:
-            pipe.xrange(row.stream, row.stream_id, row.stream_id, count=1)
-        lost = [row for row, found in zip(rows, pipe.execute(), strict=True) if not found]
-        if lost:
-            logger.warning("inbox %s: sending %d lost messages again", self.consumer, len(lost))
-            mailbox.publish(lost)
-        return len(lost)
-
-    def resend_unsent(self) -> int:
-        """Send the rows whose sender could not reach Redis (no stream id yet)."""
-        cutoff = timezone.now() - timedelta(seconds=UNSENT_AGE)
-        rows = list(
-            Message.objects.filter(
-                stream__in=self.streams,
-                state=Message.State.PENDING,
-                stream_id="",
-                created_at__lt=cutoff,
-            ).order_by("id")[:1000]
-        )
-        if rows:
-            mailbox.publish(rows)
-        return len(rows)
+        present = set()
+        for stream in self.streams:
+            present.update(int(f["mid"]) for _, f in self.client.xrange(stream) if f.get("mid"))
+        missing = [row for row in rows if row.pk not in present]
+        if missing:
+            logger.warning("inbox %s: sending %d messages missing from its streams",
+                           self.consumer, len(missing))  # fmt: skip
+            mailbox.publish(missing)
+        return len(missing)
 
     # --- handling -------------------------------------------------------------------
 
@@ -388,9 +385,8 @@ class Inbox:
 
     def _run_handlers(self, stream, envelopes) -> tuple[set[int], dict[int, str]]:
         claimed = messages_claim(
-            ids=[e.id for e in envelopes],
+            entries={e.id: (e.stream_id, e.deliveries) for e in envelopes},
             consumer=self.consumer,
-            deliveries={e.id: e.deliveries for e in envelopes},
         )
         replies: dict[int, str] = {}
         for envelope in envelopes:
@@ -421,16 +417,6 @@ class Inbox:
                         envelope, f"reply is not JSON: {exc}", retryable=False
                     ) from exc
                 message_result(message_id=envelope.id, result=result)
-        if claimed:
-            mine = [e for e in envelopes if e.id in claimed]
-            # One event per batch, not per message: at thousands of messages a second
-            # an event each would double the writes. The rows are the full record.
-            event_emit(
-                kind="message.handled",
-                subject=f"agent:{self.agent}",
-                data={"count": len(mine), "stream": stream, "first": mine[0].id,
-                      "last": mine[-1].id, "kinds": sorted({e.kind for e in mine})},
-            )  # fmt: skip
         return claimed, replies
 
     def _acknowledge(self, stream, envelopes, claimed: set[int], replies: dict[int, str]) -> None:
@@ -471,6 +457,7 @@ class Inbox:
         if not failed.retryable or envelope.deliveries >= settings.HIVE_MAX_DELIVERIES:
             if message_bury(
                 message_id=envelope.id,
+                stream_id=envelope.stream_id,
                 agent=self.agent,
                 consumer=self.consumer,
                 error=failed.error,
@@ -481,7 +468,8 @@ class Inbox:
                 self.client.xack(envelope.stream, GROUP, envelope.stream_id)
             return
         # Left pending and unacknowledged: taken over again after the idle time.
-        message_fail(message_id=envelope.id, error=failed.error, deliveries=envelope.deliveries)
+        message_fail(message_id=envelope.id, stream_id=envelope.stream_id, error=failed.error,
+                     deliveries=envelope.deliveries)  # fmt: skip
 
     def _dead_letter_redis(self, envelope: Envelope, *, error: str) -> None:
         """The dead-letter entry and the acknowledgement, atomically (MULTI)."""
@@ -528,8 +516,8 @@ class Inbox:
             deliveries=deliveries,
         )
         if envelope.id:
-            message_bury(message_id=envelope.id, agent=self.agent, consumer=self.consumer,
-                         error=error, deliveries=deliveries)  # fmt: skip
+            message_bury(message_id=envelope.id, stream_id=entry_id, agent=self.agent,
+                         consumer=self.consumer, error=error, deliveries=deliveries)  # fmt: skip
         self._dead_letter_redis(envelope, error=error)
 
     def _flush_acks(self, *, force: bool = False) -> None:
@@ -539,4 +527,4 @@ class Inbox:
             return
         acks, self._acked = self._acked, []
         self._acked_at = time.monotonic()
-        messages_acked(acks=[(ids, at) for ids, at in acks if ids])
+        messages_acked(agent=self.agent, acks=[(ids, at) for ids, at in acks if ids])

@@ -32,13 +32,11 @@ def skill_list() -> list[dict]:
 def message_list(
     *, agent: str = "", state: str = "", kind: str = "", correlation_id: str = ""
 ) -> QuerySet[Message]:
-    """Messages, newest first; `agent` matches those it sent, was sent, or handled
-    (a message to its role)."""
+    """Messages, newest first; `agent` matches those it sent or was sent (a role's
+    messages are `role:NAME`'s)."""
     messages = Message.objects.order_by("-id")
     if agent:
-        messages = messages.filter(
-            Q(recipient=agent) | Q(sender=agent) | Q(consumer__startswith=f"{agent}:")
-        )
+        messages = messages.filter(Q(recipient=agent) | Q(sender=agent))
     if state:
         messages = messages.filter(state=state)
     if kind:

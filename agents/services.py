@@ -215,49 +215,75 @@ def message_send(
         raise mailbox.MessageError(f"to: no agent named {to!r} is registered", field="to")
     if role and not Agent.objects.filter(role=role).exists():
         raise mailbox.MessageError(f"role: no agent has role {role!r}", field="role")
-    return mailbox.send(
-        to=to, role=role, kind=kind, payload=payload, correlation_id=correlation_id, sender=sender
-    )
+    with transaction.atomic():
+        message = mailbox.send(to=to, role=role, kind=kind, payload=payload,
+                               correlation_id=correlation_id, sender=sender)  # fmt: skip
+        _emit_sent([message], subject=f"agent:{to}" if to else f"role:{role}")
+    return Message.objects.get(pk=message.pk)
 
 
 def message_broadcast(
     *, sender: str, role: str, kind: str, payload: Any = None, correlation_id: str = ""
 ) -> list[Message]:
     """A copy to each online agent of `role`."""
-    return mailbox.broadcast(
-        role=role, kind=kind, payload=payload, correlation_id=correlation_id, sender=sender
-    )
+    with transaction.atomic():
+        sent = mailbox.broadcast(role=role, kind=kind, payload=payload,
+                                 correlation_id=correlation_id, sender=sender)  # fmt: skip
+        _emit_sent(sent, subject=f"role:{role}")
+    return list(Message.objects.filter(pk__in=[m.pk for m in sent]).order_by("id"))
 
 
-def messages_claim(*, ids: list[int], consumer: str, deliveries: dict[int, int]) -> set[int]:
-    """Mark pending messages handled for `consumer`; returns the ids it may handle.
+def _emit_sent(messages: list[Message] | list[mailbox.Sent], *, subject: str) -> None:
+    """People's sends (the API, commands) are events; agents' own sends are not: at
+    thousands a second an event each would double their writes. Handled messages are
+    summed up per agent instead (messages_acked), dead ones are events each."""
+    first = messages[0]
+    event_emit(
+        kind="message.sent",
+        subject=subject,
+        data={"messages": [m.pk for m in messages], "kind": first.kind,
+              "to": [m.recipient for m in messages], "sender": first.sender},
+    )  # fmt: skip
 
-    Called in the same transaction as the handlers, so the mark and their effects
-    commit together. An id not returned was handled (or dead-lettered) already: a
-    redelivery after a crash between commit and XACK, or a consumer that took over
-    an idle entry while its first consumer was merely slow. That is normal; the
-    caller only acknowledges it. One UPDATE ... RETURNING per delivery count (a batch
-    read fresh has one), PostgreSQL and SQLite 3.35+.
+
+def messages_claim(*, entries: dict[int, tuple[str, int]], consumer: str) -> set[int]:
+    """Mark pending messages handled by `consumer`; returns the ids it may handle.
+
+    `entries` maps each message id to its stream entry id and delivery count, both
+    recorded with the mark. Called in the same transaction as the handlers, so the
+    mark and their effects commit together. An id not returned was handled (or
+    dead-lettered) already: a redelivery after a crash between commit and XACK, or a
+    consumer that took over an idle entry while its first consumer was merely slow.
+    That is normal; the caller only acknowledges it. One UPDATE ... RETURNING for the
+    batch (PostgreSQL and SQLite 3.35+).
     """
     qn = connection.ops.quote_name
     table = qn(Message._meta.db_table)
     now = Message._meta.get_field("handled_at").get_db_prep_save(timezone.now(), connection)
-    by_count: dict[int, list[int]] = {}
+    ids = list(entries)
+    cases_id = " ".join(["WHEN %s THEN %s"] * len(ids))
+    params: list = [Message.State.HANDLED, now, consumer]
     for pk in ids:
-        by_count.setdefault(deliveries.get(pk, 1), []).append(pk)
-    claimed: set[int] = set()
+        params += [pk, entries[pk][0]]
+    counts = {count for _, count in entries.values()}
+    if len(counts) == 1:  # the usual batch, read fresh: one count for all
+        deliveries, count_params = "%s", [counts.pop()]
+    else:
+        deliveries = f"CASE {qn('id')} {' '.join(['WHEN %s THEN %s'] * len(ids))} END"
+        count_params = [value for pk in ids for value in (pk, entries[pk][1])]
+    params += count_params
+    params += [*ids, Message.State.PENDING]
+    # Only quoted names from the model are formatted in; every value is a parameter.
+    sql = (
+        f"UPDATE {table} SET {qn('state')} = %s, {qn('handled_at')} = %s, "  # noqa: S608
+        f"{qn('consumer')} = %s, {qn('stream_id')} = CASE {qn('id')} {cases_id} END, "
+        f"{qn('deliveries')} = {deliveries} "
+        f"WHERE {qn('id')} IN ({', '.join(['%s'] * len(ids))}) AND {qn('state')} = %s "
+        f"RETURNING {qn('id')}"
+    )
     with connection.cursor() as cursor:
-        for count, pks in by_count.items():
-            # Only quoted names from the model are formatted in; values are parameters.
-            cursor.execute(
-                f"UPDATE {table} SET {qn('state')} = %s, {qn('handled_at')} = %s, "  # noqa: S608
-                f"{qn('consumer')} = %s, {qn('deliveries')} = %s "
-                f"WHERE {qn('id')} IN ({', '.join(['%s'] * len(pks))}) AND {qn('state')} = %s "
-                f"RETURNING {qn('id')}",
-                [Message.State.HANDLED, now, consumer, count, *pks, Message.State.PENDING],
-            )
-            claimed.update(row[0] for row in cursor.fetchall())
-    return claimed
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
 
 
 def message_result(*, message_id: int, result: Any) -> None:
@@ -265,20 +291,21 @@ def message_result(*, message_id: int, result: Any) -> None:
     Message.objects.filter(pk=message_id).update(result=result)
 
 
-def message_fail(*, message_id: int, error: str, deliveries: int) -> None:
+def message_fail(*, message_id: int, stream_id: str, error: str, deliveries: int) -> None:
     """A handler failed: the message stays pending, to be tried again."""
     Message.objects.filter(pk=message_id, state=Message.State.PENDING).update(
-        error=error, deliveries=deliveries
+        stream_id=stream_id, error=error, deliveries=deliveries
     )
 
 
 @transaction.atomic
 def message_bury(
-    *, message_id: int, agent: str, consumer: str, error: str, deliveries: int
+    *, message_id: int, stream_id: str, agent: str, consumer: str, error: str, deliveries: int
 ) -> bool:
     """Mark a message dead (dead-lettered) with its error; False if it was not pending."""
     updated = Message.objects.filter(pk=message_id, state=Message.State.PENDING).update(
         state=Message.State.DEAD,
+        stream_id=stream_id,
         error=error,
         deliveries=deliveries,
         consumer=consumer,
@@ -293,10 +320,19 @@ def message_bury(
     return bool(updated)
 
 
-def messages_acked(*, acks: list[tuple[list[int], datetime]]) -> None:
-    """Record when batches were acknowledged in Redis. Written a little later than the
-    XACK, several batches per transaction, to keep it off the hot path; a crash in
+def messages_acked(*, agent: str, acks: list[tuple[list[int], datetime]]) -> None:
+    """Record when batches were acknowledged in Redis, and sum them up in one
+    `message.handled` event. Written a little later than the XACK (at most twice a
+    second), several batches per transaction, to keep it off the hot path; a crash in
     between leaves acked_at empty on handled rows (their state is the truth)."""
+    ids = [pk for batch, _ in acks for pk in batch]
+    if not ids:
+        return
     with transaction.atomic():
-        for ids, at in acks:
-            Message.objects.filter(pk__in=ids).update(acked_at=at)
+        for batch, at in acks:
+            Message.objects.filter(pk__in=batch).update(acked_at=at)
+        event_emit(
+            kind="message.handled",
+            subject=f"agent:{agent}",
+            data={"count": len(ids), "first": min(ids), "last": max(ids)},
+        )

@@ -40,8 +40,7 @@ def message_send(
         )  # fmt: skip
     except mailbox.MessageError as exc:
         raise SkillInputError(f"message.send: {exc}") from None
-    return {"message": message.pk, "stream_id": message.stream_id,
-            "correlation_id": message.correlation_id}  # fmt: skip
+    return {"message": message.pk, "correlation_id": message.correlation_id}
 
 
 @skill(
