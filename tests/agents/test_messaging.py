@@ -216,3 +216,15 @@ def test_workflow_steps_send_and_request_through_the_message_skills(start_agent,
     assert (told.sender, told.recipient, told.payload) == ("runner", "listener", {"v": "1.4.0"})
     assert told.idempotency_key == f"{run.pk}:tell:1:message.send"
     assert handled_by(wait_handled([told])[0]) == ["listener"]
+
+
+def test_an_agent_keeps_handling_after_redis_is_flushed(start_agent, redis_client):
+    start_agent("survivor")
+    before = wait_handled([mailbox.send(to="survivor", kind="test.record", sender="ops")])
+
+    redis_client.flushall()  # its stream, its group and every pending entry are gone
+    after = mailbox.send(to="survivor", kind="test.record", sender="ops")
+
+    (after,) = wait_handled([after])
+    assert handled_by(after) == ["survivor"] and handled_by(before[0]) == ["survivor"]
+    assert redis_client.xinfo_groups("hive:inbox:agent:survivor")[0]["pending"] == 0
