@@ -61,8 +61,14 @@ from agents.handlers import HandlerError, handler  # noqa: E402
 
 @handler("test.record")
 def record(ctx, message) -> dict:
-    """Record the handling as a row in the handler's transaction: exactly-once proof."""
+    """Record the handling as a row in the handler's transaction: exactly-once proof.
+    Takes `ms` milliseconds first when the payload says so (messages in hand longer)."""
+    import time
+
     from dashboard.models import Event
+
+    if isinstance(message.payload, dict) and message.payload.get("ms"):
+        time.sleep(message.payload["ms"] / 1000)
 
     Event.objects.create(
         kind="test.handled",
