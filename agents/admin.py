@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
-from agents.models import Agent
+from agents import mailbox
+from agents.models import Agent, Message
 from agents.services import AgentControlError, agent_drain, agent_resume, agent_shutdown
 
 
@@ -46,3 +47,52 @@ class AgentAdmin(admin.ModelAdmin):
     @admin.action(description="Shut down after the running steps finish", permissions=["change"])
     def shutdown(self, request, queryset):
         self._control(request, queryset, agent_shutdown, "shutting down")
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    """Pending, handled and dead-lettered messages. Messages are sent by agents, the API
+    and commands; here they are read, and dead ones can be sent again."""
+
+    list_display = ["id", "kind", "sender", "recipient", "state", "deliveries", "created_at",
+                    "handled_at", "short_error"]  # fmt: skip
+    list_filter = ["state", "kind"]
+    search_fields = ["sender", "recipient", "correlation_id", "stream_id", "kind"]
+    date_hierarchy = "created_at"
+    actions = ["send_again"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="error")
+    def short_error(self, message: Message) -> str:
+        return message.error[:80]
+
+    @admin.action(description="Send again (dead messages, as new messages)",
+                  permissions=["send_again"])  # fmt: skip
+    def send_again(self, request, queryset):
+        dead = list(queryset.filter(state=Message.State.DEAD).order_by("id"))
+        sent = mailbox.send_many(
+            [
+                mailbox.Outgoing(
+                    kind=m.kind,
+                    to="" if m.recipient.startswith("role:") else m.recipient,
+                    role=m.recipient.removeprefix("role:")
+                    if m.recipient.startswith("role:")
+                    else "",
+                    payload=m.payload,
+                    correlation_id=m.correlation_id,
+                )
+                for m in dead
+            ],
+            sender=f"user:{request.user.username}",
+        )
+        skipped = queryset.count() - len(dead)
+        note = f"; {skipped} not dead, left alone" if skipped else ""
+        self.message_user(request, f"sent {len(sent)} again{note}", messages.SUCCESS)
+
+    def has_send_again_permission(self, request):
+        return request.user.has_perm("agents.add_message")

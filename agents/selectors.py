@@ -1,8 +1,8 @@
 """Reads of the agent registry and the skills."""
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from agents.models import Agent
+from agents.models import Agent, Message
 from agents.skills import skill_get, skill_names
 
 
@@ -27,3 +27,20 @@ def skill_list() -> list[dict]:
         }
         for name in skill_names()
     ]
+
+
+def message_list(
+    *, agent: str = "", state: str = "", kind: str = "", correlation_id: str = ""
+) -> QuerySet[Message]:
+    """Messages, newest first; `agent` matches those it sent or was sent (a role's
+    messages are `role:NAME`'s)."""
+    messages = Message.objects.order_by("-id")
+    if agent:
+        messages = messages.filter(Q(recipient=agent) | Q(sender=agent))
+    if state:
+        messages = messages.filter(state=state)
+    if kind:
+        messages = messages.filter(kind=kind)
+    if correlation_id:
+        messages = messages.filter(correlation_id=correlation_id)
+    return messages

@@ -1,12 +1,14 @@
 """Writes to the agent registry and control of live agents. Each one is safe to repeat."""
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from agents import mailbox
 from agents.liveness import agents_live, live_key
-from agents.models import Agent
+from agents.models import Agent, Message
 from agents.routing import agent_queues
 from dashboard.events import event_emit
 from hive_project.celery import app
@@ -190,3 +192,147 @@ def _change(agent: Agent, field: str, value: object, *, kind: str) -> None:
         kind=kind, subject=f"agent:{agent.name}", data={"from": getattr(agent, field), "to": value}
     )
     setattr(agent, field, value)
+
+
+# --- messages (agents/mailbox.py sends, agents/inbox.py handles) ----------------------
+
+
+def message_send(
+    *,
+    sender: str,
+    to: str = "",
+    role: str = "",
+    kind: str,
+    payload: Any = None,
+    correlation_id: str = "",
+) -> Message:
+    """Send one message to a registered agent (online or not: it waits in the inbox)
+    or to any one agent of a role; what the API and `/hive:send` call.
+
+    Raises mailbox.MessageError naming the field (`to`, `role`, `kind`, `payload`).
+    """
+    if to and not Agent.objects.filter(name=to).exists():
+        raise mailbox.MessageError(f"to: no agent named {to!r} is registered", field="to")
+    if role and not Agent.objects.filter(role=role).exists():
+        raise mailbox.MessageError(f"role: no agent has role {role!r}", field="role")
+    with transaction.atomic():
+        message = mailbox.send(to=to, role=role, kind=kind, payload=payload,
+                               correlation_id=correlation_id, sender=sender)  # fmt: skip
+        _emit_sent([message], subject=f"agent:{to}" if to else f"role:{role}")
+    return Message.objects.get(pk=message.pk)
+
+
+def message_broadcast(
+    *, sender: str, role: str, kind: str, payload: Any = None, correlation_id: str = ""
+) -> list[Message]:
+    """A copy to each online agent of `role`."""
+    with transaction.atomic():
+        sent = mailbox.broadcast(role=role, kind=kind, payload=payload,
+                                 correlation_id=correlation_id, sender=sender)  # fmt: skip
+        _emit_sent(sent, subject=f"role:{role}")
+    return list(Message.objects.filter(pk__in=[m.pk for m in sent]).order_by("id"))
+
+
+def _emit_sent(messages: list[Message] | list[mailbox.Sent], *, subject: str) -> None:
+    """People's sends (the API, commands) are events; agents' own sends are not: at
+    thousands a second an event each would double their writes. Handled messages are
+    summed up per agent instead (messages_acked), dead ones are events each."""
+    first = messages[0]
+    event_emit(
+        kind="message.sent",
+        subject=subject,
+        data={"messages": [m.pk for m in messages], "kind": first.kind,
+              "to": [m.recipient for m in messages], "sender": first.sender},
+    )  # fmt: skip
+
+
+def messages_claim(*, entries: dict[int, tuple[str, int]], consumer: str) -> set[int]:
+    """Mark pending messages handled by `consumer`; returns the ids it may handle.
+
+    `entries` maps each message id to its stream entry id and delivery count, both
+    recorded with the mark. Called in the same transaction as the handlers, so the
+    mark and their effects commit together. An id not returned was handled (or
+    dead-lettered) already: a redelivery after a crash between commit and XACK, or a
+    consumer that took over an idle entry while its first consumer was merely slow.
+    That is normal; the caller only acknowledges it. One UPDATE ... RETURNING for the
+    batch (PostgreSQL and SQLite 3.35+).
+    """
+    qn = connection.ops.quote_name
+    table = qn(Message._meta.db_table)
+    now = Message._meta.get_field("handled_at").get_db_prep_save(timezone.now(), connection)
+    ids = list(entries)
+    cases_id = " ".join(["WHEN %s THEN %s"] * len(ids))
+    params: list = [Message.State.HANDLED, now, consumer]
+    for pk in ids:
+        params += [pk, entries[pk][0]]
+    counts = {count for _, count in entries.values()}
+    if len(counts) == 1:  # the usual batch, read fresh: one count for all
+        deliveries, count_params = "%s", [counts.pop()]
+    else:
+        deliveries = f"CASE {qn('id')} {' '.join(['WHEN %s THEN %s'] * len(ids))} END"
+        count_params = [value for pk in ids for value in (pk, entries[pk][1])]
+    params += count_params
+    params += [*ids, Message.State.PENDING]
+    # Only quoted names from the model are formatted in; every value is a parameter.
+    sql = (
+        f"UPDATE {table} SET {qn('state')} = %s, {qn('handled_at')} = %s, "  # noqa: S608
+        f"{qn('consumer')} = %s, {qn('stream_id')} = CASE {qn('id')} {cases_id} END, "
+        f"{qn('deliveries')} = {deliveries} "
+        f"WHERE {qn('id')} IN ({', '.join(['%s'] * len(ids))}) AND {qn('state')} = %s "
+        f"RETURNING {qn('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def message_result(*, message_id: int, result: Any) -> None:
+    """Keep the reply to a request on its row (inside the handling transaction)."""
+    Message.objects.filter(pk=message_id).update(result=result)
+
+
+def message_fail(*, message_id: int, stream_id: str, error: str, deliveries: int) -> None:
+    """A handler failed: the message stays pending, to be tried again."""
+    Message.objects.filter(pk=message_id, state=Message.State.PENDING).update(
+        stream_id=stream_id, error=error, deliveries=deliveries
+    )
+
+
+@transaction.atomic
+def message_bury(
+    *, message_id: int, stream_id: str, agent: str, consumer: str, error: str, deliveries: int
+) -> bool:
+    """Mark a message dead (dead-lettered) with its error; False if it was not pending."""
+    updated = Message.objects.filter(pk=message_id, state=Message.State.PENDING).update(
+        state=Message.State.DEAD,
+        stream_id=stream_id,
+        error=error,
+        deliveries=deliveries,
+        consumer=consumer,
+        dead_at=timezone.now(),
+    )
+    if updated:
+        event_emit(
+            kind="message.dead",
+            subject=f"agent:{agent}",
+            data={"message": message_id, "error": error, "deliveries": deliveries},
+        )
+    return bool(updated)
+
+
+def messages_acked(*, agent: str, acks: list[tuple[list[int], datetime]]) -> None:
+    """Record when batches were acknowledged in Redis, and sum them up in one
+    `message.handled` event. Written a little later than the XACK (at most twice a
+    second), several batches per transaction, to keep it off the hot path; a crash in
+    between leaves acked_at empty on handled rows (their state is the truth)."""
+    ids = [pk for batch, _ in acks for pk in batch]
+    if not ids:
+        return
+    with transaction.atomic():
+        for batch, at in acks:
+            Message.objects.filter(pk__in=batch).update(acked_at=at)
+        event_emit(
+            kind="message.handled",
+            subject=f"agent:{agent}",
+            data={"count": len(ids), "first": min(ids), "last": max(ids)},
+        )

@@ -34,6 +34,7 @@ class AgentStep(bootsteps.StartStopStep):
         self.pid = os.getpid()
         self.timer = None
         self.heartbeat = None
+        self.inbox = None
 
     def include_if(self, parent) -> bool:
         return identity is not None
@@ -51,6 +52,17 @@ class AgentStep(bootsteps.StartStopStep):
         self.timer = consumer.timer.call_repeatedly(
             settings.HIVE_HEARTBEAT_INTERVAL, self.beat, priority=10
         )
+        self._start_inbox()
+
+    def _start_inbox(self) -> None:
+        """The agent's inbox consumer runs beside the worker for the process's whole life:
+        `start` runs again on every broker reconnect, the inbox keeps going (it has its
+        own Redis connection and recovers from Redis restarts by itself)."""
+        from agents.inbox import Inbox
+
+        if self.inbox is None or not self.inbox.alive():
+            self.inbox = Inbox(agent=identity.name, role=identity.role, pid=self.pid)
+            self.inbox.start()
 
     def beat(self) -> None:
         from django.db import close_old_connections, connection
@@ -100,4 +112,6 @@ class AgentStep(bootsteps.StartStopStep):
         from agents.services import agent_mark_offline
 
         self.stop(consumer)
+        if self.inbox is not None:
+            self.inbox.stop()  # finishes the batch in hand; the rest stays in the inbox
         agent_mark_offline(name=identity.name, pid=self.pid, reason="shut down")

@@ -802,3 +802,23 @@ class _Engine:
                     )
         if self._revoke:
             app.control.revoke(self._revoke, terminate=True, signal="SIGTERM")
+
+
+# --- messaging (agents/mailbox.py) ---------------------------------------------------
+
+
+@transaction.atomic
+def step_handoff_record(*, step: StepRun, sender: str, to: str, message_id: int) -> None:
+    """Record on the run that `sender` handed `step`'s context to agent `to` (message
+    `message_id`): an entry in the step's history and a `step.handoff` event.
+
+    Under the run's row lock, as the engine writes history: an engine transaction
+    holding an older copy of the history would otherwise write over the entry.
+    """
+    Run.objects.select_for_update(of=("self",)).only("id").get(pk=step.run_id)
+    history = StepRun.objects.values_list("history", flat=True).get(pk=step.pk)
+    entry = {"handoff": {"from": sender, "to": to, "message": message_id},
+             "at": timezone.now().isoformat()}  # fmt: skip
+    StepRun.objects.filter(pk=step.pk).update(history=[*history, entry])
+    step.history = [*history, entry]
+    _emit_step(step, "step.handoff", sender=sender, to=to, message=message_id)

@@ -219,6 +219,18 @@ HIVE_STEP_MAX_LOST = env_int("HIVE_STEP_MAX_LOST", 3, minimum=1)
 # Seconds between a step's soft time limit (its `timeout`) and the hard kill.
 HIVE_HARD_TIMEOUT_GRACE = env_int("HIVE_HARD_TIMEOUT_GRACE", 10, minimum=1)
 
+# --- Messaging (agents/mailbox.py, agents/inbox.py) -------------------------------
+
+# A message whose handler failed this many deliveries goes to the dead-letter stream.
+HIVE_MAX_DELIVERIES = env_int("HIVE_MAX_DELIVERIES", 5, minimum=1)
+# Larger payloads (as JSON, UTF-8) are refused when sent.
+HIVE_MESSAGE_MAX_BYTES = env_int("HIVE_MESSAGE_MAX_BYTES", 64 * 1024, minimum=1)
+# Milliseconds a delivered message may stay unacknowledged before another consumer
+# (or a restarted one) takes it over with XAUTOCLAIM; it must exceed the slowest
+# handler's batch, or live consumers' messages are handled twice over (the claim in
+# the database keeps the effects once, but the work is wasted).
+HIVE_INBOX_CLAIM_IDLE = env_int("HIVE_INBOX_CLAIM_IDLE", 15000, minimum=100)
+
 # --- Skills (agents/skills/) ----------------------------------------------------
 
 # Modules imported at start-up whose @skill functions join the built-in ones.

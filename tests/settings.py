@@ -17,6 +17,8 @@ os.environ.setdefault("HIVE_STEP_LEASE", "4")
 os.environ.setdefault("HIVE_REAPER_INTERVAL", "1")
 # Tests send many commands as few users; the throttle has a test of its own.
 os.environ.setdefault("HIVE_COMMAND_THROTTLE", "10000/min")
+# Failed and orphaned messages are taken over after 1 s instead of 15.
+os.environ.setdefault("HIVE_INBOX_CLAIM_IDLE", "1000")
 # A user's own skill module, loaded as HIVE_SKILL_MODULES loads any.
 os.environ.setdefault("HIVE_SKILL_MODULES", "tests.skills_extra")
 

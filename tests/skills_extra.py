@@ -52,3 +52,65 @@ def crash(ctx, **inputs) -> dict:
 def unjsonable(ctx, **inputs) -> dict:
     """Return something JSON cannot hold."""
     return {"tags": {"a", "b"}}
+
+
+# --- message handlers (skill modules may register them too) ---------------------------
+
+from agents.handlers import HandlerError, handler  # noqa: E402
+
+
+@handler("test.record")
+def record(ctx, message) -> dict:
+    """Record the handling as a row in the handler's transaction: exactly-once proof.
+    Takes `ms` milliseconds first when the payload says so (messages in hand longer)."""
+    import time
+
+    from dashboard.models import Event
+
+    if isinstance(message.payload, dict) and message.payload.get("ms"):
+        time.sleep(message.payload["ms"] / 1000)
+
+    Event.objects.create(
+        kind="test.handled",
+        subject=f"message:{message.id}",
+        data={"agent": ctx.agent, "consumer": ctx.consumer, "deliveries": message.deliveries},
+    )
+    return {"recorded": message.id}
+
+
+@handler("test.poison")
+def poison(ctx, message) -> None:
+    """Fail on every delivery, after recording the attempt (outside the transaction)."""
+    from hive_project.redis_client import redis_client
+
+    redis_client().incr(f"test:poison:{message.id}")
+    raise HandlerError(f"poisoned message {message.id}")
+
+
+@handler("test.slow")
+def slow(ctx, message) -> dict:
+    """Take `seconds` to handle."""
+    import time
+
+    time.sleep(message.payload.get("seconds", 1))
+    return {"slept": message.payload.get("seconds", 1)}
+
+
+@handler("test.crash_once")
+def crash_once(ctx, message) -> dict:
+    """Kill the agent process on the first delivery (mid-transaction), then succeed."""
+    import os
+    import signal
+
+    if message.deliveries == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"deliveries": message.deliveries}
+
+
+@handler("test.crash")
+def crash_always(ctx, message) -> None:
+    """Kill the agent process on every delivery: a poison message."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

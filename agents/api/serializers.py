@@ -2,7 +2,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from agents.models import Agent
+from agents.models import Agent, Message
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -66,3 +66,48 @@ class SkillSerializer(serializers.Serializer):
     agents = serializers.ListField(
         child=serializers.CharField(), help_text="Online agents offering it."
     )
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "sender",
+            "recipient",
+            "kind",
+            "payload",
+            "correlation_id",
+            "state",
+            "stream",
+            "stream_id",
+            "deliveries",
+            "consumer",
+            "result",
+            "error",
+            "created_at",
+            "handled_at",
+            "acked_at",
+            "dead_at",
+        ]
+        read_only_fields = fields
+
+
+_NAME = {"max_length": 64, "required": False, "allow_blank": True}
+
+
+class SendSerializer(serializers.Serializer):
+    """To an agent (`to`) or to any one agent of a role (`role`)."""
+
+    to = serializers.SlugField(**_NAME)
+    role = serializers.SlugField(**_NAME)
+    kind = serializers.CharField(max_length=100)
+    payload = serializers.JSONField(required=False, default=dict)
+    correlation_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+
+class BroadcastSerializer(serializers.Serializer):
+    role = serializers.SlugField(max_length=64)
+    kind = serializers.CharField(max_length=100)
+    payload = serializers.JSONField(required=False, default=dict)
+    correlation_id = serializers.CharField(max_length=64, required=False, allow_blank=True)

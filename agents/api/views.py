@@ -1,21 +1,31 @@
 from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from agents.api.serializers import AgentSerializer, ScaleSerializer, SkillSerializer
+from agents.api.serializers import (
+    AgentSerializer,
+    BroadcastSerializer,
+    MessageSerializer,
+    ScaleSerializer,
+    SendSerializer,
+    SkillSerializer,
+)
 from agents.liveness import agents_live
-from agents.models import Agent
-from agents.selectors import agent_list, skill_list
+from agents.mailbox import MessageError
+from agents.models import Agent, Message
+from agents.selectors import agent_list, message_list, skill_list
 from agents.services import (
     AgentControlError,
     agent_drain,
     agent_resume,
     agent_scale,
     agent_shutdown,
+    message_broadcast,
+    message_send,
 )
 from hive_project.api import HasPerm
 
@@ -88,3 +98,54 @@ class SkillListView(ListAPIView):
 
     def get_queryset(self):
         return skill_list()
+
+
+SEND = [IsAuthenticated, HasPerm("agents.add_message")]
+
+
+class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Agent messages, newest first; filter with `?agent=`, `?state=` (pending, handled,
+    dead), `?kind=`, `?correlation_id=`. Sending needs `agents.add_message`."""
+
+    serializer_class = MessageSerializer
+
+    def get_permissions(self):
+        if self.action in {"create", "broadcast"}:
+            return [permission() for permission in SEND]
+        return super().get_permissions()
+
+    def get_queryset(self):
+        params = self.request.query_params
+        state = params.get("state", "")
+        if state and state not in Message.State.values:
+            choices = ", ".join(Message.State.values)
+            raise ValidationError({"state": [f"{state!r} is not one of {choices}"]})
+        return message_list(
+            agent=params.get("agent", ""),
+            state=state,
+            kind=params.get("kind", ""),
+            correlation_id=params.get("correlation_id", ""),
+        )
+
+    def create(self, request):
+        """Send a message to an agent (`to`) or to any one agent of a `role`."""
+        body = SendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        message = self._send(message_send, **body.validated_data)
+        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+    @action(detail=False, methods=["post"])
+    def broadcast(self, request):
+        """Send a copy to each online agent of a `role`."""
+        body = BroadcastSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        messages = self._send(message_broadcast, **body.validated_data)
+        return Response(MessageSerializer(messages, many=True).data, status=status.HTTP_201_CREATED)
+
+    def _send(self, service, **fields):
+        try:
+            return service(sender=f"user:{self.request.user.username}", **fields)
+        except MessageError as exc:
+            # "field: reason" from the mailbox, in the API's error shape.
+            reason = str(exc).split(": ", 1)[-1] if exc.field else str(exc)
+            raise ValidationError({exc.field or "non_field_errors": [reason]}) from None
