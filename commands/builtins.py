@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from django.db.models import Count
 
+from agents.mailbox import MessageError
 from agents.models import Agent
-from agents.services import AgentControlError, agent_drain, agent_resume
+from agents.services import AgentControlError, agent_drain, agent_resume, message_send
 from commands.models import EXECUTE_PERMISSION, Command
 from commands.parser import hint_names
 from coordination.models import Run, StepRun
@@ -18,6 +19,7 @@ from coordination.services import RunError, run_cancel, step_approve, step_rejec
 
 RUN_CONTROL = "coordination.change_run"
 AGENT_CONTROL = "agents.change_agent"
+MESSAGE_SEND = "agents.add_message"
 SCHEDULE_CONTROL = "django_celery_beat.add_periodictask"
 _RUN = {"type": "integer", "minimum": 1}
 _STEP = {"type": "string", "minLength": 1, "maxLength": 120}
@@ -251,6 +253,24 @@ def _resume(*, user, agent: str) -> dict:
     """Resume a drained agent: it takes steps again."""
     found = _control(agent_resume, agent=_get_agent(agent))
     return {"message": f"agent {found.name}: {found.status}", "agent": found.name}
+
+
+@builtin(
+    "send",
+    hint="<agent> <text...>",
+    params={"agent": _AGENT, "text": {"type": "string", "minLength": 1, "maxLength": 10_000}},
+    required=["agent", "text"],
+    permission=MESSAGE_SEND,
+)
+def _send(*, user, agent: str, text: str) -> dict:
+    """Send a note to an agent's inbox; an agent that is down finds it when it is back."""
+    try:
+        sent = message_send(
+            sender=f"user:{user.username}", to=agent, kind="note", payload={"text": text}
+        )
+    except MessageError as exc:
+        raise BuiltinError(str(exc)) from None
+    return {"message": f"message {sent.pk} sent to {agent}", "id": sent.pk}
 
 
 @builtin(

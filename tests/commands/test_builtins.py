@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from agents.models import Agent
+from agents.models import Agent, Message
 from commands.models import Invocation
 from commands.services import CommandFailure, command_execute, commands_load
 from coordination.models import Run
@@ -109,3 +109,37 @@ def test_approve_and_reject_find_the_waiting_step(hive, definitions, users):
     with pytest.raises(CommandFailure, match="step 'approval' is failed, not waiting for approval"):
         hive(f"/hive:approve {first.run_id} approval")
     assert hive(f"/hive:approve {second.run_id}")["step"] == "approval"
+
+
+def test_send_reaches_an_agent_even_one_that_is_down_until_it_is_back(hive, start_agent, users):
+    up = start_agent("listener", skills="noop")
+    up.stop()
+    Agent.objects.filter(name="listener").update(status="offline")
+
+    answer = hive("/hive:send listener deploy is done, thanks!")
+    message = Message.objects.get(pk=answer["id"])
+    assert (message.state, message.recipient, message.sender) == (
+        "pending",
+        "listener",
+        "user:admin",
+    )
+
+    start_agent("listener", skills="noop")
+    handled = wait_for(
+        lambda: Message.objects.filter(pk=message.pk, state="handled").first(),
+        timeout=30,
+        what="the note to be handled",
+    )
+    assert handled.payload == {"text": "deploy is done, thanks!"}
+    assert answer["message"] == f"message {message.pk} sent to listener"
+
+
+def test_send_needs_the_permission_and_a_known_agent(hive, users):
+    with pytest.raises(CommandFailure) as denied:
+        hive("/hive:send anyone hello", user="ada")
+    with pytest.raises(CommandFailure) as unknown:
+        hive("/hive:send nobody hello")
+
+    assert denied.value.code == "denied"
+    assert str(unknown.value) == "to: no agent named 'nobody' is registered"
+    assert Message.objects.count() == 0
