@@ -111,3 +111,12 @@ class BroadcastSerializer(serializers.Serializer):
     kind = serializers.CharField(max_length=100)
     payload = serializers.JSONField(required=False, default=dict)
     correlation_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+
+class MessageFilterSerializer(serializers.Serializer):
+    """The query parameters of the messages list."""
+
+    agent = serializers.CharField(required=False, max_length=100, help_text="Sent or received.")
+    state = serializers.ChoiceField(choices=Message.State.choices, required=False)
+    kind = serializers.CharField(required=False, max_length=100)
+    correlation_id = serializers.CharField(required=False, max_length=100)

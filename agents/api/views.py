@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from agents.api.serializers import (
     AgentSerializer,
     BroadcastSerializer,
+    MessageFilterSerializer,
     MessageSerializer,
     ScaleSerializer,
     SendSerializer,
@@ -16,7 +17,7 @@ from agents.api.serializers import (
 )
 from agents.liveness import agents_live
 from agents.mailbox import MessageError
-from agents.models import Agent, Message
+from agents.models import Agent
 from agents.selectors import agent_list, message_list, skill_list
 from agents.services import (
     AgentControlError,
@@ -27,7 +28,7 @@ from agents.services import (
     message_broadcast,
     message_send,
 )
-from hive_project.api import HasPerm
+from hive_project.api import HasPerm, NewestFirstPagination, query_params
 
 CONTROL = [IsAuthenticated, HasPerm("agents.change_agent")]
 
@@ -103,11 +104,15 @@ class SkillListView(ListAPIView):
 SEND = [IsAuthenticated, HasPerm("agents.add_message")]
 
 
+@extend_schema_view(list=extend_schema(parameters=[MessageFilterSerializer]))
 class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Agent messages, newest first; filter with `?agent=`, `?state=` (pending, handled,
-    dead), `?kind=`, `?correlation_id=`. Sending needs `agents.add_message`."""
+    """Agent messages, newest first, by cursor; filter with `?agent=`, `?state=`
+    (pending, handled, dead), `?kind=`, `?correlation_id=`. Sending needs
+    `agents.add_message`."""
 
     serializer_class = MessageSerializer
+    pagination_class = NewestFirstPagination
+    lookup_value_regex = r"[0-9]+"
 
     def get_permissions(self):
         if self.action in {"create", "broadcast"}:
@@ -115,17 +120,11 @@ class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return super().get_permissions()
 
     def get_queryset(self):
-        params = self.request.query_params
-        state = params.get("state", "")
-        if state and state not in Message.State.values:
-            choices = ", ".join(Message.State.values)
-            raise ValidationError({"state": [f"{state!r} is not one of {choices}"]})
-        return message_list(
-            agent=params.get("agent", ""),
-            state=state,
-            kind=params.get("kind", ""),
-            correlation_id=params.get("correlation_id", ""),
-        )
+        if self.action != "list":
+            return message_list()
+        filters = MessageFilterSerializer(data=query_params(self.request))
+        filters.is_valid(raise_exception=True)
+        return message_list(**filters.validated_data)
 
     def create(self, request):
         """Send a message to an agent (`to`) or to any one agent of a `role`."""

@@ -5,8 +5,12 @@ import pytest
 import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
+from agents.mailbox import send
 from agents.models import Agent, Message
 from tests.processes import wait_for
 
@@ -144,7 +148,23 @@ def test_bad_messages_are_refused_with_400_naming_the_field(live_server_url, sen
         }
     bad_filter = httpx.get(f"{url}?state=lost", headers=sender)
     assert bad_filter.status_code == 400
-    assert bad_filter.json()["error"]["message"] == (
-        "state: 'lost' is not one of pending, handled, dead"
-    )
+    assert bad_filter.json()["error"]["message"] == 'state: "lost" is not a valid choice.'
     assert not Message.objects.exists()
+
+
+def test_the_messages_list_runs_the_same_queries_for_1_and_50_messages(db):
+    Agent.objects.create(name="quiet", role="r", skills=["noop"], status="offline")
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_user("reader"))
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get("/api/v1/messages/?agent=quiet").status_code == 200
+        return len(captured)
+
+    send(to="quiet", kind="note", payload={"n": 0}, sender="cli")
+    one = queries()
+    for n in range(49):
+        send(to="quiet", kind="note", payload={"n": n}, sender="cli")
+
+    assert queries() == one
