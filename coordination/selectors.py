@@ -33,9 +33,19 @@ def run_visible_list(*, user) -> QuerySet[Run]:
 
 
 def run_list(
-    *, user, state: str = "", workflow: str = "", started_by: str = "", since=None, until=None
+    *,
+    user,
+    state: str = "",
+    workflow: str = "",
+    command: str = "",
+    started_by: str = "",
+    since=None,
+    until=None,
 ) -> QuerySet[Run]:
     runs = run_visible_list(user=user)
+    if command:
+        # Runs are started by at most one invocation each; the join adds no duplicates.
+        runs = runs.filter(invocations__command_name=command.lstrip("/"))
     if state:
         runs = runs.filter(state=state)
     if workflow:

@@ -68,6 +68,9 @@ class RunFilterSerializer(serializers.Serializer):
 
     state = serializers.ChoiceField(choices=Run.State.choices, required=False)
     workflow = serializers.CharField(required=False, max_length=100)
+    command = serializers.CharField(
+        required=False, max_length=200, help_text="The slash command that started it."
+    )
     user = serializers.CharField(required=False, max_length=150, help_text="Who started it.")
     since = serializers.DateTimeField(required=False, help_text="Created at or after.")
     until = serializers.DateTimeField(required=False, help_text="Created before.")

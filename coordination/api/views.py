@@ -115,6 +115,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
             user=self.request.user,
             state=given.get("state", ""),
             workflow=given.get("workflow", ""),
+            command=given.get("command", ""),
             started_by=given.get("user", ""),
             since=given.get("since"),
             until=given.get("until"),

@@ -12,6 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from agents.models import Agent
+from commands.models import Invocation
 from coordination.models import Run, StepRun
 from coordination.services import run_start, step_claim, step_fail
 from tests.runs import wait_run
@@ -175,6 +177,10 @@ def test_runs_filter_by_state_workflow_user_and_time(boss, ada, workflow, make_w
     assert ids("user=ada") == [first.pk]
     assert ids(f"since={second.created_at.isoformat().replace('+00:00', 'Z')}") == [second.pk]
     assert ids("until=2000-01-01T00:00:00Z") == []
+    Invocation.objects.create(
+        user=ada, source="api", text="/ship", outcome="started", command_name="ship", run=first
+    )
+    assert ids("command=/ship") == ids("command=ship") == [first.pk]
 
 
 def test_a_bad_runs_filter_is_a_400_naming_it(boss):
@@ -310,9 +316,21 @@ def test_approving_a_waiting_step_queues_it(boss, make_workflow):
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/v1/runs/", "/api/v1/workflows/", "/api/v1/events/", "/api/v1/runs/{run}/"]
+    "path",
+    [
+        "/api/v1/runs/",
+        "/api/v1/workflows/",
+        "/api/v1/events/",
+        "/api/v1/runs/{run}/",
+        "/api/v1/agents/",
+    ],
 )
-def test_list_endpoints_run_the_same_queries_for_1_and_50_items(path, boss, make_workflow):
+def test_list_endpoints_run_the_same_queries_for_1_and_50_items(
+    path,
+    boss,
+    make_workflow,
+    redis_url,  # the agents list reads live heartbeats from Redis
+):
     def queries() -> int:
         run = Run.objects.order_by("-id").first()
         with CaptureQueriesContext(connection) as captured:
@@ -322,10 +340,12 @@ def test_list_endpoints_run_the_same_queries_for_1_and_50_items(path, boss, make
 
     make_workflow([{"id": "s0", "skill": "noop"}])
     run_start(workflow=make_workflow([{"id": "s0", "skill": "noop"}]), params={}, user=boss)
+    Agent.objects.create(name="a0", role="r", skills=["noop"], status="offline")
     one = queries()
     steps = [{"id": f"s{i}", "skill": "noop"} for i in range(50)]
-    for _ in range(50):
+    for i in range(50):
         run_start(workflow=make_workflow(steps), params={}, user=boss)
+        Agent.objects.create(name=f"a{i + 1}", role="r", skills=["noop"], status="offline")
 
     assert queries() == one
 
