@@ -1,5 +1,5 @@
 """The skills every agent can offer; importing this package registers them."""
 
-from agents.skills.builtin import basic, http, llm, shell
+from agents.skills.builtin import basic, digest, http, llm, release, shell
 
-__all__ = ["basic", "http", "llm", "shell"]
+__all__ = ["basic", "digest", "http", "llm", "release", "shell"]
