@@ -6,8 +6,12 @@ from orders import Line, OrderError, order_total, parse_order
 class ParseOrderTest(unittest.TestCase):
     def test_lines_are_parsed_in_order(self):
         lines = parse_order(
-            {"lines": [{"sku": "tea", "quantity": 2, "unit_cents": 350},
-                       {"sku": "mug", "quantity": 1, "unit_cents": 900}]}
+            {
+                "lines": [
+                    {"sku": "tea", "quantity": 2, "unit_cents": 350},
+                    {"sku": "mug", "quantity": 1, "unit_cents": 900},
+                ]
+            }
         )
         self.assertEqual(lines, [Line("tea", 2, 350), Line("mug", 1, 900)])
 
@@ -17,8 +21,9 @@ class ParseOrderTest(unittest.TestCase):
 
     def test_a_zero_quantity_names_the_line(self):
         with self.assertRaisesRegex(OrderError, r"^lines\.1\.quantity: "):
-            parse_order({"lines": [{"quantity": 1, "unit_cents": 1},
-                                   {"quantity": 0, "unit_cents": 1}]})
+            parse_order(
+                {"lines": [{"quantity": 1, "unit_cents": 1}, {"quantity": 0, "unit_cents": 1}]}
+            )
 
 
 class OrderTotalTest(unittest.TestCase):
