@@ -242,6 +242,11 @@ HIVE_HTTP_MAX_RESPONSE_BYTES = env_int("HIVE_HTTP_MAX_RESPONSE_BYTES", 1024 * 10
 HIVE_SHELL_COMMANDS = shell_commands("HIVE_SHELL_COMMANDS")
 HIVE_SHELL_TIMEOUT = env_int("HIVE_SHELL_TIMEOUT", 600, minimum=1)
 HIVE_SHELL_MAX_OUTPUT = env_int("HIVE_SHELL_MAX_OUTPUT", 64 * 1024, minimum=1)
+# release.build and release.test work on the components (folders) of this source
+# tree; the shipped one is the small example app the /demo:release command uses.
+HIVE_RELEASE_SOURCE_DIR = (BASE_DIR / env_str("HIVE_RELEASE_SOURCE_DIR", "examples/app")).resolve()
+# release.build writes <version>/<component>.tar.gz here.
+HIVE_RELEASE_ARTIFACT_DIR = VAR_DIR / "artifacts"
 # llm.chat talks to an OpenAI-compatible endpoint; unset means the skill is disabled.
 HIVE_LLM_BASE_URL = env_str("HIVE_LLM_BASE_URL")
 HIVE_LLM_API_KEY = env_str("HIVE_LLM_API_KEY")

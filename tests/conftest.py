@@ -50,9 +50,10 @@ def processes(redis_url, transactional_db, tmp_path):
 def start_agent(processes):
     """Start an agent process and wait until it has registered itself."""
 
-    def start(name: str, *, role: str = "", skills: str = "noop", concurrency: int = 1):
+    def start(name: str, *, role: str = "", skills: str = "noop", concurrency: int = 1, **env: str):
+        """`env`: environment variables of the agent's own (a setting only it sees)."""
         args = ["agent", f"--name={name}", f"--skills={skills}", f"--concurrency={concurrency}"]
-        process = processes.start(*args, *([f"--role={role}"] if role else []), name=name)
+        process = processes.start(*args, *([f"--role={role}"] if role else []), name=name, **env)
         wait_for(
             lambda: (
                 not process.alive()

@@ -1,5 +1,6 @@
 """Each built-in skill: its happy path against real programs and servers, and its bad input."""
 
+import hashlib
 import json
 import sys
 
@@ -242,3 +243,31 @@ def test_llm_chat_needs_a_prompt_or_messages(llm):
     with pytest.raises(SkillInputError, match="llm.chat: inputs: "):
         run("llm.chat", temperature=0.5)
     assert skill_get("llm.chat").params["oneOf"]
+
+
+# --- hash.sha256 ------------------------------------------------------------------
+
+
+def test_hash_sha256_is_the_standard_digest_for_one_round():
+    assert run("hash.sha256", text="abc") == {
+        "digest": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "rounds": 1,
+    }
+
+
+def test_hash_sha256_rounds_hash_the_previous_digests_bytes():
+    expected = hashlib.sha256(hashlib.sha256(hashlib.sha256(b"item 7").digest()).digest())
+
+    assert run("hash.sha256", text="item 7", rounds=3) == {
+        "digest": expected.hexdigest(),
+        "rounds": 3,
+    }
+
+
+def test_hash_sha256_caps_the_rounds():
+    with pytest.raises(SkillInputError) as caught:
+        run("hash.sha256", text="x", rounds=100_001)
+
+    assert str(caught.value) == (
+        "hash.sha256: inputs.rounds: 100001 is greater than the maximum of 100000"
+    )

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.pool import agent_pool_load
+
 
 @pytest.fixture
 def definitions(tmp_path, settings):
@@ -40,8 +42,11 @@ def users(db):
 
 
 @pytest.fixture
-def demo_agents(start_agent):
-    """The demo pool of hive.agents.yaml: planner, builder, reviewer."""
-    start_agent("planner", role="planner", skills="noop,llm.chat")
-    start_agent("builder", role="builder", skills="noop,sleep", concurrency=2)
-    start_agent("reviewer", role="reviewer", skills="noop,http.request")
+def demo_agents(start_agent, settings):
+    """The demo pool of hive.agents.yaml (planner, builder, reviewer), read from the
+    file itself so the tests prove the pool `make run` starts."""
+    for agent in agent_pool_load(settings.BASE_DIR / "hive.agents.yaml"):
+        start_agent(
+            agent.name, role=agent.role, skills=",".join(agent.skills),
+            concurrency=agent.concurrency,
+        )  # fmt: skip

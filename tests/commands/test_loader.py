@@ -5,6 +5,7 @@ version already loaded stays active."""
 import pytest
 from django.core.management import CommandError, call_command
 
+from agents.pool import agent_pool_load
 from commands.loader import SHIPPED_DIR
 from commands.models import Command
 from commands.services import commands_load
@@ -247,6 +248,24 @@ def test_prompt_in_a_template_reads_the_invocation_and_nothing_else_changes(defi
         "quoted": "{{ 'prompt' }}",
     }
     assert step["when"] == "{{ params._command.prompt }}"
+
+
+def test_every_step_of_the_demo_commands_has_an_agent_in_the_shipped_pool(settings):
+    # `make run` starts hive.agents.yaml: a demo step no agent there offers would
+    # wait for an agent forever.
+    settings.HIVE_COMMAND_DIRS = []
+    commands_load()
+    pool = agent_pool_load(settings.BASE_DIR / "hive.agents.yaml")
+
+    unserved = [
+        (command.name, step["id"], step["skill"], step["role"])
+        for command in Command.objects.filter(name__startswith="demo:")
+        for step in command.workflow.spec["steps"]
+        if not any(
+            step["skill"] in agent.skills and step["role"] in ("", agent.role) for agent in pool
+        )
+    ]
+    assert unserved == []
 
 
 def test_the_shipped_commands_and_builtins_load(settings):

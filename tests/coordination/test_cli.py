@@ -1,5 +1,8 @@
 """`hive workflow load/start` on a real agent: the README's example release runs."""
 
+import hashlib
+from pathlib import Path
+
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
@@ -13,7 +16,7 @@ EXAMPLE = str(settings.BASE_DIR / "examples" / "release.yaml")
 
 def test_the_example_release_loads_once_and_runs_on_the_demo_roles(start_agent, capsys):
     start_agent("planner", role="planner", skills="noop")
-    start_agent("builder", role="builder", skills="noop,sleep")
+    start_agent("builder", role="builder", skills="noop,release.build,release.test")
     start_agent("reviewer", role="reviewer", skills="noop")
 
     call_command("hive", "workflow", "load", EXAMPLE)
@@ -31,8 +34,12 @@ def test_the_example_release_loads_once_and_runs_on_the_demo_roles(start_agent, 
     steps = {s.key: s for s in run.steps.all()}
     assert steps["approve"].state == "skipped"  # staging needs no approval
     assert steps["announce"].output == {"message": "released 1.4.0 to staging"}
-    assert {steps[f"build[{i}]"].agent for i in range(3)} == {"builder"}
+    assert {steps[f"{s}[{i}]"].agent for s in ("build", "test") for i in range(3)} == {"builder"}
+    assert [b["sha256"] for b in steps["build"].output] == [
+        hashlib.sha256(Path(b["path"]).read_bytes()).hexdigest() for b in steps["build"].output
+    ]
     assert steps["review"].agent == "reviewer"
+    assert steps["review"].output == {"built": 3, "tests_passed": 12, "version": "1.4.0"}
 
 
 def test_start_refuses_bad_params_and_unknown_workflows():
