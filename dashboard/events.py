@@ -1,8 +1,12 @@
 """Emit events: a row in the same transaction as the change, and after commit an
 entry on the `hive:events` stream for live relays (the database stays the record)."""
 
+import atexit
 import json
 import logging
+import os
+import queue
+import threading
 
 import redis
 from django.db import transaction
@@ -15,6 +19,7 @@ logger = logging.getLogger(__name__)
 EVENTS_STREAM = "hive:events"
 # The stream is a live feed, not the record: keep about this many entries.
 EVENTS_STREAM_MAXLEN = 10_000
+PUBLISH_BATCH = 500
 
 
 def event_emit(*, kind: str, subject: str, data: dict | None = None) -> Event:
@@ -30,15 +35,61 @@ def event_publish_on_commit(event: Event) -> None:
 
 
 def _publish(event: Event) -> None:
-    fields = {
-        "seq": event.pk,
-        "kind": event.kind,
-        "subject": event.subject,
-        "data": json.dumps(event.data),
-        "at": event.created_at.isoformat(),
-    }
-    try:
-        redis_client().xadd(EVENTS_STREAM, fields, maxlen=EVENTS_STREAM_MAXLEN, approximate=True)
-    except redis.RedisError:
-        # Readers catch up from the Event table by sequence number.
-        logger.warning("event %s not published to %s", event.pk, EVENTS_STREAM, exc_info=True)
+    _publisher.put(
+        {
+            "seq": event.pk,
+            "kind": event.kind,
+            "subject": event.subject,
+            "data": json.dumps(event.data),
+            "at": event.created_at.isoformat(),
+        }
+    )
+
+
+class _Publisher:
+    """Puts committed events on the stream from a thread of its own, many to a pipeline,
+    so a step's claim and result never wait on Redis for them (two round trips of
+    every step). Events a dying process had not yet published are in the table, where
+    readers catch up by sequence number."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def put(self, fields: dict) -> None:
+        if self._pid != os.getpid():  # first use here, or a forked child: no thread yet
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._queue = queue.SimpleQueue()
+                    threading.Thread(target=self._run, name="hive-events", daemon=True).start()
+                    atexit.register(self.flush)
+                    self._pid = os.getpid()
+        self._queue.put(fields)
+
+    def _run(self) -> None:
+        while True:
+            self._send([self._queue.get()])
+
+    def _send(self, batch: list[dict]) -> None:
+        while len(batch) < PUBLISH_BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            pipe = redis_client().pipeline(transaction=False)
+            for fields in batch:
+                pipe.xadd(EVENTS_STREAM, fields, maxlen=EVENTS_STREAM_MAXLEN, approximate=True)
+            pipe.execute()
+        except redis.RedisError:
+            logger.warning("%d events not published to %s", len(batch), EVENTS_STREAM,
+                           exc_info=True)  # fmt: skip
+
+    def flush(self) -> None:
+        """At exit: publish what is left (a CLI command's last events)."""
+        if self._pid == os.getpid() and not self._queue.empty():
+            self._send([])
+
+
+_publisher = _Publisher()
