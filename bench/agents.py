@@ -40,8 +40,9 @@ def run(group: ProcessGroup) -> list[Result]:
     return [
         Result("agents", "idle RSS, agent process", hive_main, raw_main, "MB", base, "<= 150 MB"),
         Result(
+            # What an agent really costs; the goal (issue #3) is on the process's RSS.
             "agents", f"idle PSS, agent + {CONCURRENCY} pool", hive_total, raw_total, "MB", base,
-            "<= 150 MB",
+            "",
         ),
     ]  # fmt: skip
 
