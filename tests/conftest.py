@@ -35,6 +35,15 @@ def redis_client(redis_url):
 
 
 @pytest.fixture
+def empty_streams(redis_url):
+    """Hive's streams outlive a test's database rows (and ids are reused): start with none."""
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter("hive:*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
 def processes(redis_url, transactional_db, tmp_path):
     """Start `manage.py hive ...` processes; all are stopped at teardown, pass or fail.
 

@@ -2,7 +2,6 @@
 
 import httpx
 import pytest
-import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
@@ -14,16 +13,7 @@ from agents.mailbox import send
 from agents.models import Agent, Message
 from tests.processes import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def empty_streams(redis_url):
-    """Streams outlive a test's database rows (and ids are reused): start with none."""
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter("hive:*"):
-        client.delete(key)
-    client.close()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_streams")]
 
 
 def _token(username: str, *perms: str) -> dict:

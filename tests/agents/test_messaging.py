@@ -1,7 +1,6 @@
 """Agent messaging on real agent processes, real Redis and the real database."""
 
 import pytest
-import redis
 
 from agents import mailbox
 from agents.mailbox import GROUP, RequestFailed, RequestTimeout
@@ -12,16 +11,7 @@ from dashboard.models import Event
 from tests.processes import wait_for
 from tests.runs import wait_run
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def empty_streams(redis_url):
-    """Streams outlive a test's database rows (and ids are reused): start with none."""
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter("hive:*"):
-        client.delete(key)
-    client.close()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_streams")]
 
 
 def wait_handled(messages, *, timeout: float = 30) -> list[Message]:

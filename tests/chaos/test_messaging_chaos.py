@@ -16,16 +16,7 @@ from agents.models import Message
 from dashboard.models import Event
 from tests.processes import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def empty_streams(redis_url):
-    """Streams outlive a test's database rows (and ids are reused): start with none."""
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter("hive:*"):
-        client.delete(key)
-    client.close()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_streams")]
 
 
 TOTAL = 10_000
