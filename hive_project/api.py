@@ -7,7 +7,7 @@ from django.http import Http404
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination, LimitOffsetPagination
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.views import exception_handler
 
 
@@ -54,6 +54,11 @@ class HasPerm(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return bool(request.user and request.user.has_perm(self.perm))
+
+
+def needs(codename: str) -> list:
+    """`permission_classes=needs("coordination.change_run")`: a login and that permission."""
+    return [IsAuthenticated, HasPerm(codename)]
 
 
 class Conflict(APIException):

@@ -3,7 +3,6 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import ListAPIView
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from agents.api.serializers import (
@@ -28,9 +27,9 @@ from agents.services import (
     message_broadcast,
     message_send,
 )
-from hive_project.api import HasPerm, NewestFirstPagination, query_params
+from hive_project.api import NewestFirstPagination, needs, query_params
 
-CONTROL = [IsAuthenticated, HasPerm("agents.change_agent")]
+CONTROL = needs("agents.change_agent")
 
 
 class AgentUnavailable(APIException):
@@ -101,7 +100,7 @@ class SkillListView(ListAPIView):
         return skill_list()
 
 
-SEND = [IsAuthenticated, HasPerm("agents.add_message")]
+SEND = needs("agents.add_message")
 
 
 @extend_schema_view(list=extend_schema(parameters=[MessageFilterSerializer]))

@@ -91,6 +91,15 @@ class InvocationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class InvocationFilterSerializer(serializers.Serializer):
+    """The query parameters of the audit list."""
+
+    command = serializers.CharField(required=False, max_length=200)
+    outcome = serializers.ChoiceField(choices=Invocation.Outcome.choices, required=False)
+    source = serializers.ChoiceField(choices=Invocation.Source.choices, required=False)
+    run = serializers.IntegerField(required=False, min_value=1)
+
+
 class ExecuteSerializer(serializers.Serializer):
     text = serializers.CharField(trim_whitespace=False, max_length=100_000)
     dry_run = serializers.BooleanField(default=False)

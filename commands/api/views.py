@@ -1,7 +1,6 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
@@ -11,6 +10,7 @@ from commands.api.serializers import (
     CommandSerializer,
     ExecuteResultSerializer,
     ExecuteSerializer,
+    InvocationFilterSerializer,
     InvocationSerializer,
     ScheduleSerializer,
     ScheduleUpdateSerializer,
@@ -26,7 +26,7 @@ from commands.services import (
     schedule_delete,
     schedule_update,
 )
-from hive_project.api import HasPerm
+from hive_project.api import needs, query_params
 
 
 class CommandRefused(APIException):
@@ -100,6 +100,7 @@ class ExecuteView(APIView):
         )
 
 
+@extend_schema_view(get=extend_schema(parameters=[InvocationFilterSerializer]))
 class InvocationListView(generics.ListAPIView):
     """The audit: every invocation, newest first (staff see all, others their own);
     filter with ?command=, ?outcome=, ?source=, ?run=."""
@@ -107,15 +108,9 @@ class InvocationListView(generics.ListAPIView):
     serializer_class = InvocationSerializer
 
     def get_queryset(self):
-        params = self.request.query_params
-        run = params.get("run", "")
-        return invocation_list(
-            user=self.request.user,
-            command=params.get("command", ""),
-            outcome=params.get("outcome", ""),
-            source=params.get("source", ""),
-            run=int(run) if run.isdigit() else None,
-        )
+        filters = InvocationFilterSerializer(data=query_params(self.request))
+        filters.is_valid(raise_exception=True)
+        return invocation_list(user=self.request.user, **filters.validated_data)
 
 
 class InvocationDetailView(generics.RetrieveAPIView):
@@ -128,11 +123,11 @@ class InvocationDetailView(generics.RetrieveAPIView):
 class ScheduleListView(APIView):
     """Schedules that run a command with fixed arguments, as their creator."""
 
-    permission_classes = [IsAuthenticated, HasPerm("django_celery_beat.view_periodictask")]
+    permission_classes = needs("django_celery_beat.view_periodictask")
 
     def get_permissions(self):
         if self.request.method == "POST":
-            return [IsAuthenticated(), HasPerm("django_celery_beat.add_periodictask")]
+            return [permission() for permission in needs("django_celery_beat.add_periodictask")]
         return super().get_permissions()
 
     @extend_schema(responses=ScheduleSerializer(many=True), operation_id="schedules_list")
@@ -160,7 +155,7 @@ class ScheduleListView(APIView):
 
 
 class ScheduleDetailView(APIView):
-    permission_classes = [IsAuthenticated, HasPerm("django_celery_beat.change_periodictask")]
+    permission_classes = needs("django_celery_beat.change_periodictask")
 
     def _row(self, pk: int) -> dict:
         row = next((s for s in schedule_list() if s["id"] == pk), None)

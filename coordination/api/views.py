@@ -3,7 +3,6 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from coordination.api.serializers import (
@@ -35,11 +34,7 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
-from hive_project.api import Conflict, HasPerm, NewestFirstPagination, query_params
-
-
-def _perm(codename: str) -> list:
-    return [IsAuthenticated, HasPerm(codename)]
+from hive_project.api import Conflict, NewestFirstPagination, needs, query_params
 
 
 class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
@@ -80,7 +75,7 @@ class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(WorkflowSerializer(versions, many=True).data)
 
     @extend_schema(request=StartSerializer, responses={201: RunSerializer})
-    @action(detail=True, methods=["post"], permission_classes=_perm("coordination.add_run"))
+    @action(detail=True, methods=["post"], permission_classes=needs("coordination.add_run"))
     def start(self, request, name=None):
         """Start a run of the newest version with `params`."""
         body = StartSerializer(data=request.data)
@@ -142,7 +137,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(RunDetailSerializer(run).data, status=code)
 
     @extend_schema(request=None, responses={200: RunDetailSerializer})
-    @action(detail=True, methods=["post"], permission_classes=_perm("coordination.change_run"))
+    @action(detail=True, methods=["post"], permission_classes=needs("coordination.change_run"))
     def cancel(self, request, pk=None):
         """Cancel the run: queued steps never start, running ones are stopped."""
         try:
@@ -151,7 +146,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
             raise Conflict(str(exc)) from None
 
     @extend_schema(request=None, responses={201: RunDetailSerializer})
-    @action(detail=True, methods=["post"], permission_classes=_perm("coordination.add_run"))
+    @action(detail=True, methods=["post"], permission_classes=needs("coordination.add_run"))
     def rerun(self, request, pk=None):
         """A new run of the same version with the same params."""
         run = run_rerun(run=self.get_object(), user=request.user)
@@ -162,7 +157,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         detail=True,
         methods=["post"],
         url_path=r"steps/(?P<key>[^/]+)/retry",
-        permission_classes=_perm("coordination.change_steprun"),
+        permission_classes=needs("coordination.change_steprun"),
     )
     def retry(self, request, pk=None, key=None):
         """Run a failed step again, and everything after it."""
@@ -176,7 +171,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         detail=True,
         methods=["post"],
         url_path=r"steps/(?P<key>[^/]+)/approve",
-        permission_classes=_perm("coordination.approve_steprun"),
+        permission_classes=needs("coordination.approve_steprun"),
     )
     def approve(self, request, pk=None, key=None):
         """Let a step waiting for approval run."""
@@ -191,7 +186,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         detail=True,
         methods=["post"],
         url_path=r"steps/(?P<key>[^/]+)/reject",
-        permission_classes=_perm("coordination.approve_steprun"),
+        permission_classes=needs("coordination.approve_steprun"),
     )
     def reject(self, request, pk=None, key=None):
         """Refuse a step waiting for approval: it fails, and so does the run."""

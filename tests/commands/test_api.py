@@ -4,6 +4,7 @@ shape, and every attempt is in the audit."""
 
 import httpx
 import pytest
+from rest_framework.test import APIClient
 
 from commands.models import Invocation
 from commands.services import commands_load
@@ -193,3 +194,16 @@ def test_execute_is_throttled_per_user(users, settings, monkeypatch):
              .status_code for _ in range(3)]  # fmt: skip
 
     assert codes == [201, 201, 429]
+
+
+@pytest.mark.parametrize(
+    "query, field", [("run=abc", "run"), ("outcome=exploded", "outcome"), ("source=", "source")]
+)
+def test_a_bad_audit_filter_is_a_400_naming_it(users, query, field):
+    client = APIClient()
+    client.force_authenticate(users["admin"])
+
+    response = client.get(f"/api/v1/commands/invocations/?{query}")
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == [field]
