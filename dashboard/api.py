@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from dashboard.models import Event
 from dashboard.selectors import event_list
-from hive_project.api import query_params
+from hive_project.api import MAX_ID, query_params
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -22,7 +22,11 @@ class EventSerializer(serializers.ModelSerializer):
 
 class AfterFilterSerializer(serializers.Serializer):
     after = serializers.IntegerField(
-        required=False, default=0, min_value=0, help_text="The last sequence number seen."
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=MAX_ID,
+        help_text="The last sequence number seen.",
     )
     limit = serializers.IntegerField(required=False, default=500, min_value=1, max_value=5000)
 

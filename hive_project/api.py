@@ -43,6 +43,24 @@ def api_exception_handler(exc, context):
     return response
 
 
+# Row ids in URLs and filters: at most 18 digits, so every one fits the 64-bit integers
+# of SQLite and PostgreSQL (a longer one made SQLite raise OverflowError: a 500).
+ID_PATTERN = r"[0-9]{1,18}"
+MAX_ID = 2**63 - 1
+
+
+class IdConverter:
+    """`<id:pk>` in a path: a row id that fits the database, as an int."""
+
+    regex = ID_PATTERN
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
 class HasPerm(BasePermission):
     """`permission_classes = [HasPerm("agents.change_agent")]`: the user needs that permission."""
 

@@ -27,7 +27,7 @@ from agents.services import (
     message_broadcast,
     message_send,
 )
-from hive_project.api import NewestFirstPagination, needs, query_params
+from hive_project.api import ID_PATTERN, NewestFirstPagination, needs, query_params
 
 CONTROL = needs("agents.change_agent")
 
@@ -111,7 +111,7 @@ class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     serializer_class = MessageSerializer
     pagination_class = NewestFirstPagination
-    lookup_value_regex = r"[0-9]+"
+    lookup_value_regex = ID_PATTERN
 
     def get_permissions(self):
         if self.action in {"create", "broadcast"}:

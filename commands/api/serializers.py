@@ -3,6 +3,7 @@ from rest_framework import serializers
 from commands.models import Command, Invocation
 from commands.selectors import run_outputs
 from coordination.models import Run
+from hive_project.api import MAX_ID
 
 
 class CommandSerializer(serializers.ModelSerializer):
@@ -97,7 +98,7 @@ class InvocationFilterSerializer(serializers.Serializer):
     command = serializers.CharField(required=False, max_length=200)
     outcome = serializers.ChoiceField(choices=Invocation.Outcome.choices, required=False)
     source = serializers.ChoiceField(choices=Invocation.Source.choices, required=False)
-    run = serializers.IntegerField(required=False, min_value=1)
+    run = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
 
 class ExecuteSerializer(serializers.Serializer):

@@ -1,6 +1,9 @@
-from django.urls import path, re_path
+from django.urls import path, re_path, register_converter
 
 from commands.api import views
+from hive_project.api import IdConverter
+
+register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("commands/", views.CommandListView.as_view(), name="command-list"),
@@ -8,14 +11,12 @@ urlpatterns = [
     re_path(r"^commands/execute/?$", views.ExecuteView.as_view(), name="command-execute"),
     path("commands/invocations/", views.InvocationListView.as_view(), name="invocation-list"),
     path(
-        "commands/invocations/<int:pk>/",
+        "commands/invocations/<id:pk>/",
         views.InvocationDetailView.as_view(),
         name="invocation-detail",
     ),
     path("commands/schedules/", views.ScheduleListView.as_view(), name="schedule-list"),
-    path(
-        "commands/schedules/<int:pk>/", views.ScheduleDetailView.as_view(), name="schedule-detail"
-    ),
+    path("commands/schedules/<id:pk>/", views.ScheduleDetailView.as_view(), name="schedule-detail"),
     re_path(
         r"^commands/(?P<name>[^/]+)/$", views.CommandDetailView.as_view(), name="command-detail"
     ),

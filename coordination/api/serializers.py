@@ -78,7 +78,10 @@ class RunFilterSerializer(serializers.Serializer):
 
 class VersionSerializer(serializers.Serializer):
     version = serializers.IntegerField(
-        required=False, min_value=1, help_text="A version; the newest by default."
+        required=False,
+        min_value=1,
+        max_value=2**31 - 1,
+        help_text="A version; the newest by default.",
     )
 
 

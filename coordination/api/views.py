@@ -34,7 +34,7 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
-from hive_project.api import Conflict, NewestFirstPagination, needs, query_params
+from hive_project.api import ID_PATTERN, Conflict, NewestFirstPagination, needs, query_params
 
 
 class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
@@ -96,7 +96,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     outputs and errors."""
 
     pagination_class = NewestFirstPagination
-    lookup_value_regex = r"[0-9]+"
+    lookup_value_regex = ID_PATTERN
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular reads the model
@@ -122,7 +122,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_object(self) -> Run:
         try:
             return run_get(user=self.request.user, pk=int(self.kwargs["pk"]))
-        except (Run.DoesNotExist, OverflowError):
+        except Run.DoesNotExist:
             raise Http404 from None
 
     def _step(self, key: str) -> StepRun:

@@ -127,3 +127,24 @@ def test_the_api_docs_page_sends_visitors_to_log_in_and_works_offline(live_serve
     assert anonymous.headers["location"].startswith("/accounts/login/")
     assert page.status_code == 200
     assert bundle.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/api/v1/runs/99999999999999999999999999/", 404),
+        ("/api/v1/messages/99999999999999999999999999/", 404),
+        ("/api/v1/commands/invocations/99999999999999999999999999/", 404),
+        ("/api/v1/commands/invocations/?run=99999999999999999999999999", 400),
+        ("/api/v1/events/?after=99999999999999999999999999", 400),
+        ("/api/v1/workflows/target/?version=99999999999999", 400),
+    ],
+)
+def test_an_id_too_large_for_the_database_is_a_4xx(live_server_url, post, path, status):
+    user = get_user_model().objects.get(username="root")
+    headers = {"Authorization": f"Token {Token.objects.get(user=user).key}"}
+
+    response = httpx.get(f"{live_server_url}{path}", headers=headers)
+
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] in {"not_found", "invalid"}
