@@ -42,6 +42,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
          "--checks", "all", "--phases", "examples,coverage,fuzzing",
          "--max-examples", "30", "--seed", "1", "-w", "1", "--no-color"],
         capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,  # its cache of earlier failures stays out of the checkout
     )  # fmt: skip
 
     output = result.stdout + result.stderr
