@@ -170,7 +170,9 @@ def step_claim(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
     """Take a queued step for `agent`; None if it is not this delivery's to take.
 
     Zero rows updated is normal: Redis delivers at least once, the reaper may
-    have sent the step again (a newer attempt), or the run was cancelled.
+    have sent the step again (a newer attempt), or the run was cancelled. The
+    step comes back with its run's workflow version (`workflow_id`,
+    `workflow_digest`), so its result can count down the steps needing it.
     """
     now = timezone.now()
     return _update_step(
@@ -186,15 +188,35 @@ def step_claim(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
 
 
 def step_succeed(*, step: StepRun, output: object) -> bool:
-    """Store the output of `step` (as claimed) and advance the DAG; False if stale."""
+    """Store the output of `step` (as claimed) and advance the DAG; False if stale.
+
+    The run's lock, the step's end and its event, and the count down of the
+    steps needing it are one statement on PostgreSQL (see `_update_step`): a
+    chain's every step waits on these round trips.
+    """
     if step.group_id is not None:
         return _item_succeed(step, output)
+    spec, dependents = _workflow_graph(step.workflow_digest, step.workflow_id)
+    waiting = dependents[step.step_id]
     with transaction.atomic():
-        engine = _Engine(step.run_id)
-        finished = engine.finish(step.pk, step.attempt, Step.SUCCEEDED, output=output)
+        finished = _update_step(
+            step.pk,
+            where={"state": Step.RUNNING, "attempt": step.attempt},
+            announce=f"step.{Step.SUCCEEDED}",
+            lock_run=step.run_id,
+            # A top-level step's key is its id: the (run, key) index finds them.
+            count_down={"run_id": step.run_id, "group_id": None, "key": waiting}
+            if waiting
+            else None,
+            state=Step.SUCCEEDED,
+            output=output,
+            finished_at=timezone.now(),
+            lease_until=None,
+        )
         if finished is None:
             return False
-        engine.done(finished)
+        engine = _Engine(step.run_id, run=finished.run, graph=(spec, dependents))
+        engine.advance(finished.counted)
         engine.settle()
     return True
 
@@ -214,7 +236,7 @@ def _item_succeed(step: StepRun, output: object) -> bool:
         step.pk,
         where={"state": Step.RUNNING, "attempt": step.attempt},
         announce=f"step.{Step.SUCCEEDED}",
-        count_down=step.group_id,
+        count_down={"id": step.group_id},
         state=Step.SUCCEEDED,
         output=output,
         finished_at=timezone.now(),
@@ -222,7 +244,7 @@ def _item_succeed(step: StepRun, output: object) -> bool:
     )
     if finished is None:
         return False
-    if finished.group_pending == 0:
+    if finished.counted[0].pending_deps == 0:
         group_complete(group_id=step.group_id)
     return True
 
@@ -323,58 +345,105 @@ class _Delta:
 
 
 def _update_step(
-    pk: int, *, where: dict, announce: str = "", count_down: int | None = None, **values
+    pk: int,
+    *,
+    where: dict,
+    announce: str = "",
+    count_down: dict | None = None,
+    lock_run: int | None = None,
+    **values,
 ) -> StepRun | None:
     """UPDATE one step if it matches `where` and read it back; None if it did not match.
 
     `announce` records the event of that kind for the step (its key, agent,
-    attempt and tries); `count_down` takes one from that foreach group's
-    pending count, read back as `group_pending`. Claims and results are the
-    hot path of every step: on PostgreSQL the three writes are one statement
-    (data-modifying CTEs) in one round trip, and need no transaction of their
-    own; elsewhere they run in turn in one transaction.
+    attempt and tries) and reads back the run's workflow version
+    (`workflow_id`, `workflow_digest`); `count_down` takes one from the pending
+    count of the steps it matches, read back as `counted`; `lock_run` (the step's run
+    id) first takes the run's row lock, as `_Engine` does, and reads the run back
+    as `run` (its state and params). Claims and results are the hot path of every step:
+    on PostgreSQL these writes are one statement (data-modifying CTEs) in one
+    round trip; elsewhere they run in turn in one transaction.
     """
     if connection.vendor == "postgresql" and announce:
-        return next(iter(_update_step_announcing(pk, where, announce, count_down, values)), None)
+        return _update_step_announcing(pk, where, announce, count_down, lock_run, values)
     with transaction.atomic(savepoint=False):
+        run = None
+        if lock_run is not None:
+            run = (
+                Run.objects.select_for_update().only("state", "params", "workflow").get(pk=lock_run)
+            )
         step = next(iter(_update_steps({"id": pk, **where}, **values)), None)
         if step is None:
             return None
         if announce:
             _emit_step(step, announce, agent=step.agent, attempt=step.attempt, tries=step.tries)
-        if count_down is not None:
-            group = _update_step(count_down, where={}, pending_deps=_Delta(-1))
-            step.group_pending = group.pending_deps
+            step.workflow_id, step.workflow_digest = Workflow.objects.filter(
+                runs=step.run_id
+            ).values_list("pk", "digest")[0]
+        step.counted = _update_steps(count_down, pending_deps=_Delta(-1)) if count_down else []
+        if run is not None:
+            step.run = run
     return step
 
 
-def _update_step_announcing(pk, where, announce, count_down, values) -> list[StepRun]:
+def _update_step_announcing(pk, where, announce, count_down, lock_run, values) -> StepRun | None:
     qn = connection.ops.quote_name
-    update, params = _update_sql({"id": pk, **where}, values)
-    step_table, event_table = qn(StepRun._meta.db_table), qn(Event._meta.db_table)
+    event_table = qn(Event._meta.db_table)
+    run_table, workflow_table = qn(Run._meta.db_table), qn(Workflow._meta.db_table)
     # The data of every step event (_emit_step): the step's key, agent, attempt, tries.
     fields = {"step": "key", "agent": "agent", "attempt": "attempt", "tries": "tries"}
     data = ", ".join(f"'{name}', s.{qn(column)}" for name, column in fields.items())
-    # As in _update_sql, only quoted names from the models are formatted in.
-    sql = (
-        f"WITH s AS ({update}), "  # noqa: S608
-        f"e AS (INSERT INTO {event_table} (kind, subject, data, created_at) "
+    # Only quoted names from the models are formatted in; every value is a parameter.
+    ctes, params, run_state, run_params, locked = [], [], "NULL", "NULL", ""
+    if lock_run is not None:
+        # The run's row first, as on every path that changes a run (_Engine): the
+        # step's UPDATE waits for it (a one-time filter), so locks come in that order.
+        ctes.append(f"r AS (SELECT state, params FROM {run_table} WHERE id = %s FOR UPDATE)")  # noqa: S608
+        params.append(lock_run)
+        run_state, run_params, locked = "(SELECT state FROM r)", "(SELECT params FROM r)", "r"
+    update, update_params = _update_sql({"id": pk, **where}, values, after=locked)
+    ctes += [
+        f"s AS ({update})",
+        f"e AS (INSERT INTO {event_table} (kind, subject, data, created_at) "  # noqa: S608
         f"SELECT %s, 'run:' || s.run_id, jsonb_build_object({data}), now() FROM s "
-        "RETURNING id, created_at), "
-        # The group's row is locked last, as on every other path (see _item_succeed).
-        f"g AS (UPDATE {step_table} SET pending_deps = pending_deps - 1 "
-        "WHERE id = %s AND EXISTS (SELECT 1 FROM s) RETURNING pending_deps) "
+        "RETURNING id, created_at)",
+    ]
+    params += [*update_params, announce]
+    counted = ""
+    if count_down:
+        # Counted rows are locked last, as on every other path (see _item_succeed).
+        down, down_params = _update_sql(count_down, {"pending_deps": _Delta(-1)}, after="s")
+        ctes.append(f"c AS ({down})")
+        params += down_params
+        counted = "UNION ALL SELECT c.*, NULL, NULL, NULL, NULL, NULL, NULL FROM c"
+    # The step's row, then the rows counted down, in one result: their columns are
+    # the same; the step's carries its event, its workflow version and the run.
+    sql = (
+        f"WITH {', '.join(ctes)} "  # noqa: S608
         "SELECT s.*, e.id AS event_id, e.created_at AS event_at, "
-        "g.pending_deps AS group_pending FROM s CROSS JOIN e LEFT JOIN g ON TRUE"
+        "w.id AS workflow_id, w.digest AS workflow_digest, "
+        f"{run_state} AS run_state, {run_params} AS run_params "
+        f"FROM s CROSS JOIN e JOIN {run_table} rw ON rw.id = s.run_id "
+        f"JOIN {workflow_table} w ON w.id = rw.workflow_id {counted}"
     )
-    steps = list(StepRun.objects.raw(sql, [*params, announce, count_down]))
-    for step in steps:
-        data = {name: getattr(step, column) for name, column in fields.items()}
-        subject = f"run:{step.run_id}"
-        event = Event(pk=step.event_id, kind=announce, subject=subject, data=data)
-        event.created_at = step.event_at
-        event_publish_on_commit(event)
-    return steps
+    rows = list(StepRun.objects.raw(sql, params))
+    step = next((row for row in rows if row.pk == pk), None)
+    if step is None:
+        return None
+    step.counted = [row for row in rows if row.pk != pk]
+    if lock_run is not None:
+        params_field = Run._meta.get_field("params")
+        step.run = Run(
+            pk=step.run_id,
+            workflow_id=step.workflow_id,
+            state=step.run_state,
+            params=params_field.from_db_value(step.run_params, None, connection),
+        )
+    data = {name: getattr(step, column) for name, column in fields.items()}
+    event = Event(pk=step.event_id, kind=announce, subject=f"run:{step.run_id}", data=data)
+    event.created_at = step.event_at
+    event_publish_on_commit(event)
+    return step
 
 
 def _update_steps(where: dict, **values) -> list[StepRun]:
@@ -385,7 +454,9 @@ def _update_steps(where: dict, **values) -> list[StepRun]:
     return list(StepRun.objects.raw(*_update_sql(where, values)))
 
 
-def _update_sql(where: dict, values: dict) -> tuple[str, list]:
+def _update_sql(where: dict, values: dict, *, after: str = "") -> tuple[str, list]:
+    """The UPDATE ... RETURNING of `_update_steps`; with `after` (a CTE's name), it
+    changes nothing unless that CTE returned a row, and runs after it."""
     qn = connection.ops.quote_name
     fields = StepRun._meta
     sets, params = [], []
@@ -408,6 +479,8 @@ def _update_sql(where: dict, values: dict) -> tuple[str, list]:
         else:
             conditions.append(f"{column} = %s")
             params.append(value)
+    if after:
+        conditions.append(f"EXISTS (SELECT 1 FROM {after})")  # noqa: S608 - a CTE's name
     # Only quoted column names from the model are formatted in; every value is a parameter.
     sql = (
         f"UPDATE {qn(fields.db_table)} SET {', '.join(sets)} "  # noqa: S608
@@ -476,16 +549,21 @@ def _queue_bind(name: str, channel) -> None:
 class _Engine:
     """One run's DAG inside a transaction that holds the run's row lock."""
 
-    def __init__(self, run_id: int):
-        # Lock the run's row only (`of`): locking the workflow's too would make every
-        # run of the workflow queue on it. The spec itself comes from the cache.
-        self.run = (
-            Run.objects.select_for_update(of=("self",))
-            .select_related("workflow")
-            .defer("workflow__spec")
-            .get(pk=run_id)
-        )
-        self.spec, self.dependents = _workflow_graph(self.run.workflow.digest, self.run.workflow_id)
+    def __init__(self, run_id: int, *, run: Run | None = None, graph: tuple | None = None):
+        """Lock run `run_id`'s row; or take `run` and its `graph` (of `_workflow_graph`)
+        from a statement of the caller's that has locked it already."""
+        if run is None:
+            # Lock the run's row only (`of`): locking the workflow's too would make every
+            # run of the workflow queue on it. The spec itself comes from the cache.
+            run = (
+                Run.objects.select_for_update(of=("self",))
+                .select_related("workflow")
+                .defer("workflow__spec")
+                .get(pk=run_id)
+            )
+            graph = _workflow_graph(run.workflow.digest, run.workflow_id)
+        self.run = run
+        self.spec, self.dependents = graph
         self._maybe_waiting = self.run.state == RunState.WAITING
         self._outbox: list[StepRun] = []
         self._revoke: list[str] = []
@@ -629,10 +707,14 @@ class _Engine:
         waiting = self.dependents[step.step_id]
         if not waiting:
             return None
+        # A top-level step's key is its id: the (run, key) index finds them.
         counted = _update_steps(
-            {"run_id": self.run.pk, "group_id": None, "step_id": waiting},
-            pending_deps=_Delta(-1),
+            {"run_id": self.run.pk, "group_id": None, "key": waiting}, pending_deps=_Delta(-1)
         )
+        return self.advance(counted)
+
+    def advance(self, counted: list[StepRun]) -> None:
+        """Start the steps whose count of dependencies left has just come down to zero."""
         for ready in sorted(counted, key=lambda s: s.pk):
             if ready.pending_deps == 0 and ready.state == Step.PENDING:
                 self.ready(ready)

@@ -1,0 +1,84 @@
+"""The statements of a step's claim and result, the engine's hot path: what each one
+writes, and how few round trips a chain step costs on PostgreSQL."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from agents.models import Agent
+from coordination.models import StepRun
+from coordination.services import run_start, step_claim, step_succeed
+from dashboard.models import Event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def chain(redis_url, make_workflow):
+    """A run of a -> b -> c on an agent row that offers `noop` (no process: nothing claims)."""
+    Agent.objects.create(name="hot", role="worker", skills=["noop"], status=Agent.Status.IDLE)
+    links = [
+        {"id": "a", "skill": "noop"},
+        {"id": "b", "skill": "noop", "needs": ["a"]},
+        {"id": "c", "skill": "noop", "needs": ["b"], "with": {"x": "{{ steps.b.output }}"}},
+    ]
+    return run_start(workflow=make_workflow(links), params={})
+
+
+def test_a_claim_reads_back_the_step_and_its_workflow_version(chain):
+    first = StepRun.objects.get(run=chain, key="a")
+
+    claimed = step_claim(step_run_id=first.pk, attempt=first.attempt, agent="hot")
+
+    assert (claimed.state, claimed.agent, claimed.tries) == ("running", "hot", 1)
+    assert (claimed.workflow_id, claimed.workflow_digest) == (
+        chain.workflow_id,
+        chain.workflow.digest,
+    )
+    assert Event.objects.filter(kind="step.running", subject=f"run:{chain.pk}").count() == 1
+    assert step_claim(step_run_id=first.pk, attempt=first.attempt, agent="hot") is None
+
+
+def test_a_result_ends_the_step_counts_down_and_queues_the_next_in_two_statements(chain):
+    first = StepRun.objects.get(run=chain, key="a")
+    claimed = step_claim(step_run_id=first.pk, attempt=first.attempt, agent="hot")
+
+    with CaptureQueriesContext(connection) as captured:
+        assert step_succeed(step=claimed, output={"n": 1})
+
+    steps = {s.key: s for s in StepRun.objects.filter(run=chain)}
+    assert (steps["a"].state, steps["a"].output) == ("succeeded", {"n": 1})
+    assert (steps["b"].state, steps["b"].pending_deps, steps["b"].attempt) == ("queued", 0, 1)
+    assert (steps["c"].state, steps["c"].pending_deps) == ("pending", 1)
+    kinds = Event.objects.filter(subject=f"run:{chain.pk}").values_list("kind", flat=True)
+    assert list(kinds).count("step.succeeded") == 1
+    if connection.vendor == "postgresql":
+        # Lock the run, end the step, its event, the count down: one statement;
+        # then the next step's dispatch.
+        statements = [q["sql"] for q in captured if q["sql"] not in ("BEGIN", "COMMIT")]
+        assert len(statements) == 2, statements
+
+
+def test_a_stale_result_changes_nothing(chain):
+    first = StepRun.objects.get(run=chain, key="a")
+    claimed = step_claim(step_run_id=first.pk, attempt=first.attempt, agent="hot")
+    StepRun.objects.filter(pk=first.pk).update(attempt=first.attempt + 1, state="queued")
+
+    assert not step_succeed(step=claimed, output={"n": 1})
+
+    assert StepRun.objects.get(run=chain, key="b").pending_deps == 1
+    assert not Event.objects.filter(kind="step.succeeded").exists()
+
+
+def test_outputs_reach_the_next_steps_inputs_through_the_chain(chain):
+    for key, output in (("a", 1), ("b", {"deep": [2]})):
+        step = StepRun.objects.get(run=chain, key=key)
+        claimed = step_claim(step_run_id=step.pk, attempt=step.attempt, agent="hot")
+        assert step_succeed(step=claimed, output=output)
+
+    last = StepRun.objects.get(run=chain, key="c")
+    assert (last.state, last.inputs) == ("queued", {"x": {"deep": [2]}})
+    claimed = step_claim(step_run_id=last.pk, attempt=last.attempt, agent="hot")
+    assert step_succeed(step=claimed, output=None)
+    chain.refresh_from_db()
+    assert chain.state == "succeeded"
