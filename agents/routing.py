@@ -56,6 +56,11 @@ def route(*, skill: str, agent: str = "", role: str = "") -> str:
     return role_queue(role) if role else skill_queue(skill)
 
 
+def agent_accepts_work(name: str) -> bool:
+    """Whether agent `name` is online and not draining, as routing last read it."""
+    return any(a.name == name and a.accepts_work for a in _online_agents())
+
+
 def _online_agents() -> list[Agent]:
     global _agents_cache
     read_at, agents = _agents_cache

@@ -96,12 +96,12 @@ class AgentStep(bootsteps.StartStopStep):
         from coordination.services import step_leases_renew
 
         running = [
-            request.args[0]
+            request.id
             for request in list(worker_state.active_requests)
             if request.name == "coordination.execute_step_task"
         ]
         if running:
-            step_leases_renew(agent=identity.name, step_run_ids=running)
+            step_leases_renew(agent=identity.name, task_ids=running)
 
     def stop(self, consumer) -> None:
         if self.timer is not None:

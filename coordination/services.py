@@ -24,7 +24,7 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 
 from agents.models import Agent
-from agents.routing import RoutingError, route
+from agents.routing import RoutingError, agent_accepts_work, route
 from agents.skills.registry import schema_problem
 from coordination.models import Run, StepRun, Workflow
 from coordination.spec import spec_dependents, spec_digest, spec_load
@@ -187,8 +187,9 @@ def step_claim(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
     )
 
 
-def step_succeed(*, step: StepRun, output: object) -> bool:
+def step_succeed(*, step: StepRun, output: object, here: "Continuation | None" = None) -> bool:
     """Store the output of `step` (as claimed) and advance the DAG; False if stale.
+    With `here`, a step this dispatches may be kept for the calling task to run.
 
     The run's lock, the step's end and its event, and the count down of the
     steps needing it are one statement on PostgreSQL (see `_update_step`): a
@@ -215,7 +216,7 @@ def step_succeed(*, step: StepRun, output: object) -> bool:
         )
         if finished is None:
             return False
-        engine = _Engine(step.run_id, run=finished.run, graph=(spec, dependents))
+        engine = _Engine(step.run_id, run=finished.run, graph=(spec, dependents), here=here)
         engine.advance(finished.counted)
         engine.settle()
     return True
@@ -275,12 +276,54 @@ def step_fail(*, step: StepRun, error: str, traceback: str = "", retryable: bool
     return True
 
 
-def step_leases_renew(*, agent: str, step_run_ids: list[int]) -> int:
-    """The agent still runs these steps: push their leases forward."""
+def step_leases_renew(*, agent: str, task_ids: list[str]) -> int:
+    """The agent still runs these tasks: push the leases of their steps forward (by
+    task id: a task may have gone on to a step it kept, see Continuation)."""
     lease = timezone.now() + timedelta(seconds=settings.HIVE_STEP_LEASE)
-    return StepRun.objects.filter(pk__in=step_run_ids, agent=agent, state=Step.RUNNING).update(
+    return StepRun.objects.filter(task_id__in=task_ids, agent=agent, state=Step.RUNNING).update(
         lease_until=lease
     )
+
+
+# A task goes on with steps it dispatched for at most this long, then sends them
+# through the broker: a drain, a warm shutdown or other work on its queues waits no
+# longer than that (and the step already started) for a chain to let go.
+KEEP_FOR = 1.0
+
+
+class Continuation:
+    """Lets the task that finished a step run the next one itself.
+
+    A chain's step would otherwise go through Redis to a pool process that claims
+    it after the hop: about half of each chain step's time. The engine keeps one
+    step it dispatches for the task when it has no timeout (the task's time limits
+    were set for the step it was sent with), is routed to one of the `queues` of
+    this agent, and the agent takes work. The kept step is queued, claimed and run
+    as any other; it carries the task's id, so revoking the task (a cancel) stops
+    it, and the agent renews the leases of its tasks' steps. Should the process die
+    before it claims the step, the reaper sends it as a lost message.
+    """
+
+    def __init__(self, *, agent: str, queues: list[str], task_id: str):
+        self.agent, self.queues, self.task_id = agent, frozenset(queues), task_id
+        self.until = time.monotonic() + KEEP_FOR
+        self._step: StepRun | None = None
+
+    def takes(self, step: StepRun, timeout: float | None) -> bool:
+        return (
+            timeout is None
+            and step.queue in self.queues
+            and time.monotonic() < self.until
+            and agent_accepts_work(self.agent)
+        )
+
+    def keep(self, step: StepRun) -> None:
+        """After commit: the step is the task's to run next."""
+        self._step = step
+
+    def take(self) -> StepRun | None:
+        step, self._step = self._step, None
+        return step
 
 
 # --- the reaper -------------------------------------------------------------------
@@ -549,9 +592,17 @@ def _queue_bind(name: str, channel) -> None:
 class _Engine:
     """One run's DAG inside a transaction that holds the run's row lock."""
 
-    def __init__(self, run_id: int, *, run: Run | None = None, graph: tuple | None = None):
+    def __init__(
+        self,
+        run_id: int,
+        *,
+        run: Run | None = None,
+        graph: tuple | None = None,
+        here: Continuation | None = None,
+    ):
         """Lock run `run_id`'s row; or take `run` and its `graph` (of `_workflow_graph`)
-        from a statement of the caller's that has locked it already."""
+        from a statement of the caller's that has locked it already. With `here`, one
+        step dispatched may be kept for the calling task (see Continuation)."""
         if run is None:
             # Lock the run's row only (`of`): locking the workflow's too would make every
             # run of the workflow queue on it. The spec itself comes from the cache.
@@ -566,6 +617,7 @@ class _Engine:
         self.spec, self.dependents = graph
         self._maybe_waiting = self.run.state == RunState.WAITING
         self._outbox: list[StepRun] = []
+        self._here, self._kept = here, None
         self._revoke: list[str] = []
         self._routes: dict[tuple, str | RoutingError] = {}
         transaction.on_commit(self._send)
@@ -657,10 +709,20 @@ class _Engine:
         return None
 
     def dispatch(self, step: StepRun) -> None:
-        """Queue the step (sent after commit), or leave it waiting for an agent."""
+        """Queue the step (sent after commit, or kept for the calling task), or leave it
+        waiting for an agent."""
         self._prepare(step)
+        queued = step.state == Step.QUEUED
+        here = self._here
+        if (
+            queued
+            and here
+            and not self._kept
+            and here.takes(step, self.spec[step.step_id]["timeout"])
+        ):
+            step.task_id, self._kept = here.task_id, step
         StepRun.objects.filter(pk=step.pk).update(**{f: getattr(step, f) for f in _DISPATCH_FIELDS})
-        if step.state == Step.QUEUED:
+        if queued and step is not self._kept:
             self._outbox.append(step)
 
     def _prepare(self, step: StepRun) -> StepRun:
@@ -823,7 +885,8 @@ class _Engine:
         if self.run.state in Run.TERMINAL:
             return
         # A step queued in this transaction is open: no need to ask the database.
-        if not self._outbox and not self.steps(state__in=StepRun.OPEN).exists():
+        queued = self._outbox or self._kept
+        if not queued and not self.steps(state__in=StepRun.OPEN).exists():
             return self.finish_run(RunState.SUCCEEDED)
         if not self._maybe_waiting:
             return None  # nothing this transaction did can have started or ended a wait
@@ -860,10 +923,13 @@ class _Engine:
         StepRun.objects.filter(pk=step.pk).update(history=step.history)
 
     def _send(self) -> None:
-        """After commit: hand the queued steps to Celery, stop the cancelled ones."""
+        """After commit: hand the queued steps to Celery (or the kept one to the calling
+        task), stop the cancelled ones."""
         from coordination.tasks import execute_step_task
         from hive_project.celery import app
 
+        if self._kept:
+            self._here.keep(self._kept)
         if self._outbox:
             # One producer, and Redis pipelines of SEND_BATCH messages: a foreach
             # sends thousands at once, and the first agents start after the first

@@ -7,20 +7,46 @@ from django.conf import settings
 from django.db import connection
 
 from agents import worker
+from agents.routing import agent_queues
 from agents.services import agents_reap
 from agents.skills import SkillContext, SkillError, skill_execute
-from coordination.services import step_claim, step_fail, step_succeed, steps_reap
+from coordination.models import StepRun
+from coordination.services import (
+    Continuation,
+    step_claim,
+    step_fail,
+    step_succeed,
+    steps_reap,
+)
 from hive_project.redis_client import redis_client
 
 
 # The outcome goes to the database, so Celery's result backend is not written.
 @shared_task(bind=True, name="coordination.execute_step_task", ignore_result=True)
 def execute_step_task(self, step_run_id: int, attempt: int) -> None:
-    """Claim the step, run its skill, store the outcome (the engine advances the DAG)."""
+    """Claim the step, run its skill, store the outcome (the engine advances the DAG);
+    then run the next step of the chain if the engine kept it for this task."""
     agent = worker.identity.name if worker.identity else self.request.hostname
+    here = _continuation(self.request)
     step = step_claim(step_run_id=step_run_id, attempt=attempt, agent=agent)
-    if step is None:
-        return  # a duplicate or stale delivery: someone else has (or had) this step
+    # None: a duplicate or stale delivery (someone else has, or had, this step).
+    while step is not None:
+        _execute(self, step, agent, here)
+        kept = here.take() if here else None
+        step = kept and step_claim(step_run_id=kept.pk, attempt=kept.attempt, agent=agent)
+
+
+def _continuation(request) -> Continuation | None:
+    """Only an agent's task may keep steps, and only one without time limits: the
+    limits were set for the step it was sent with."""
+    if worker.identity is None or any(request.timelimit or ()):
+        return None
+    spec = worker.identity
+    queues = agent_queues(name=spec.name, role=spec.role, skills=spec.skills)
+    return Continuation(agent=spec.name, queues=queues, task_id=request.id)
+
+
+def _execute(task, step: StepRun, agent: str, here: Continuation | None) -> None:
     # The same key on every delivery of this try, so outside effects happen once.
     context = SkillContext(agent=agent, idempotency_key=f"{step.run_id}:{step.key}:{step.tries}")
     try:
@@ -29,7 +55,7 @@ def execute_step_task(self, step_run_id: int, attempt: int) -> None:
         # The time limit may have interrupted a query, leaving the connection in a
         # state Django cannot detect (celery/celery#9824): start a new one.
         connection.close()
-        step_fail(step=step, error=f"timed out after {self.request.timelimit[1]:g} s")
+        step_fail(step=step, error=f"timed out after {task.request.timelimit[1]:g} s")
     except SkillError as exc:
         step_fail(step=step, error=str(exc), traceback=traceback.format_exc(),
                   retryable=exc.retryable)  # fmt: skip
@@ -43,7 +69,7 @@ def execute_step_task(self, step_run_id: int, attempt: int) -> None:
             # The same skill would return the same thing again: no retry.
             step_fail(step=step, error=f"output is not JSON: {exc}", retryable=False)
         else:
-            step_succeed(step=step, output=output)
+            step_succeed(step=step, output=output, here=here)
 
 
 def _queue_lengths(queues: list[str]) -> dict[str, int]:

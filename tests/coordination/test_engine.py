@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from agents.models import Agent
 from coordination.models import Run, StepRun
 from coordination.services import (
     RunError,
@@ -248,6 +249,53 @@ def test_cancel_mid_run_stops_the_running_step_and_starts_nothing_more(agent, ma
     with pytest.raises(RunError, match=f"run {run.pk} is already cancelled"):
         run_cancel(run=run)
     run_cancel(run=result)
+
+
+def test_a_chain_goes_on_in_the_task_that_ran_the_step_before(agent, coordinator, make_workflow):
+    # The second step outlives HIVE_STEP_LEASE (4 s in the tests): kept by the task
+    # of the first, its lease is still renewed, so it is not taken for lost.
+    workflow = make_workflow(
+        [
+            {"id": "a", "skill": "noop"},
+            {"id": "b", "skill": "sleep", "needs": "a", "with": {"seconds": 6}},
+        ]
+    )
+
+    run = wait_run(run_start(workflow=workflow, params={}), timeout=60)
+
+    assert run.state == "succeeded"
+    steps = steps_of(run)
+    assert steps["b"].tries == 1 and not steps["b"].history
+    assert steps["b"].task_id == steps["a"].task_id
+
+
+def test_cancel_stops_a_step_kept_by_the_task_before_it(agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "a", "skill": "noop"},
+            {"id": "long", "skill": "sleep", "needs": "a", "with": {"seconds": 60}},
+            {"id": "after", "skill": "noop", "needs": "long"},
+        ]
+    )
+    run = run_start(workflow=workflow, params={})
+    wait_for(
+        lambda: StepRun.objects.get(run=run, key="long").state == "running",
+        timeout=30,
+        what="the long step to run",
+    )
+    steps = steps_of(run)
+    assert steps["long"].task_id == steps["a"].task_id
+
+    run = run_cancel(run=run)
+
+    assert steps_of(run)["long"].state == "cancelled"
+    # Revoking the task terminated the pool process running the step: the agent
+    # reports nothing running well before the 60 s sleep would have ended.
+    wait_for(
+        lambda: Agent.objects.filter(name="engine", load=0).exists(),
+        timeout=20,
+        what="the agent to run nothing",
+    )
 
 
 def test_retry_from_a_failed_step_reruns_it_and_everything_after(agent, make_workflow):
