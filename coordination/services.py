@@ -184,6 +184,10 @@ def step_claim(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
         started_at=now,
         lease_until=now + timedelta(seconds=settings.HIVE_STEP_LEASE),
         tries=_Delta(1),
+        # Should PostgreSQL crash before writing the claim out, the step is queued again
+        # and its try runs again under the same idempotency key (`tries` is not counted
+        # either); a result, committed later, is only durable with every claim before it.
+        durable=False,
     )
 
 
@@ -394,6 +398,7 @@ def _update_step(
     announce: str = "",
     count_down: dict | None = None,
     lock_run: int | None = None,
+    durable: bool = True,
     **values,
 ) -> StepRun | None:
     """UPDATE one step if it matches `where` and read it back; None if it did not match.
@@ -403,12 +408,14 @@ def _update_step(
     (`workflow_id`, `workflow_digest`); `count_down` takes one from the pending
     count of the steps it matches, read back as `counted`; `lock_run` (the step's run
     id) first takes the run's row lock, as `_Engine` does, and reads the run back
-    as `run` (its state and params). Claims and results are the hot path of every step:
-    on PostgreSQL these writes are one statement (data-modifying CTEs) in one
-    round trip; elsewhere they run in turn in one transaction.
+    as `run` (its state and params). Not `durable`: PostgreSQL acknowledges the
+    commit before its WAL is on disk (synchronous_commit off, for this statement
+    only). Claims and results are the hot path of every step: on PostgreSQL these
+    writes are one statement (data-modifying CTEs) in one round trip; elsewhere
+    they run in turn in one transaction.
     """
     if connection.vendor == "postgresql" and announce:
-        return _update_step_announcing(pk, where, announce, count_down, lock_run, values)
+        return _update_step_announcing(pk, where, announce, count_down, lock_run, durable, values)
     with transaction.atomic(savepoint=False):
         run = None
         if lock_run is not None:
@@ -429,7 +436,9 @@ def _update_step(
     return step
 
 
-def _update_step_announcing(pk, where, announce, count_down, lock_run, values) -> StepRun | None:
+def _update_step_announcing(
+    pk, where, announce, count_down, lock_run, durable, values
+) -> StepRun | None:
     qn = connection.ops.quote_name
     event_table = qn(Event._meta.db_table)
     run_table, workflow_table = qn(Run._meta.db_table), qn(Workflow._meta.db_table)
@@ -469,6 +478,9 @@ def _update_step_announcing(pk, where, announce, count_down, lock_run, values) -
         f"FROM s CROSS JOIN e JOIN {run_table} rw ON rw.id = s.run_id "
         f"JOIN {workflow_table} w ON w.id = rw.workflow_id {counted}"
     )
+    if not durable:
+        # SET LOCAL lasts for the implicit transaction of this multi-statement query.
+        sql = f"SET LOCAL synchronous_commit TO OFF; {sql}"
     rows = list(StepRun.objects.raw(sql, params))
     step = next((row for row in rows if row.pk == pk), None)
     if step is None:

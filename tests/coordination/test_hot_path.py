@@ -37,6 +37,11 @@ def test_a_claim_reads_back_the_step_and_its_workflow_version(chain):
     )
     assert Event.objects.filter(kind="step.running", subject=f"run:{chain.pk}").count() == 1
     assert step_claim(step_run_id=first.pk, attempt=first.attempt, agent="hot") is None
+    if connection.vendor == "postgresql":
+        # The claim's commit was not waited for; what follows on the connection is.
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone() == ("on",)
 
 
 def test_a_result_ends_the_step_counts_down_and_queues_the_next_in_two_statements(chain):
