@@ -18,16 +18,20 @@ class PrivateRedis:
     """One redis-server on its own port and folder; restart keeps the port."""
 
     def __init__(self, directory: Path, *, bind: str = "127.0.0.1", port: int = 0, aof=False):
+        """`bind`: addresses separated by spaces; the URL uses the first."""
         self.directory = directory
-        self.bind = bind
+        self.bind = bind.split()
         self.port = port or free_port()
         self.aof = aof
         self.proc: subprocess.Popen | None = None
-        self.url = f"redis://{bind}:{self.port}/0"
+        self.url = self.url_at(self.bind[0])
+
+    def url_at(self, address: str) -> str:
+        return f"redis://{address}:{self.port}/0"
 
     def start(self) -> None:
         argv = [
-            REDIS_SERVER, "--bind", self.bind, "--port", str(self.port), "--dir",
+            REDIS_SERVER, "--bind", *self.bind, "--port", str(self.port), "--dir",
             str(self.directory), "--save", "", "--appendonly", "yes" if self.aof else "no",
             "--logfile", str(self.directory / "redis.log"), "--protected-mode", "no",
         ]  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 
 from coordination.models import StepRun
 from coordination.services import run_start
-from tests.chaos.counting import run_counts, succeeded_once
+from tests.chaos.support import run_counts, succeeded_once
 from tests.processes import wait_for
 from tests.runs import steps_of, wait_run
 

@@ -7,52 +7,18 @@ agents and the coordinator are pointed at it, and runs are started by a `hive
 workflow start` process pointed at it too, so nothing here touches the suite's Redis.
 """
 
-import json
 import time
 
 import pytest
 from django.db import connection
 
-from coordination.models import Run, StepRun
 from coordination.services import run_start
-from tests.chaos.counting import run_counts
-from tests.processes import wait_for
+from tests.chaos.support import fan_out, run_counts, start_run_on, under_way
 from tests.runs import wait_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chaos]
 
 ITEMS = 150
-
-
-def fan_out(make_workflow):
-    return make_workflow(
-        [
-            {"id": "work", "skill": "sleep", "foreach": "{{ params.numbers }}",
-             "with": {"seconds": 0.05}},
-            {"id": "after", "skill": "noop", "needs": "work"},
-        ]
-    )  # fmt: skip
-
-
-def start_run_on(processes, workflow, redis_url: str, *, items: int = ITEMS) -> Run:
-    """Start a run from a CLI process talking to `redis_url`, as an operator would."""
-    before = set(Run.objects.filter(workflow=workflow).values_list("pk", flat=True))
-    params = json.dumps({"numbers": list(range(items))})
-    starter = processes.start(
-        "workflow", "start", workflow.name, f"--params={params}",
-        name=f"start-{len(before)}", REDIS_URL=redis_url,
-    )  # fmt: skip
-    starter.proc.wait(timeout=60)
-    assert starter.proc.returncode == 0, starter.log()
-    return Run.objects.filter(workflow=workflow).exclude(pk__in=before).get()
-
-
-def under_way(run: Run, done: int = 20) -> None:
-    wait_for(
-        lambda: StepRun.objects.filter(run=run, state="succeeded").count() > done,
-        timeout=60,
-        what=f"run {run.pk} to be under way",
-    )
 
 
 def pool_on(redis_url: str, processes, start_agent) -> None:
