@@ -156,7 +156,7 @@ def test_poison_messages_are_dead_lettered_after_exactly_max_deliveries(
 
 
 def test_a_message_that_kills_its_agent_is_dead_lettered_after_max_deliveries(
-    start_agent, processes, redis_client, settings
+    start_agent, processes, redis_client, settings, chaos_report
 ):
     agent = start_agent("doomed")
     sent = mailbox.send(to="doomed", kind="test.crash", sender="chaos")
@@ -191,6 +191,14 @@ def test_a_message_that_kills_its_agent_is_dead_lettered_after_max_deliveries(
         lambda: Message.objects.get(pk=after.pk).state == "handled",
         timeout=30,
         what="the message behind it to be handled",
+    )
+    chaos_report(
+        scenario="poison message (kills its agent)",
+        unit="messages",
+        lost=Message.objects.filter(pk__in=[sent.pk, after.pk], state="pending").count(),
+        duplicated=Event.objects.filter(kind="test.handled").count() - 1,
+        recovered=int(message.state == "dead"),
+        note=f"agent restarted {restarts} times; dead-lettered",
     )
     assert Message.objects.get(pk=after.pk).deliveries <= 2
     assert agent.alive()
