@@ -17,7 +17,8 @@ from hive_project.redis_client import redis_client
 logger = logging.getLogger(__name__)
 # One line per state change, from the publisher thread (off the engine's hot path).
 # In JSON (HIVE_LOG_FORMAT) each carries the event's run, step, agent and attempt as
-# fields of their own; silence it with HIVE_LOG_LEVEL=WARNING.
+# fields of their own; silence it with HIVE_LOG_LEVEL=WARNING. A JSON line cost the
+# publisher thread ~50 us here (two per step: ~1% of a chain step's 8.8 ms).
 event_logger = logging.getLogger("hive.events")
 # The event data worth a field of its own in a log line, when the event has it, and
 # its name there (`message` is taken: LogRecord's own formatted text).
