@@ -122,6 +122,8 @@ class Forwarder:
 def hosts():
     """Two namespaces, removed at teardown whatever happened (after the processes in
     them: request this fixture before `processes`)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("agents on other hosts need a database server; SQLite is a local file")
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     if shutil.which("ip") is None:
@@ -142,8 +144,6 @@ def hosts():
 @pytest.fixture
 def link_services(hosts, tmp_path):
     """Redis and PostgreSQL reachable at each link's host address."""
-    if connection.vendor != "postgresql":
-        pytest.skip("agents on other hosts need a database server; SQLite is a local file")
     directory = tmp_path / "redis"
     directory.mkdir()
     gateways = [h.gateway for h in hosts.values()]
