@@ -9,12 +9,12 @@ skill), and Redis for the queue lengths and the reaper's counts.
 
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
 from importlib import import_module
 
 import redis
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db import connection
+from django.db.models import Count
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -40,12 +40,12 @@ STEP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-def _seconds(value) -> float:
-    if value is None:
-        return 0.0
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(value) / 1_000_000  # SQLite sums durations as microseconds
+# Seconds from one timestamp column to another, in SQL the database computes natively.
+# SQLite keeps timestamps as text; julianday() is its C parser (to ~20 µs here).
+_SECONDS_BETWEEN = {
+    "postgresql": lambda start, end: f"EXTRACT(EPOCH FROM ({end} - {start}))",
+    "sqlite": lambda start, end: f"((julianday({end}) - julianday({start})) * 86400.0)",
+}
 
 
 def _metrics_redis() -> redis.Redis:
@@ -115,33 +115,44 @@ class HiveCollector:
 
     def _step_histograms(self) -> Iterator[Metric]:
         """Duration (claim to result) and queue wait (dispatch to claim) per skill, as
-        cumulative buckets counted by one GROUP BY over the steps agents ran."""
-        duration = ExpressionWrapper(F("finished_at") - F("started_at"), DurationField())
-        wait = ExpressionWrapper(F("started_at") - F("queued_at"), DurationField())
-        aggregates = {
-            "n": Count("pk"),
-            "d_sum": Sum("d"),
+        cumulative buckets counted by one GROUP BY over the steps agents ran.
+
+        Raw SQL with the database's own date arithmetic: Django's duration
+        expressions call a Python function per row and aggregate on SQLite, and
+        a scrape of 300,000 steps took 60 s that way; see `_SECONDS_BETWEEN`."""
+        between = _SECONDS_BETWEEN[connection.vendor]
+        columns = [
+            "COUNT(*) AS n",
+            "SUM(d) AS d_sum",
             # A retried step's queued_at is its last dispatch; count no negative waits.
-            "w_n": Count("pk", filter=Q(w__gte=timedelta(0))),
-            "w_sum": Sum("w", filter=Q(w__gte=timedelta(0))),
-        }
-        for i, bound in enumerate(STEP_DURATION_BUCKETS):
-            aggregates[f"d{i}"] = Count("pk", filter=Q(d__lte=timedelta(seconds=bound)))
-        for i, bound in enumerate(QUEUE_WAIT_BUCKETS):
-            aggregates[f"w{i}"] = Count(
-                "pk", filter=Q(w__gte=timedelta(0), w__lte=timedelta(seconds=bound))
-            )
-        rows = (
+            "SUM(CASE WHEN w >= 0 THEN 1 ELSE 0 END) AS w_n",
+            "SUM(CASE WHEN w >= 0 THEN w ELSE 0 END) AS w_sum",
+            *(
+                f"SUM(CASE WHEN d <= {bound} THEN 1 ELSE 0 END) AS d{i}"
+                for i, bound in enumerate(STEP_DURATION_BUCKETS)
+            ),
+            *(
+                f"SUM(CASE WHEN w >= 0 AND w <= {bound} THEN 1 ELSE 0 END) AS w{i}"
+                for i, bound in enumerate(QUEUE_WAIT_BUCKETS)
+            ),
+        ]
+        table = connection.ops.quote_name(StepRun._meta.db_table)
+        # Only the constant bounds above and the model's table are formatted in.
+        # MATERIALIZED: each step's two intervals computed once, not once per bucket
+        # (SQLite would inline them: 3 s instead of 0.3 s for 300,000 steps here).
+        sql = (
+            "WITH s AS MATERIALIZED ("  # noqa: S608
+            f"SELECT skill, {between('started_at', 'finished_at')} AS d, "
+            f"{between('queued_at', 'started_at')} AS w FROM {table} "
             # Foreach groups and skipped steps ran on no agent: they have no agent name.
-            StepRun.objects.filter(
-                started_at__isnull=False, finished_at__isnull=False, queued_at__isnull=False
-            )
-            .exclude(agent="")
-            .alias(d=duration, w=wait)
-            .values("skill")
-            .annotate(**aggregates)
-            .order_by("skill")
+            "WHERE started_at IS NOT NULL AND finished_at IS NOT NULL "
+            "AND queued_at IS NOT NULL AND agent <> '') "
+            f"SELECT skill, {', '.join(columns)} FROM s GROUP BY skill ORDER BY skill"
         )
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            names = [c[0] for c in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         durations = HistogramMetricFamily(
             "hive_step_duration_seconds",
             "Time from claim to result of finished steps, per skill.",
@@ -155,11 +166,11 @@ class HiveCollector:
         for row in rows:
             buckets = [(str(b), row[f"d{i}"]) for i, b in enumerate(STEP_DURATION_BUCKETS)]
             durations.add_metric(
-                [row["skill"]], [*buckets, ("+Inf", row["n"])], _seconds(row["d_sum"])
+                [row["skill"]], [*buckets, ("+Inf", row["n"])], float(row["d_sum"] or 0)
             )
             buckets = [(str(b), row[f"w{i}"]) for i, b in enumerate(QUEUE_WAIT_BUCKETS)]
             waits.add_metric(
-                [row["skill"]], [*buckets, ("+Inf", row["w_n"])], _seconds(row["w_sum"])
+                [row["skill"]], [*buckets, ("+Inf", row["w_n"])], float(row["w_sum"] or 0)
             )
         yield durations
         yield waits
