@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format bench migrate clean
+.PHONY: help install run test lint format bench chaos migrate clean
 
 help: ## List every target
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ format: $(STAMP) ## Format the code with ruff
 
 bench: $(STAMP) ## Run every benchmark in bench/ and print the table
 	$(PY) -m bench
+
+chaos: $(STAMP) ## Run the fault battery (slow scenarios too) and print lost/duplicated/recovered
+	$(VENV)/bin/pytest -m chaos -p no:cacheprovider $(PYTEST_ARGS) tests/chaos
 
 migrate: $(STAMP) ## Apply database migrations
 	$(PY) manage.py migrate

@@ -14,6 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hive_project.settings")
 os.environ.setdefault("HIVE_VAR_DIR", str(ROOT / "var" / "bench"))
+# The runs this driver starts are state changes, each an INFO line of `hive.events`;
+# they would interleave with the progress lines and the table.
+os.environ.setdefault("HIVE_LOG_LEVEL", "WARNING")
 sys.path.insert(0, str(ROOT))
 
 

@@ -1,6 +1,8 @@
 import json
+import logging
 import traceback
 
+import redis
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -18,7 +20,10 @@ from coordination.services import (
     step_succeed,
     steps_reap,
 )
+from hive_project.metrics import REAPER_COUNTS_KEY
 from hive_project.redis_client import redis_client
+
+logger = logging.getLogger(__name__)
 
 
 # The outcome goes to the database, so Celery's result backend is not written.
@@ -84,4 +89,22 @@ def reap_task() -> dict:
     """The coordinator's pass, every HIVE_REAPER_INTERVAL: mark silent agents offline,
     then recover their steps and anything Redis lost, and send what is due."""
     offline = agents_reap(timeout=settings.HIVE_AGENT_TIMEOUT)
-    return {"offline": offline, **steps_reap(queue_lengths=_queue_lengths)}
+    counts = steps_reap(queue_lengths=_queue_lengths)
+    _reaper_counts_add(counts)
+    return {"offline": offline, **counts}
+
+
+def _reaper_counts_add(counts: dict[str, int]) -> None:
+    """Add what this pass recovered to the counters /metrics reports (in Redis: the
+    coordinator restarts, and /metrics is served by another process)."""
+    done = {reason: n for reason, n in counts.items() if n}
+    if not done:
+        return
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for reason, n in done.items():
+            pipe.hincrby(REAPER_COUNTS_KEY, reason, n)
+        pipe.execute()
+    except redis.RedisError as exc:
+        # The recovery itself is done; only its count is lost.
+        logger.warning("reaper: counts not recorded: %s", exc)

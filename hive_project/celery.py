@@ -19,6 +19,13 @@ app.steps["consumer"].add(AgentStep)
 _next_connection_check = 0.0
 
 
+@signals.setup_logging.connect
+def _keep_django_logging(**kwargs) -> None:
+    """Workers log through Django's LOGGING (HIVE_LOG_FORMAT) like every other Hive
+    process; Celery would otherwise replace the root logger's handlers with its own
+    text format. A receiver here is Celery's documented way to leave logging alone."""
+
+
 @signals.task_postrun.connect
 def _close_old_connections(**kwargs) -> None:
     """End a task as Django ends a request: drop a connection that errored or aged.

@@ -80,6 +80,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "hive_project.context_processors.ops_links",
             ],
         },
     },
@@ -196,6 +197,11 @@ SPECTACULAR_SETTINGS = {
 HIVE_BIND = env_str("HIVE_BIND", "127.0.0.1")
 HIVE_PORT = env_int("HIVE_PORT", 8000, minimum=1)
 HIVE_FLOWER_PORT = env_int("HIVE_FLOWER_PORT", 5555, minimum=1)
+# Where the dashboard links to Flower; by default the dashboard's host on HIVE_FLOWER_PORT.
+HIVE_FLOWER_URL = env_str("HIVE_FLOWER_URL")
+# Prometheus scrapes /metrics with `Authorization: Bearer <this>`; unset, only
+# logged-in staff users see it.
+HIVE_METRICS_TOKEN = env_str("HIVE_METRICS_TOKEN")
 HIVE_ADMIN_USER = env_str("HIVE_ADMIN_USER", "admin")
 HIVE_AGENTS_FILE = BASE_DIR / env_str("HIVE_AGENTS_FILE", "hive.agents.yaml")
 # An agent heartbeats every HIVE_HEARTBEAT_INTERVAL seconds and is marked
@@ -266,6 +272,8 @@ HIVE_COMMAND_MAX_LENGTH = env_int("HIVE_COMMAND_MAX_LENGTH", 10_000, minimum=100
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("HIVE_SSL_REDIRECT", True)
+    # Probes call the container's plain-HTTP port directly, behind no TLS proxy.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("HIVE_HSTS_SECONDS", 31536000)
@@ -276,11 +284,21 @@ if PRODUCTION:
 HIVE_LOG_LEVEL = env_str("HIVE_LOG_LEVEL", "INFO").upper()
 if HIVE_LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ConfigError(f"HIVE_LOG_LEVEL: {HIVE_LOG_LEVEL!r} is not a log level (e.g. INFO)")
+# json: one object a line (time, level, logger, pid, message and the event's run,
+# step, agent and attempt) for a log shipper to index, so one run can be followed
+# across every agent and the coordinator. It is the production default; in
+# development, text reads better in `hive up`'s interleaved output.
+HIVE_LOG_FORMAT = env_str("HIVE_LOG_FORMAT", "json" if PRODUCTION else "text").lower()
+if HIVE_LOG_FORMAT not in {"json", "text"}:
+    raise ConfigError(f"HIVE_LOG_FORMAT: {HIVE_LOG_FORMAT!r} is not one of json, text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "hive_project.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": HIVE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": HIVE_LOG_LEVEL},
 }
 

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from dashboard.api import EventListView
+from hive_project import ops
 from hive_project.middleware import api_not_found
 
 urlpatterns = [
@@ -19,6 +20,9 @@ urlpatterns = [
     # The docs page is for browsers: a login page rather than a 401.
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema"))),
     re_path(r"^api/", api_not_found),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
     path("commands/", include("commands.urls")),
     path("", include("dashboard.urls")),
 ]

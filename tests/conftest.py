@@ -120,3 +120,15 @@ def make_workflow():
         return workflow
 
     return make
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own, to stop, restart or pause (tests/redis_server.py)."""
+    from tests.redis_server import private_redis_server
+
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = private_redis_server(directory)
+    yield server
+    server.stop()

@@ -4,27 +4,20 @@ and no step's result is stored twice."""
 
 import signal
 import time
-from collections import Counter
 
 import pytest
 
 from coordination.models import StepRun
 from coordination.services import run_start
-from dashboard.models import Event
+from tests.chaos.support import run_counts, succeeded_once
 from tests.processes import wait_for
 from tests.runs import steps_of, wait_run
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def succeeded_once(run) -> Counter:
-    """How many times each step's success was recorded (one event per stored result)."""
-    events = Event.objects.filter(subject=f"run:{run.pk}", kind="step.succeeded")
-    return Counter(e.data["step"] for e in events)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chaos]
 
 
 def test_a_500_step_run_survives_an_agent_killed_twice(
-    start_agent, coordinator, make_workflow, processes
+    start_agent, coordinator, make_workflow, processes, chaos_report
 ):
     start_agent("steady", skills="sleep", concurrency=2)
     start_agent("victim", skills="sleep", concurrency=2)
@@ -47,6 +40,7 @@ def test_a_500_step_run_survives_an_agent_killed_twice(
         start_agent("victim", skills="sleep", concurrency=2)
 
     run = wait_run(run, timeout=240)
+    chaos_report(scenario="agent SIGKILL during a run (x2)", unit="steps", **run_counts(run))
 
     assert run.state == "succeeded", run.error
     items = StepRun.objects.filter(run=run, group__isnull=False)
@@ -59,7 +53,7 @@ def test_a_500_step_run_survives_an_agent_killed_twice(
 
 
 def test_a_run_completes_after_redis_is_flushed_mid_run(
-    start_agent, coordinator, make_workflow, redis_client
+    start_agent, coordinator, make_workflow, redis_client, chaos_report
 ):
     start_agent("survivor", skills="sleep", concurrency=2)
     workflow = make_workflow(
@@ -81,13 +75,16 @@ def test_a_run_completes_after_redis_is_flushed_mid_run(
     redis_client.flushall()  # every queued message, binding and heartbeat key is gone
 
     run = wait_run(run, timeout=180)
+    # The reaper's counts were flushed too: what it counted since is this run's.
+    counts = run_counts(run, redis_client=redis_client)
+    chaos_report(scenario="Redis FLUSHALL mid-run", unit="steps", **counts)
     assert run.state == "succeeded", run.error
     once = succeeded_once(run)
     assert len(once) == 202 and set(once.values()) == {1}
 
 
 def test_a_poison_step_that_kills_its_worker_fails_after_the_cap(
-    start_agent, coordinator, make_workflow, settings
+    start_agent, coordinator, make_workflow, settings, chaos_report
 ):
     start_agent("sacrifice", skills="test.crash,noop", concurrency=1)
     workflow = make_workflow([{"id": "poison", "skill": "test.crash"}])
@@ -95,6 +92,16 @@ def test_a_poison_step_that_kills_its_worker_fails_after_the_cap(
     run = wait_run(run_start(workflow=workflow, params={}), timeout=120)
 
     step = steps_of(run)["poison"]
+    # The poison step is meant to fail, not to be lost: it is counted as lost only if
+    # it did not reach its end (failed, after exactly the cap).
+    chaos_report(
+        scenario="poison step (kills its worker)",
+        unit="steps",
+        lost=int(step.state != "failed"),
+        duplicated=0,
+        recovered=step.tries - 1,
+        note=f"failed after {step.tries} tries",
+    )
     assert run.state == "failed"
     assert step.tries == settings.HIVE_STEP_MAX_LOST
     assert step.error == (

@@ -16,7 +16,11 @@ from agents.models import Message
 from dashboard.models import Event
 from tests.processes import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_streams")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("empty_streams"),
+    pytest.mark.chaos,
+]
 
 
 TOTAL = 10_000
@@ -41,7 +45,7 @@ def pending(redis_client) -> int:
 
 
 def test_10000_messages_are_handled_exactly_once_while_a_consumer_is_killed_every_2_s(
-    start_agent, processes, redis_client
+    start_agent, processes, redis_client, chaos_report
 ):
     start_agent("steady", role="crew")
     victim = start_agent("victim", role="crew")
@@ -81,15 +85,24 @@ def test_10000_messages_are_handled_exactly_once_while_a_consumer_is_killed_ever
         time.sleep(0.02)
 
     ids = [m.pk for m in sent]
-    wait_for(
-        lambda: Message.objects.filter(pk__in=ids, state="handled").count() == TOTAL,
-        timeout=60,
-        what="every message to be handled",
-    )
-    wait_for(lambda: pending(redis_client) == 0, timeout=20, what="no pending entries")
+    try:
+        wait_for(
+            lambda: Message.objects.filter(pk__in=ids, state="handled").count() == TOTAL,
+            timeout=60,
+            what="every message to be handled",
+        )
+        wait_for(lambda: pending(redis_client) == 0, timeout=20, what="no pending entries")
+    finally:
+        records = Event.objects.filter(kind="test.handled")
+        chaos_report(
+            scenario=f"inbox consumer SIGKILLed every 2 s (x{kills})",
+            unit="messages",
+            lost=TOTAL - Message.objects.filter(pk__in=ids, state="handled").count(),
+            duplicated=records.count() - records.values("subject").distinct().count(),
+            recovered=Message.objects.filter(pk__in=ids, deliveries__gt=1).count(),
+        )
     elapsed = time.monotonic() - started
 
-    records = Event.objects.filter(kind="test.handled")
     assert records.count() == TOTAL  # each handler's effect committed once...
     assert records.values("subject").distinct().count() == TOTAL  # ...for every message
     assert not Message.objects.filter(state="dead").exists()
@@ -104,7 +117,7 @@ def test_10000_messages_are_handled_exactly_once_while_a_consumer_is_killed_ever
 
 
 def test_poison_messages_are_dead_lettered_after_exactly_max_deliveries(
-    start_agent, redis_client, settings
+    start_agent, redis_client, settings, chaos_report
 ):
     start_agent("p1", role="poisoned")
     start_agent("p2", role="poisoned")
@@ -121,6 +134,16 @@ def test_poison_messages_are_dead_lettered_after_exactly_max_deliveries(
     )
     limit = settings.HIVE_MAX_DELIVERIES
     dead = {int(f[b"mid"]): f for _, f in redis_client.xrange("hive:dead")}
+    handled = Event.objects.filter(kind="test.handled")
+    chaos_report(
+        scenario="poison messages (10 among 300)",
+        unit="messages",
+        # A poison message is meant to end dead-lettered, the others handled.
+        lost=Message.objects.filter(pk__in=[m.pk for m in sent], state="pending").count(),
+        duplicated=handled.count() - handled.values("subject").distinct().count(),
+        recovered=len(dead),
+        note="recovered = dead-lettered after the cap",
+    )
     assert sorted(dead) == [m.pk for m in poison]  # each in the dead-letter stream, once
     for message in Message.objects.filter(pk__in=[m.pk for m in poison]):
         assert (message.state, message.deliveries) == ("dead", limit)
@@ -133,7 +156,7 @@ def test_poison_messages_are_dead_lettered_after_exactly_max_deliveries(
 
 
 def test_a_message_that_kills_its_agent_is_dead_lettered_after_max_deliveries(
-    start_agent, processes, redis_client, settings
+    start_agent, processes, redis_client, settings, chaos_report
 ):
     agent = start_agent("doomed")
     sent = mailbox.send(to="doomed", kind="test.crash", sender="chaos")
@@ -168,6 +191,14 @@ def test_a_message_that_kills_its_agent_is_dead_lettered_after_max_deliveries(
         lambda: Message.objects.get(pk=after.pk).state == "handled",
         timeout=30,
         what="the message behind it to be handled",
+    )
+    chaos_report(
+        scenario="poison message (kills its agent)",
+        unit="messages",
+        lost=Message.objects.filter(pk__in=[sent.pk, after.pk], state="pending").count(),
+        duplicated=Event.objects.filter(kind="test.handled").count() - 1,
+        recovered=int(message.state == "dead"),
+        note=f"agent restarted {restarts} times; dead-lettered",
     )
     assert Message.objects.get(pk=after.pk).deliveries <= 2
     assert agent.alive()

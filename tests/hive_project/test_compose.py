@@ -50,3 +50,11 @@ def test_redis_keeps_an_append_only_file():
 
 def test_agents_scale_without_a_fixed_name():
     assert not any(arg.startswith("--name") for arg in SERVICES["agent"]["command"])
+
+
+def test_web_and_flower_health_checks_use_their_unauthenticated_probes():
+    web = " ".join(SERVICES["web"]["healthcheck"]["test"])
+    flower = " ".join(SERVICES["flower"]["healthcheck"]["test"])
+
+    assert "http://127.0.0.1:8000/readyz" in web
+    assert "http://127.0.0.1:5555/healthcheck" in flower
