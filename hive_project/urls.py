@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from dashboard.api import EventListView
@@ -19,6 +20,8 @@ urlpatterns = [
     # The docs page is for browsers: a login page rather than a 401.
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema"))),
     re_path(r"^api/", api_not_found),
-    path("commands/", include("commands.urls")),
+    path("console/", include("commands.urls")),
+    # The console's old address, for bookmarks: one page, at /console/.
+    re_path(r"^commands/(?P<rest>.*)$", RedirectView.as_view(url="/console/%(rest)s")),
     path("", include("dashboard.urls")),
 ]
