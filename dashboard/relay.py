@@ -10,6 +10,7 @@ stays the record; this is only the fast path.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 OVERVIEW_GROUP = "overview"
 LOCK_KEY = "hive:events:relay"
+CLIENT_NAME = "hive-events-relay"
 # The lock's holder renews it at least every BLOCK_MS; a dead holder's lock is taken
 # over after this long (clients catch up over the gap from the API).
 LOCK_TTL_MS = 3000
@@ -89,6 +91,8 @@ class Relay:
         self.sockets = 0
         self.task: asyncio.Task | None = None
         self.last_sent: dict[str, int] = {}
+        self.last_id = "$"
+        self.token = ""
 
     def attach(self) -> None:
         self.sockets += 1
@@ -103,46 +107,49 @@ class Relay:
             self.task = None
 
     async def _run(self) -> None:
-        """Relay until cancelled; a Redis blip costs a reconnect (with backoff), never
-        the relay."""
+        """Relay until cancelled. A Redis blip costs a reconnect (with backoff), never
+        the relay: it goes on from the last entry it read, still holding its lock."""
+        self.token, self.last_id = uuid.uuid4().hex, "$"
         delay = 0.1
         while True:
-            client = aioredis.Redis.from_url(
-                settings.REDIS_URL, socket_timeout=None, decode_responses=True
-            )
-            token = uuid.uuid4().hex
+            client = _blocking_client()
             try:
-                await self._hold_and_relay(client, token)
-                delay = 0.1
+                await self._hold_and_relay(client)
             except asyncio.CancelledError:
+                await _release(client, self.token)
                 raise
             except (redis.RedisError, OSError):
                 logger.warning("event relay: Redis failed; retrying in %.1f s", delay,
                                exc_info=True)  # fmt: skip
             except Exception:
                 logger.exception("event relay failed; retrying in %.1f s", delay)
-            finally:
-                await _release(client, token)
+            else:
+                delay = 0.1  # lost the lock, not Redis
+            await _close(client)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _hold_and_relay(self, client, token: str) -> None:
+    async def _hold_and_relay(self, client) -> None:
         # Another process's relay serves every socket while it holds the lock.
-        while not await client.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
+        while not await client.eval(_RENEW, 1, LOCK_KEY, self.token, LOCK_TTL_MS):
+            if await client.set(LOCK_KEY, self.token, nx=True, px=LOCK_TTL_MS):
+                # A new holder cannot know what was sent before: `after` null, clients
+                # resync; and it starts from the stream's end.
+                self.last_sent.clear()
+                self.last_id = "$"
+                break
             await asyncio.sleep(LOCK_TTL_MS / 3000)
-        # A new holder cannot know what the last one sent: `after` null, clients resync.
-        self.last_sent.clear()
-        layer = get_channel_layer()
-        last_id = "$"
         while True:
-            reply = await client.xread({EVENTS_STREAM: last_id}, block=BLOCK_MS, count=READ_COUNT)
-            if not await client.eval(_RENEW, 1, LOCK_KEY, token, LOCK_TTL_MS):
+            reply = await client.xread(
+                {EVENTS_STREAM: self.last_id}, block=BLOCK_MS, count=READ_COUNT
+            )
+            if not await client.eval(_RENEW, 1, LOCK_KEY, self.token, LOCK_TTL_MS):
                 return  # lost the lock (a long pause): start over
             if not reply:
                 continue
             entries = reply[0][1]
-            last_id = entries[-1][0]
-            await self.send(layer, [event_from_entry(fields) for _, fields in entries])
+            self.last_id = entries[-1][0]
+            await self.send(get_channel_layer(), [event_from_entry(f) for _, f in entries])
 
     async def send(self, layer, events: list[dict]) -> None:
         events = events_coalesce(events)
@@ -165,9 +172,21 @@ async def _release(client, token: str) -> None:
     try:
         if await client.get(LOCK_KEY) == token:
             await client.delete(LOCK_KEY)
-        await client.aclose()
     except (redis.RedisError, OSError):
         pass  # the lock runs out by itself
+    await _close(client)
+
+
+async def _close(client) -> None:
+    with contextlib.suppress(redis.RedisError, OSError):
+        await client.aclose()
+
+
+def _blocking_client():
+    # No socket timeout: XREAD BLOCK waits longer than redis-py's default (DESIGN.md).
+    return aioredis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=None, decode_responses=True, client_name=CLIENT_NAME
+    )
 
 
 relay = Relay()
