@@ -22,3 +22,9 @@ def pretty(value) -> str:
     if value is None:
         return ""
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+@register.filter
+def compact(value) -> str:
+    """JSON on one line (event data)."""
+    return json.dumps(value, sort_keys=True, default=str)
