@@ -213,3 +213,26 @@ def test_after_the_socket_is_cut_and_restored_the_page_matches_the_database(
     assert page_states(page) == db_states(run) == {"gate": "succeeded", "one": "succeeded",
                                                    "two": "succeeded"}  # fmt: skip
     assert page.evaluate("window.notReloaded")
+
+
+def test_a_step_is_rejected_and_a_run_cancelled_from_the_page(page, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "gate", "skill": "noop", "approval": True},
+            {"id": "deploy", "skill": "noop", "needs": "gate"},
+        ]
+    )
+    rejected, cancelled = (run_start(workflow=workflow, params={}) for _ in range(2))
+    page.on("dialog", lambda dialog: dialog.accept("not on a Friday"))
+
+    page.goto(f"/runs/{rejected.pk}/")
+    page.click('tr[data-step-row="gate"] button[data-action="reject"]')
+    page.wait_for_selector('[data-run-state="failed"]')
+    assert "not on a Friday" in page.inner_text('[data-step-error="gate"]')
+
+    page.goto(f"/runs/{cancelled.pk}/")
+    page.click('button[data-action="cancel"]')
+    page.wait_for_selector('[data-run-state="cancelled"]')
+
+    states = dict(Run.objects.values_list("pk", "state"))
+    assert (states[rejected.pk], states[cancelled.pk]) == ("failed", "cancelled")
