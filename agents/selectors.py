@@ -1,6 +1,6 @@
 """Reads of the agent registry and the skills."""
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet, Sum
 
 from agents.models import Agent, Message
 from agents.skills import skill_get, skill_names
@@ -44,3 +44,48 @@ def message_list(
     if correlation_id:
         messages = messages.filter(correlation_id=correlation_id)
     return messages
+
+
+def agent_status_counts() -> dict[str, int]:
+    """Agents by status, every status present (zero when none)."""
+    counts = dict.fromkeys(Agent.Status.values, 0)
+    for status, n in Agent.objects.values_list("status").annotate(n=Count("pk")):
+        counts[status] = n
+    return counts
+
+
+def agent_cards() -> list[Agent]:
+    """Every agent with `current`: the (run id, step key) of each step it runs now (one
+    query for all agents)."""
+    from coordination.models import StepRun
+
+    agents = list(agent_list())
+    running: dict[str, list[tuple[int, str]]] = {}
+    rows = StepRun.objects.filter(state=StepRun.State.RUNNING).exclude(agent="")
+    for agent, run_id, key in rows.values_list("agent", "run_id", "key").order_by("id"):
+        running.setdefault(agent, []).append((run_id, key))
+    for agent in agents:
+        agent.current = running.get(agent.name, [])
+    return agents
+
+
+def inbox_summary() -> list[dict]:
+    """Per recipient (an agent, or `role:NAME`): messages pending, handled and dead, and
+    the deliveries Redis made of them; ordered by recipient."""
+    rows = (
+        Message.objects.values("recipient")
+        .annotate(
+            pending=Count("pk", filter=Q(state=Message.State.PENDING)),
+            handled=Count("pk", filter=Q(state=Message.State.HANDLED)),
+            dead=Count("pk", filter=Q(state=Message.State.DEAD)),
+            delivered=Sum("deliveries"),
+            most_deliveries=Max("deliveries"),
+        )
+        .order_by("recipient")
+    )
+    return list(rows)
+
+
+def message_dead_list() -> QuerySet[Message]:
+    """Dead letters, newest first."""
+    return message_list(state=Message.State.DEAD)

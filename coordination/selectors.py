@@ -1,6 +1,9 @@
 """Reads of workflows, runs and steps, for the API, the dashboard and the CLI."""
 
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from datetime import timedelta
+
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
+from django.utils import timezone
 
 from coordination.models import Run, StepRun, Workflow
 
@@ -27,7 +30,7 @@ def run_visible_list(*, user) -> QuerySet[Run]:
     """The runs `user` may see: all of them for staff and holders of
     `coordination.view_run`, otherwise the runs they started."""
     runs = Run.objects.select_related("workflow", "created_by").defer("workflow__spec")
-    if user.is_staff or user.has_perm("coordination.view_run"):
+    if run_sees_all(user=user):
         return runs
     return runs.filter(created_by=user)
 
@@ -73,3 +76,43 @@ def run_get(*, user, pk: int) -> Run:
 
 def step_get(*, run: Run, key: str) -> StepRun:
     return StepRun.objects.select_related("run").get(run=run, key=key)
+
+
+def run_sees_all(*, user) -> bool:
+    """Whether `user` may see every run (the rule of run_visible_list)."""
+    return user.is_staff or user.has_perm("coordination.view_run")
+
+
+def run_visible_ids(*, user, ids) -> set[int]:
+    """Those of the run ids `ids` that `user` may see (one query)."""
+    return set(run_visible_list(user=user).filter(pk__in=list(ids)).values_list("pk", flat=True))
+
+
+def run_state_counts(*, user) -> dict[str, int]:
+    """The runs `user` may see, by state, every state present."""
+    counts = dict.fromkeys(Run.State.values, 0)
+    rows = run_visible_list(user=user).order_by().values_list("state").annotate(n=Count("pk"))
+    for state, n in rows:
+        counts[state] = n
+    return counts
+
+
+def step_throughput(*, minutes: int = 5) -> dict:
+    """Steps finished in the last `minutes` (all users': a figure of the pool's, naming
+    no run): how many, per minute, and the p50 and p95 of queued-to-finished seconds."""
+    since = timezone.now() - timedelta(minutes=minutes)
+    rows = StepRun.objects.filter(
+        finished_at__gte=since, state=StepRun.State.SUCCEEDED, queued_at__isnull=False
+    ).values_list("queued_at", "finished_at")
+    seconds = sorted((done - queued).total_seconds() for queued, done in rows)
+
+    def quantile(q: float) -> float | None:
+        return seconds[min(len(seconds) - 1, int(q * len(seconds)))] if seconds else None
+
+    return {
+        "minutes": minutes,
+        "finished": len(seconds),
+        "per_minute": len(seconds) / minutes,
+        "p50": quantile(0.5),
+        "p95": quantile(0.95),
+    }

@@ -17,3 +17,14 @@ def event_list(*, user) -> QuerySet[Event]:
         subject=Concat(Value("run:"), Cast("pk", CharField()))
     )
     return events.filter(Q(subject__in=subjects.values("subject")) | ~Q(subject__startswith="run:"))
+
+
+def event_last_seq() -> int:
+    """The newest sequence number: a page rendered now is at least this new, and its
+    live client catches up from here."""
+    return Event.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def event_recent(*, user, limit: int = 20) -> list[Event]:
+    """The newest events `user` may see, newest first."""
+    return list(event_list(user=user).order_by("-pk")[:limit])

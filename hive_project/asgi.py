@@ -1,4 +1,4 @@
-"""ASGI entry point: the dashboard, API and admin over HTTP."""
+"""ASGI entry point: the dashboard, API and admin over HTTP, live events over WebSockets."""
 
 import os
 
@@ -6,4 +6,22 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hive_project.settings")
 
-application = get_asgi_application()
+# Django first: the consumers import models, which need the app registry.
+django_asgi = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from dashboard.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi,
+        # A page of another site must not open a socket with the user's session cookie:
+        # the Origin must be one of ALLOWED_HOSTS (and a request without one is refused).
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

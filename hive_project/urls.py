@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from dashboard.api import EventListView
@@ -23,6 +24,8 @@ urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),
-    path("commands/", include("commands.urls")),
+    path("console/", include("commands.urls")),
+    # The console's old address, for bookmarks: one page, at /console/.
+    re_path(r"^commands/(?P<rest>.*)$", RedirectView.as_view(url="/console/%(rest)s")),
     path("", include("dashboard.urls")),
 ]

@@ -132,3 +132,18 @@ def private_redis(tmp_path):
     server = private_redis_server(directory)
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say it loudly when the browser tests were skipped for want of Chromium."""
+    from tests.e2e.conftest import BROWSER_MISSING
+
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if BROWSER_MISSING in str(report.longrepr)
+    ]
+    if skipped:
+        terminalreporter.write_sep(
+            "!", f"{len(skipped)} browser tests SKIPPED: {BROWSER_MISSING}", red=True, bold=True
+        )

@@ -85,6 +85,8 @@ def test_the_dashboard_needs_a_login_and_then_lists_agents(live_server_url, star
         )
         assert login.status_code == 302 and login.headers["location"] == "/"
 
-        page = client.get("/")
+        overview = client.get("/")
+        page = client.get("/agents/")
+    assert overview.status_code == 200 and 'data-count="online">1</b>' in overview.text
     assert page.status_code == 200
     assert 'data-agent="visible" data-status="idle"' in page.text

@@ -31,11 +31,11 @@ def deploy(definitions):
 
 
 def test_the_console_runs_text_and_shows_the_pointed_error(admin_client, deploy):
-    page = admin_client.get("/commands/")
+    page = admin_client.get("/console/")
     assert 'data-command="deploy"' in page.content.decode()
 
-    done = admin_client.post("/commands/", {"text": "/hive:help deploy"}).content.decode()
-    bad = admin_client.post("/commands/", {"text": "/deploy env=qa"}).content.decode()
+    done = admin_client.post("/console/", {"text": "/hive:help deploy"}).content.decode()
+    bad = admin_client.post("/console/", {"text": "/deploy env=qa"}).content.decode()
 
     assert 'data-outcome="done"' in done and "Deploys." in done
     assert 'data-code="invalid"' in bad
@@ -44,13 +44,13 @@ def test_the_console_runs_text_and_shows_the_pointed_error(admin_client, deploy)
 
 
 def test_the_generated_form_builds_quoted_text_from_the_schema(admin_client, deploy):
-    form = admin_client.get("/commands/deploy/").content.decode()
+    form = admin_client.get("/console/deploy/").content.decode()
     assert (
         '<select name="env">' in form and 'type="number" step="1" name="replicas" value="2"' in form
     )
 
     sent = admin_client.post(
-        "/commands/deploy/", {"env": "prod", "note": 'say "hi"; rm -rf /', "replicas": "3",
+        "/console/deploy/", {"env": "prod", "note": 'say "hi"; rm -rf /', "replicas": "3",
                               "dry_run": "1"},
     )  # fmt: skip
 

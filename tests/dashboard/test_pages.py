@@ -1,0 +1,107 @@
+"""The dashboard's pages as the server renders them: login, the hooks the browser
+tests and scripts rely on, 404s for runs a user may not see, the live parts alone."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from agents.models import Agent
+from coordination.models import Run, StepRun
+from dashboard.dag import dag_layout
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["/", "/agents/", "/runs/", "/messages/", "/console/"]
+
+
+@pytest.fixture
+def run(make_workflow, admin_user):
+    workflow = make_workflow(
+        [
+            {"id": "plan", "skill": "noop"},
+            {"id": "build", "skill": "noop", "needs": ["plan"]},
+            {"id": "test", "skill": "noop", "needs": ["plan"]},
+            {"id": "ship", "skill": "noop", "needs": ["build", "test"], "approval": True},
+        ]
+    )
+    run = Run.objects.create(workflow=workflow, state="running", created_by=admin_user)
+    StepRun.objects.create(run=run, step_id="plan", key="plan", skill="noop", state="succeeded",
+                           agent="a1", tries=1, output={"ok": True})  # fmt: skip
+    StepRun.objects.create(run=run, step_id="build", key="build", skill="noop", state="failed",
+                           error="build: boom", tries=2)  # fmt: skip
+    StepRun.objects.create(run=run, step_id="test", key="test", skill="noop", state="running")
+    StepRun.objects.create(run=run, step_id="ship", key="ship", skill="noop", state="waiting",
+                           waiting_reason="approval")  # fmt: skip
+    return run
+
+
+@pytest.mark.parametrize("page", [*PAGES, "/runs/1/"])
+def test_every_page_needs_a_login(client, page):
+    response = client.get(page)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_its_live_script(admin_client, page):
+    body = admin_client.get(page).content.decode()
+    assert "dashboard/live.js" in body and 'name="csrf-token"' in body
+
+
+def test_the_old_console_address_redirects(admin_client):
+    assert admin_client.get("/commands/").headers["Location"] == "/console/"
+    assert admin_client.get("/commands/deploy/").headers["Location"] == "/console/deploy/"
+
+
+def test_the_run_page_draws_each_step_with_its_state_and_actions(admin_client, run):
+    body = admin_client.get(f"/runs/{run.pk}/").content.decode()
+    assert 'data-run-state="running"' in body
+    for key, state in [("plan", "succeeded"), ("build", "failed"), ("test", "running"),
+                       ("ship", "waiting")]:  # fmt: skip
+        assert f'data-step-id="{key}" data-state="{state}"' in body
+    assert "build: boom" in body
+    assert f'data-url="/api/v1/runs/{run.pk}/steps/build/retry/"' in body
+    assert f'data-url="/api/v1/runs/{run.pk}/steps/ship/approve/"' in body
+    assert f'data-url="/api/v1/runs/{run.pk}/cancel/"' in body
+
+
+def test_the_live_part_comes_alone(admin_client, run):
+    body = admin_client.get(f"/runs/{run.pk}/?partial=1").content.decode()
+    assert 'data-step-id="plan"' in body and "<html" not in body
+
+
+def test_a_run_page_is_a_404_when_missing_or_not_the_users(client, run):
+    bob = get_user_model().objects.create_user("bob", password="pw")
+    client.force_login(bob)
+    assert client.get(f"/runs/{run.pk}/").status_code == 404
+    assert client.get("/runs/999999/").status_code == 404
+    assert client.get("/runs/" + "9" * 30 + "/").status_code == 404
+    assert f'data-run-id="{run.pk}"' not in client.get("/runs/").content.decode()
+
+
+def test_the_runs_list_filters_and_ignores_bad_filters(admin_client, run):
+    assert f'data-run-id="{run.pk}"' in admin_client.get("/runs/?state=running").content.decode()
+    assert f'data-run-id="{run.pk}"' not in admin_client.get("/runs/?state=failed").content.decode()
+    bad = admin_client.get("/runs/?state=bogus")
+    assert bad.status_code == 200 and "Ignored: state" in bad.content.decode()
+
+
+def test_agent_cards_carry_status_and_controls(admin_client):
+    Agent.objects.create(name="a1", role="builder", skills=["noop"], status="idle")
+    Agent.objects.create(name="a2", role="builder", skills=["noop"], status="draining")
+    body = admin_client.get("/agents/").content.decode()
+    assert 'data-agent="a1" data-status="idle"' in body
+    assert 'data-url="/api/v1/agents/a1/drain/"' in body
+    assert 'data-url="/api/v1/agents/a2/resume/"' in body
+
+
+def test_the_dag_is_laid_out_in_layers(run):
+    steps = list(run.steps.all())
+    layout = dag_layout(run.workflow.spec["steps"], steps)
+    layers = {node.id: node.layer for node in layout.nodes}
+    assert layers == {"plan": 0, "build": 1, "test": 1, "ship": 2}
+    assert {(e.source.id, e.target.id) for e in layout.edges} == {
+        ("plan", "build"),
+        ("plan", "test"),
+        ("build", "ship"),
+        ("test", "ship"),
+    }
+    assert len({(n.x, n.y) for n in layout.nodes}) == 4  # no two nodes on one place
