@@ -1,6 +1,8 @@
 """The dashboard's pages as the server renders them: login, the hooks the browser
 tests and scripts rely on, 404s for runs a user may not see, the live parts alone."""
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -105,3 +107,12 @@ def test_the_dag_is_laid_out_in_layers(run):
         ("test", "ship"),
     }
     assert len({(n.x, n.y) for n in layout.nodes}) == 4  # no two nodes on one place
+
+
+def test_every_link_of_the_menu_leads_to_a_page(admin_client):
+    menu = admin_client.get("/").content.decode().split("<nav>")[1].split("</nav>")[0]
+    links = re.findall(r'href="(/[^"]*)"', menu)
+
+    assert "/api/docs/" in links
+    for link in links:
+        assert admin_client.get(link).status_code == 200, link
