@@ -82,7 +82,9 @@ class StepRun(models.Model):
     )
     item_index = models.PositiveIntegerField(null=True, blank=True)
     item = models.JSONField(null=True, blank=True)
-    state = models.CharField(max_length=16, choices=State, default=State.PENDING, db_index=True)
+    # No index of its own either: (state, queued_at) below leads with it, and each of a
+    # step's state changes wrote both (two on PostgreSQL, with its LIKE index).
+    state = models.CharField(max_length=16, choices=State, default=State.PENDING)
     skill = models.CharField(max_length=100)
     # Dependencies (or, for a group, items) not yet finished: the DAG's fan-in count.
     pending_deps = models.PositiveIntegerField(default=0)
