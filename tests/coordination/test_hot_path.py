@@ -5,6 +5,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from agents import routing
 from agents.models import Agent
 from coordination.models import StepRun
 from coordination.services import run_start, step_claim, step_succeed
@@ -14,9 +15,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def chain(redis_url, make_workflow):
+def chain(redis_url, make_workflow, monkeypatch):
     """A run of a -> b -> c on an agent row that offers `noop` (no process: nothing claims)."""
     Agent.objects.create(name="hot", role="worker", skills=["noop"], status=Agent.Status.IDLE)
+    # Routing reads the agents at most once a second: make it read this one now.
+    monkeypatch.setattr(routing, "_agents_cache", (0.0, []))
     links = [
         {"id": "a", "skill": "noop"},
         {"id": "b", "skill": "noop", "needs": ["a"]},
