@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from rest_framework.authtoken.models import Token
 
+from bench._db import tables_tidy
 from bench._table import Result
 from coordination.models import Run, StepRun
 from coordination.services import workflow_save
@@ -46,7 +47,7 @@ def run(group: ProcessGroup) -> list[Result]:
         raw_detail = _times(lambda: _raw(_DETAIL_SQL, [random.choice(ids)]))
     finally:
         Run.objects.filter(workflow=workflow).delete()
-        _tidy()
+        tables_tidy(Run, StepRun)
 
     def p(values: list[float], q: int) -> float:
         return statistics.quantiles(values, n=100)[q - 1]
@@ -84,19 +85,6 @@ def _history():
                 for r in runs for s in STEPS
             )  # fmt: skip
     return workflow
-
-
-def _tidy() -> None:
-    """Leave the database as fast as it was: a million dead rows without statistics made
-    the planner scan the steps table for the next benchmark's updates (15 ms each)."""
-    tables = [Run._meta.db_table, StepRun._meta.db_table]
-    with connection.cursor() as cursor:
-        for table in tables:
-            quoted = connection.ops.quote_name(table)
-            if connection.vendor == "postgresql":
-                cursor.execute(f"VACUUM ANALYZE {quoted}")
-            else:
-                cursor.execute(f"ANALYZE {quoted}")
 
 
 def _answers(client: httpx.Client, url: str) -> bool:

@@ -10,10 +10,12 @@ import time
 from django.conf import settings
 
 from agents.models import Agent
+from bench._db import tables_tidy
 from bench._table import Result
-from coordination.models import Run
+from coordination.models import Run, StepRun
 from coordination.services import run_start, workflow_save
 from coordination.spec import spec_validate
+from dashboard.models import Event
 from tests.processes import ProcessGroup, wait_for
 
 FANOUT = 2000
@@ -49,6 +51,7 @@ def run(group: ProcessGroup) -> list[Result]:
         {"id": f"s{i}", "skill": "noop", "needs": [f"s{i - 1}"] if i else []} for i in range(CHAIN)
     ]
     chain = _workflow("bench-chain", links)
+    tables_tidy(Run, StepRun, Event)  # the rows earlier runs left behind
     _timed_run(chain, {})  # warm up the agent and the database
 
     # Rounds alternate Hive and raw Celery, and each figure is the median over the
