@@ -8,13 +8,13 @@ import json
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from coordination.selectors import run_sees_all, run_visible_ids
-from dashboard.relay import OVERVIEW_GROUP, relay, run_group, subject_run_id
+from dashboard.relay import OVERVIEW_GROUP, relay, run_group
+from dashboard.selectors import event_sees_all, event_subjects_visible
 from hive_project.api import MAX_ID
 
 # A page watches one run or two; more from one socket is a misbehaving client.
 MAX_SUBSCRIPTIONS = 20
-# Runs whose visibility a socket remembers (it never changes for a run and a user).
+# Subjects whose visibility a socket remembers (it never changes for a subject and a user).
 VISIBILITY_CACHE = 10_000
 
 _connected = 0
@@ -33,8 +33,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.joined: set[str] = set()
-        self.visible: dict[int, bool] = {}
-        self.sees_all = await database_sync_to_async(run_sees_all)(user=user)
+        self.visible: dict[str, bool] = {}
+        self.sees_all = await database_sync_to_async(event_sees_all)(user=user)
         await self.accept()
         global _connected
         _connected += 1
@@ -99,19 +99,21 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def _sees(self, run_id: int) -> bool:
         if self.sees_all:
             return True
-        await self._learn({run_id})
-        return self.visible[run_id]
+        await self._learn({f"run:{run_id}"})
+        return self.visible[f"run:{run_id}"]
 
     async def _visible_events(self, events: list[dict]) -> list[dict]:
-        run_ids = {subject_run_id(e["subject"]) for e in events} - {None}
-        await self._learn(run_ids)
-        return [e for e in events if self.visible.get(subject_run_id(e["subject"]), True)]
+        """The rule of the events API (dashboard/selectors.py), on events in hand."""
+        await self._learn({e["subject"] for e in events})
+        return [e for e in events if self.visible[e["subject"]]]
 
-    async def _learn(self, run_ids: set[int]) -> None:
-        unknown = run_ids - self.visible.keys()
-        if not unknown:
-            return
+    async def _learn(self, subjects: set[str]) -> None:
         if len(self.visible) > VISIBILITY_CACHE:
             self.visible.clear()
-        seen = await database_sync_to_async(run_visible_ids)(user=self.user, ids=unknown)
-        self.visible.update({pk: pk in seen for pk in unknown})
+        unknown = subjects - self.visible.keys()
+        if not unknown:
+            return
+        seen = await database_sync_to_async(event_subjects_visible)(
+            user=self.user, subjects=unknown
+        )
+        self.visible.update({subject: subject in seen for subject in unknown})

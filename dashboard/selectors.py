@@ -3,20 +3,61 @@
 from django.db.models import CharField, Q, QuerySet, Value
 from django.db.models.functions import Cast, Concat
 
-from coordination.selectors import run_visible_list
+from commands.models import Invocation
+from coordination.selectors import run_sees_all, run_visible_ids, run_visible_list
 from dashboard.models import Event
+from hive_project.api import MAX_ID
+
+# Events about one user's work: a run's are shown to those who may see the run, an
+# invocation's (it carries the text they typed) to its user. Events of agents,
+# workflows and commands (the definitions) are everyone's.
+PRIVATE_SUBJECTS = ("run", "invocation")
+
+
+def event_sees_all(*, user) -> bool:
+    return run_sees_all(user=user) or user.has_perm("dashboard.view_event")
 
 
 def event_list(*, user) -> QuerySet[Event]:
-    """Events oldest first. A run's events are shown to those who may see the run;
-    agents' and workflows' events to every user."""
+    """The events `user` may see, oldest first."""
     events = Event.objects.order_by("pk")
-    if user.is_staff or user.has_perm("dashboard.view_event"):
+    if event_sees_all(user=user):
         return events
-    subjects = run_visible_list(user=user).annotate(
-        subject=Concat(Value("run:"), Cast("pk", CharField()))
+    runs = run_visible_list(user=user).annotate(subject=_subject("run"))
+    invocations = Invocation.objects.filter(user=user).annotate(subject=_subject("invocation"))
+    private = Q()
+    for kind in PRIVATE_SUBJECTS:
+        private |= Q(subject__startswith=f"{kind}:")
+    return events.filter(
+        Q(subject__in=runs.values("subject"))
+        | Q(subject__in=invocations.values("subject"))
+        | ~private
     )
-    return events.filter(Q(subject__in=subjects.values("subject")) | ~Q(subject__startswith="run:"))
+
+
+def event_subjects_visible(*, user, subjects: set[str]) -> set[str]:
+    """Those of event `subjects` whose events `user` may see: the rule of event_list,
+    for events already in hand (the live feed), in a query per private kind at most."""
+    if event_sees_all(user=user):
+        return set(subjects)
+    ids: dict[str, set[int]] = {kind: set() for kind in PRIVATE_SUBJECTS}
+    visible = set()
+    for subject in subjects:
+        kind, _, pk = subject.partition(":")
+        if kind not in ids:
+            visible.add(subject)
+        elif pk.isdigit() and int(pk) <= MAX_ID:
+            ids[kind].add(int(pk))
+    if ids["run"]:
+        visible |= {f"run:{pk}" for pk in run_visible_ids(user=user, ids=ids["run"])}
+    if ids["invocation"]:
+        mine = Invocation.objects.filter(user=user, pk__in=ids["invocation"])
+        visible |= {f"invocation:{pk}" for pk in mine.values_list("pk", flat=True)}
+    return visible
+
+
+def _subject(kind: str):
+    return Concat(Value(f"{kind}:"), Cast("pk", CharField()))
 
 
 def event_last_seq() -> int:

@@ -9,6 +9,7 @@ from django.test import Client
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from commands.models import Invocation
 from coordination.models import Run
 from dashboard.events import event_emit
 
@@ -60,6 +61,11 @@ def ada_and_bob(make_workflow):
         name: Run.objects.create(workflow=workflow, created_by=user)
         for name, user in (("ada", ada), ("bob", bob))
     }
+    for name, user in (("ada", ada), ("bob", bob)):
+        # What a user typed is theirs: an invocation's events carry its text.
+        Invocation.objects.create(
+            user=user, source="api", text=f"/secret {name}", outcome="invalid"
+        )
     return ada, bob, runs
 
 
@@ -77,7 +83,7 @@ def test_a_socket_from_another_origin_is_refused(live_server_url, ada_and_bob):
 
 
 def test_a_user_receives_only_the_events_they_may_see(live_server_url, ada_and_bob, empty_streams):
-    ada, _, runs = ada_and_bob
+    ada, bob, runs = ada_and_bob
     with open_socket(live_server_url, cookie=session_cookie(ada)) as socket:
         socket.send(json.dumps({"subscribe": "overview"}))
         assert receive(socket) == {"type": "subscribed", "group": "overview"}
@@ -88,12 +94,19 @@ def test_a_user_receives_only_the_events_they_may_see(live_server_url, ada_and_b
 
         event_emit(kind="run.succeeded", subject=f"run:{runs['bob'].pk}")
         event_emit(kind="run.succeeded", subject=f"run:{runs['ada'].pk}")
+        for invocation in Invocation.objects.order_by("-user__username"):  # bob's first
+            event_emit(kind="command.invalid", subject=f"invocation:{invocation.pk}",
+                       data={"text": invocation.text})  # fmt: skip
         event_emit(kind="agent.offline", subject="agent:builder", data={"reason": "test"})
+        ada_invocation = f"invocation_{Invocation.objects.get(user=ada).pk}"
         # Once through the overview, once through the run's own group.
-        received = events_until(socket, agent_builder=1, **{f"run_{runs['ada'].pk}": 2})
+        received = events_until(
+            socket, agent_builder=1, **{f"run_{runs['ada'].pk}": 2, ada_invocation: 1}
+        )
 
     subjects = [e["subject"] for e in received]
     assert f"run:{runs['bob'].pk}" not in subjects
+    assert f"invocation:{Invocation.objects.get(user=bob).pk}" not in subjects
     assert subjects.count(f"run:{runs['ada'].pk}") == 2
     assert [e["data"] for e in received if e["subject"] == "agent:builder"] == [{"reason": "test"}]
 

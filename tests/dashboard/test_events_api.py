@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from commands.models import Invocation
 from coordination.services import run_start
 from dashboard.events import event_emit
 from dashboard.models import Event
@@ -52,17 +53,25 @@ def test_an_event_carries_its_kind_subject_data_and_time():
     }
 
 
-def test_users_get_the_events_of_their_own_runs_and_of_agents(make_workflow):
+def test_users_get_the_events_of_their_own_runs_and_commands_and_of_agents(make_workflow):
     ada, bob = User.objects.create_user("ada"), User.objects.create_user("bob")
     workflow = make_workflow([{"id": "a", "skill": "noop"}])
     mine = run_start(workflow=workflow, params={}, user=ada)
     theirs = run_start(workflow=workflow, params={}, user=bob)
     event_emit(kind="agent.online", subject="agent:x")
+    typed = {
+        user: Invocation.objects.create(user=user, source="api", text="/x", outcome="invalid")
+        for user in (ada, bob)
+    }
+    for invocation in typed.values():
+        event_emit(kind="command.invalid", subject=f"invocation:{invocation.pk}")
 
     subjects = {e["subject"] for e in get(ada).json()["results"]}
 
     assert f"run:{mine.pk}" in subjects
     assert f"run:{theirs.pk}" not in subjects
+    assert f"invocation:{typed[ada].pk}" in subjects
+    assert f"invocation:{typed[bob].pk}" not in subjects
     assert "agent:x" in subjects
     assert Event.objects.filter(subject=f"run:{theirs.pk}").exists()
 
