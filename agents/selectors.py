@@ -84,8 +84,3 @@ def inbox_summary() -> list[dict]:
         .order_by("recipient")
     )
     return list(rows)
-
-
-def message_dead_list() -> QuerySet[Message]:
-    """Dead letters, newest first."""
-    return message_list(state=Message.State.DEAD)

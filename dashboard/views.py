@@ -10,7 +10,6 @@ from agents.selectors import (
     agent_cards,
     agent_status_counts,
     inbox_summary,
-    message_dead_list,
     message_list,
 )
 from coordination.api.serializers import RunFilterSerializer
@@ -85,5 +84,5 @@ def run_detail(request, pk: str):
 def messages(request):
     return _page(request, "messages", {
         "seq": event_last_seq(), "inboxes": inbox_summary(),
-        "dead": list(message_dead_list()[:50]), "recent": list(message_list()[:50]),
+        "dead": list(message_list(state="dead")[:50]), "recent": list(message_list()[:50]),
     })  # fmt: skip

@@ -9,7 +9,6 @@ skill), and Redis for the queue lengths and the reaper's counts.
 
 import logging
 from collections.abc import Iterator
-from importlib import import_module
 
 import redis
 from django.conf import settings
@@ -25,7 +24,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from agents.models import Agent, Message
 from agents.routing import agent_queues
+from agents.selectors import agent_status_counts
 from coordination.models import Run, StepRun
+from hive_project.redis_client import redis_probe_client
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +49,24 @@ _SECONDS_BETWEEN = {
 }
 
 
-def _metrics_redis() -> redis.Redis:
-    # A short timeout: a scrape during a Redis outage answers without the Redis
-    # series (and hive_redis_up 0) instead of hanging for the scraper's timeout.
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
-    )
-
-
 def websocket_clients() -> int:
-    """Dashboard WebSocket clients connected to this web process (0 until the
-    dashboard's consumers count them)."""
-    try:
-        consumers = import_module("dashboard.consumers")
-    except ImportError:
-        return 0
-    count = getattr(consumers, "connected_clients", None)
-    return int(count()) if callable(count) else 0
+    """Dashboard WebSocket clients connected to this web process."""
+    # Imported here: the reaper imports this module, and agents need no Channels.
+    from dashboard.consumers import connected_clients
+
+    return connected_clients()
+
+
+def _gauge_by(name: str, help_text: str, label: str, values, counts: dict) -> GaugeMetricFamily:
+    """One series per value (zero when there are none), from `counts` by value."""
+    gauge = GaugeMetricFamily(name, help_text, labels=[label])
+    for value in values:
+        gauge.add_metric([value], counts.get(value, 0))
+    return gauge
+
+
+def _counts_by_state(model) -> dict[str, int]:
+    return dict(model.objects.values_list("state").annotate(n=Count("pk")).order_by())
 
 
 class HiveCollector:
@@ -84,18 +86,12 @@ class HiveCollector:
         yield clients
 
     def _agents(self) -> Iterator[Metric]:
-        counts = dict(Agent.objects.values_list("status").annotate(n=Count("pk")).order_by())
-        gauge = GaugeMetricFamily("hive_agents", "Registered agents by status.", labels=["status"])
-        for status in Agent.Status.values:
-            gauge.add_metric([status], counts.get(status, 0))
-        yield gauge
+        counts = agent_status_counts()
+        yield _gauge_by("hive_agents", "Registered agents by status.", "status", counts, counts)
 
     def _runs(self) -> Iterator[Metric]:
-        counts = dict(Run.objects.values_list("state").annotate(n=Count("pk")).order_by())
-        gauge = GaugeMetricFamily("hive_runs", "Runs by state.", labels=["state"])
-        for state in Run.State.values:
-            gauge.add_metric([state], counts.get(state, 0))
-        yield gauge
+        counts = _counts_by_state(Run)
+        yield _gauge_by("hive_runs", "Runs by state.", "state", Run.State.values, counts)
         started = CounterMetricFamily("hive_runs_started", "Runs started.")
         started.add_metric([], sum(counts.values()))
         yield started
@@ -107,11 +103,8 @@ class HiveCollector:
         yield finished
 
     def _steps(self) -> Iterator[Metric]:
-        counts = dict(StepRun.objects.values_list("state").annotate(n=Count("pk")).order_by())
-        gauge = GaugeMetricFamily("hive_steps", "Steps by state.", labels=["state"])
-        for state in StepRun.State.values:
-            gauge.add_metric([state], counts.get(state, 0))
-        yield gauge
+        counts = _counts_by_state(StepRun)
+        yield _gauge_by("hive_steps", "Steps by state.", "state", StepRun.State.values, counts)
 
     def _step_histograms(self) -> Iterator[Metric]:
         """Duration (claim to result) and queue wait (dispatch to claim) per skill, as
@@ -176,7 +169,7 @@ class HiveCollector:
         yield waits
 
     def _messages(self) -> Iterator[Metric]:
-        counts = dict(Message.objects.values_list("state").annotate(n=Count("pk")).order_by())
+        counts = _counts_by_state(Message)
         for name, help_text, value in (
             ("hive_messages_sent", "Agent messages sent.", sum(counts.values())),
             ("hive_messages_handled", "Agent messages handled.", counts.get("handled", 0)),
@@ -195,7 +188,9 @@ class HiveCollector:
         for name, role, skills in agents:
             queues.update(agent_queues(name=name, role=role, skills=list(skills)))
         queues = sorted(queues)
-        client = _metrics_redis()
+        # A scrape during a Redis outage answers without the Redis series (and
+        # hive_redis_up 0) instead of hanging for the scraper's timeout.
+        client = redis_probe_client()
         try:
             pipe = client.pipeline(transaction=False)
             for queue in queues:

@@ -2,7 +2,6 @@
 
 import hmac
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
@@ -11,6 +10,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hive_project.metrics import registry
+from hive_project.redis_client import redis_probe_client
 
 # /healthz and /readyz answer anyone: load balancers, docker and kubelet probes
 # carry no credentials. They say only "ok" or which dependency is unreachable,
@@ -31,9 +31,7 @@ def _check_database() -> None:
 
 
 def _check_redis() -> None:
-    # A fresh connection with a short timeout: a paused (SIGSTOPped) Redis would hold
-    # a pooled client for its full socket timeout, longer than a probe waits.
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    client = redis_probe_client()
     try:
         client.ping()
     finally:

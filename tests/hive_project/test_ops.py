@@ -209,19 +209,10 @@ def test_the_dashboard_links_to_flower(client, settings):
     assert b'<a href="https://flower.example.org/">Flower</a>' in page.content
 
 
-def test_websocket_clients_come_from_the_dashboards_consumers_when_they_count_them(
-    monkeypatch,
-):
-    import sys
-    import types
-
+def test_websocket_clients_come_from_the_dashboards_consumers(monkeypatch):
+    from dashboard import consumers
     from hive_project.metrics import websocket_clients
 
-    without = types.ModuleType("dashboard.consumers")  # an older consumers module
-    monkeypatch.setitem(sys.modules, "dashboard.consumers", without)
     assert websocket_clients() == 0
-
-    counting = types.ModuleType("dashboard.consumers")
-    counting.connected_clients = lambda: 3
-    monkeypatch.setitem(sys.modules, "dashboard.consumers", counting)
+    monkeypatch.setattr(consumers, "_connected", 3)
     assert websocket_clients() == 3
