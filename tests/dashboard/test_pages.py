@@ -116,3 +116,24 @@ def test_every_link_of_the_menu_leads_to_a_page(admin_client):
     assert "/api/docs/" in links
     for link in links:
         assert admin_client.get(link).status_code == 200, link
+
+
+def test_throughput_counts_every_recent_step_and_times_the_newest(run, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from coordination import selectors
+
+    now = timezone.now()
+    for seconds in (1, 2, 30):  # each took `seconds`; the 30 s one finished first
+        finished = now - timedelta(seconds=2 * seconds)
+        StepRun.objects.create(run=run, step_id="x", key=f"x{seconds}", skill="noop",
+                               state="succeeded", finished_at=finished,
+                               queued_at=finished - timedelta(seconds=seconds))  # fmt: skip
+    monkeypatch.setattr(selectors, "THROUGHPUT_SAMPLE", 2)
+
+    figures = selectors.step_throughput(minutes=5)
+
+    assert (figures["finished"], figures["per_minute"]) == (3, 0.6)
+    assert (figures["p50"], figures["p95"]) == (2.0, 2.0)
