@@ -31,6 +31,7 @@ from coordination.spec import spec_dependents, spec_digest, spec_load
 from coordination.templates import TemplateError, evaluate, render
 from dashboard.events import event_emit, event_publish_on_commit
 from dashboard.models import Event
+from hive_project.db import prepared
 
 logger = logging.getLogger(__name__)
 Step = StepRun.State
@@ -467,17 +468,21 @@ def _update_step_announcing(
         down, down_params = _update_sql(count_down, {"pending_deps": _Delta(-1)}, after="s")
         ctes.append(f"c AS ({down})")
         params += down_params
-        counted = "UNION ALL SELECT c.*, NULL, NULL, NULL, NULL, NULL, NULL FROM c"
+        counted = (
+            f"UNION ALL SELECT {_step_columns('c')}, "  # noqa: S608
+            "NULL, NULL, NULL, NULL, NULL, NULL FROM c"
+        )
     # The step's row, then the rows counted down, in one result: their columns are
     # the same; the step's carries its event, its workflow version and the run.
     sql = (
         f"WITH {', '.join(ctes)} "  # noqa: S608
-        "SELECT s.*, e.id AS event_id, e.created_at AS event_at, "
+        f"SELECT {_step_columns('s')}, e.id AS event_id, e.created_at AS event_at, "
         "w.id AS workflow_id, w.digest AS workflow_digest, "
         f"{run_state} AS run_state, {run_params} AS run_params "
         f"FROM s CROSS JOIN e JOIN {run_table} rw ON rw.id = s.run_id "
         f"JOIN {workflow_table} w ON w.id = rw.workflow_id {counted}"
     )
+    sql, params = prepared(sql, params)
     if not durable:
         # SET LOCAL lasts for the implicit transaction of this multi-statement query.
         sql = f"SET LOCAL synchronous_commit TO OFF; {sql}"
@@ -499,6 +504,13 @@ def _update_step_announcing(
     event.created_at = step.event_at
     event_publish_on_commit(event)
     return step
+
+
+def _step_columns(table: str) -> str:
+    """A step's columns, named (as a prepared statement's result must be; see
+    `prepared`) and read from `table`."""
+    qn = connection.ops.quote_name
+    return ", ".join(f"{table}.{qn(f.column)}" for f in StepRun._meta.concrete_fields)
 
 
 def _update_steps(where: dict, **values) -> list[StepRun]:

@@ -62,9 +62,39 @@ def test_a_result_ends_the_step_counts_down_and_queues_the_next_in_two_statement
     assert list(kinds).count("step.succeeded") == 1
     if connection.vendor == "postgresql":
         # Lock the run, end the step, its event, the count down: one statement;
-        # then the next step's dispatch.
-        statements = [q["sql"] for q in captured if q["sql"] not in ("BEGIN", "COMMIT")]
+        # then the next step's dispatch. (Its first use on a connection prepares it.)
+        statements = [
+            q["sql"]
+            for q in captured
+            if q["sql"] not in ("BEGIN", "COMMIT") and not q["sql"].startswith("PREPARE")
+        ]
         assert len(statements) == 2, statements
+
+
+def _prepares(run) -> list[str]:
+    """Claim the first step of `run`; the statements that prepared."""
+    step = StepRun.objects.get(run=run, key="a")
+    with CaptureQueriesContext(connection) as captured:
+        assert step_claim(step_run_id=step.pk, attempt=step.attempt, agent="hot")
+    return [q["sql"] for q in captured if q["sql"].startswith("PREPARE")]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_the_claim_is_prepared_once_per_connection_and_outlives_a_new_column(chain):
+    runs = [chain] + [run_start(workflow=chain.workflow, params={}) for _ in range(3)]
+
+    assert len(_prepares(runs[0])) == 1
+    assert _prepares(runs[1]) == []  # the same connection: prepared already
+    connection.close()
+    assert len(_prepares(runs[2])) == 1  # a new connection prepares it again
+    with connection.cursor() as cursor:
+        # A migration adding a column while agents run: a prepared `RETURNING *` would
+        # fail with "cached plan must not change result type".
+        cursor.execute("ALTER TABLE coordination_steprun ADD COLUMN hot_path_test integer")
+        try:
+            assert _prepares(runs[3]) == []
+        finally:
+            cursor.execute("ALTER TABLE coordination_steprun DROP COLUMN hot_path_test")
 
 
 def test_a_stale_result_changes_nothing(chain):
