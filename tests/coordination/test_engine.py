@@ -385,3 +385,29 @@ def test_output_json_cannot_hold_fails_the_step_without_retries(start_agent, mak
     step = steps_of(run)["odd"]
     assert (run.state, step.tries) == ("failed", 1)
     assert step.error == "output is not JSON: Object of type set is not JSON serializable"
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        ("{{ steps.a.output.nope }}", "with: 'dict object' has no attribute 'nope'"),
+        ("{{ 1 / steps.a.output.n }}", "with: ZeroDivisionError: division by zero"),
+        ("{{ steps.a.output.items }}", "with: the value is a builtin_function_or_method"),
+    ],
+    ids=["undefined", "error", "not-json"],
+)
+def test_a_template_failing_on_an_output_fails_its_step(agent, make_workflow, template, error):
+    """Rendered in the task that finished `a`: the failure is b's, and a's result stands."""
+    workflow = make_workflow(
+        [
+            {"id": "a", "skill": "noop", "with": {"n": 0}},
+            {"id": "b", "skill": "noop", "needs": "a", "with": {"y": template}},
+        ]
+    )
+
+    run = wait_run(run_start(workflow=workflow, params={}))
+
+    steps = steps_of(run)
+    assert (run.state, steps["a"].state, steps["a"].tries) == ("failed", "succeeded", 1)
+    assert (steps["b"].state, steps["b"].tries) == ("failed", 0)
+    assert steps["b"].error.startswith(error)
