@@ -339,10 +339,14 @@ def command_execute(
     """Run the command `text` as `user`; raises CommandFailure (recorded) when refused."""
     attempt = _Attempt(text=text, user=user, source=source, schedule=schedule, dry_run=dry_run)
     parsed, command, args = command_resolve(text=text, user=user, attempt=attempt)
+    try:
+        key = overlap_key(command=command, args=args)
+    except TemplateError as exc:
+        # Before the dry run too: a plan must not pass what the run would refuse.
+        raise attempt.refuse(Outcome.FAILED, f"overlap key: {exc}") from None
     if attempt.dry_run:
-        return attempt.record(
-            Outcome.PLANNED, output=command_plan(command=command, args=args, parsed=parsed)
-        )
+        plan = command_plan(command=command, args=args, parsed=parsed, key=key)
+        return attempt.record(Outcome.PLANNED, output=plan)
     if command.builtin:
         try:
             output = builtin_run(name=command.builtin, args=args, user=user)
@@ -351,10 +355,6 @@ def command_execute(
         return attempt.record(Outcome.DONE, output=output)
     if command.workflow is None:
         raise attempt.refuse(Outcome.FAILED, f"/{command.name} has no workflow")
-    try:
-        key = overlap_key(command=command, args=args)
-    except TemplateError as exc:
-        raise attempt.refuse(Outcome.FAILED, f"overlap key: {exc}") from None
     invocation, error = _start(attempt, command=command, args=args, key=key)
     if error:
         raise CommandFailure(error, code=Outcome.FAILED, invocation=invocation)
@@ -483,9 +483,10 @@ def invocations_dequeue() -> int:
 # --- dry runs ------------------------------------------------------------------------
 
 
-def command_plan(*, command: Command, args: dict, parsed: Parsed) -> dict:
+def command_plan(*, command: Command, args: dict, parsed: Parsed, key: str) -> dict:
     """What running the command would do, starting nothing: each step with where it
-    would be routed and whether it runs, the approvals needed, the overlap outcome."""
+    would be routed and whether it runs, the approvals needed, the outcome of the
+    overlap policy on `key`."""
     plan = {"command": command.name, "version": command.version, "params": args}
     if command.builtin:
         return {**plan, "builtin": command.builtin}
@@ -518,7 +519,6 @@ def command_plan(*, command: Command, args: dict, parsed: Parsed) -> dict:
             entry["approval"] = entry.get("runs", True)
         steps.append(entry)
     approvals = [s["id"] for s in steps if s.get("approval") is True]
-    key = overlap_key(command=command, args=args)
     open_ones = [i.run.pk for i in _open_invocations(key)]
     overlap = {
         "policy": command.overlap,

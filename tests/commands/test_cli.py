@@ -162,6 +162,18 @@ def test_a_release_whose_tests_fail_fails_naming_the_tests(release_tree, users, 
     assert steps["review"].state == "cancelled"
 
 
+def test_a_release_without_a_version_is_refused_naming_it(users, shipped):
+    for dry_run in (True, False):
+        with pytest.raises(CommandFailure) as invalid:
+            command_execute(text="/demo:release env=prod", user=users["ada"], source="api",
+                            dry_run=dry_run)  # fmt: skip
+        assert (invalid.value.code, str(invalid.value)) == (
+            "invalid",
+            "missing argument 'version' (usage: /demo:release <version> [env] [components...])",
+        )
+    assert not Run.objects.exists()
+
+
 def test_a_release_refuses_components_outside_the_source_tree(release_tree, users, shipped):
     with pytest.raises(CommandFailure) as invalid:
         command_execute(text="/demo:release 1.5.0 components=../secret", user=users["ada"],

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from commands.models import Invocation
-from commands.services import command_execute, commands_load
+from commands.services import CommandFailure, command_execute, commands_load
 from coordination.models import Run
 from tests.processes import wait_for
 from tests.runs import wait_run
@@ -130,3 +130,23 @@ def test_concurrent_invocations_with_skip_start_exactly_one_run(nap, users):
 
     assert outcomes == ["skipped"] * 5 + ["started"]
     assert Run.objects.count() == 1
+
+
+def test_an_overlap_key_that_cannot_render_refuses_the_dry_run_as_the_run(definitions, users):
+    definitions("lane.md", """
+        ---
+        params: {type: object, properties: {lane: {type: string}}}
+        overlap: {policy: skip, key: "lane:{{ params.lane }}"}
+        workflow: {steps: [{id: a, skill: noop}]}
+        ---
+    """)  # fmt: skip
+    commands_load(paths=[definitions.root])
+
+    for dry_run in (True, False):
+        with pytest.raises(CommandFailure) as refused:
+            command_execute(text="/lane", user=users["ada"], source="api", dry_run=dry_run)
+        assert (refused.value.code, str(refused.value)) == (
+            "failed",
+            "overlap key: 'dict object' has no attribute 'lane'",
+        )
+    assert not Run.objects.exists()
