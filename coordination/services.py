@@ -706,6 +706,10 @@ class _Engine:
             items = render(spec["foreach"], context)
             if not isinstance(items, list):
                 raise TemplateError(f"expected a list, got {type(items).__name__}")
+            if len(items) > settings.HIVE_FOREACH_MAX:
+                raise TemplateError(
+                    f"{len(items)} items, more than HIVE_FOREACH_MAX ({settings.HIVE_FOREACH_MAX})"
+                )
             inputs = [render(spec["with"], {**context, "item": item}) for item in items]
         except TemplateError as exc:
             return self.fail(group, f"foreach: {exc}", retryable=False)

@@ -222,6 +222,9 @@ HIVE_DISPATCH_TIMEOUT = env_int("HIVE_DISPATCH_TIMEOUT", 30, minimum=1)
 HIVE_STEP_LEASE = env_int("HIVE_STEP_LEASE", 30, minimum=2)
 # How many times a step may lose its worker before it fails instead of looping.
 HIVE_STEP_MAX_LOST = env_int("HIVE_STEP_MAX_LOST", 3, minimum=1)
+# The most items a foreach may expand to: its steps are made in one transaction
+# (holding the run's lock), and a list from a request's params can hold a million.
+HIVE_FOREACH_MAX = env_int("HIVE_FOREACH_MAX", 10_000, minimum=1)
 # Seconds between a step's soft time limit (its `timeout`) and the hard kill.
 HIVE_HARD_TIMEOUT_GRACE = env_int("HIVE_HARD_TIMEOUT_GRACE", 10, minimum=1)
 

@@ -134,6 +134,19 @@ def test_foreach_runs_one_step_per_item_and_the_next_step_waits_for_all(agent, m
     assert steps["after"].started_at >= max(s.finished_at for s in items)
 
 
+def test_a_foreach_longer_than_its_limit_fails_making_no_items(make_workflow, settings):
+    settings.HIVE_FOREACH_MAX = 3
+    workflow = make_workflow([{"id": "each", "skill": "noop", "foreach": "{{ params.n }}"}])
+
+    run = run_start(workflow=workflow, params={"n": [1, 2, 3, 4]})
+
+    run.refresh_from_db()
+    assert (run.state, run.error) == (
+        "failed", "step 'each' failed: foreach: 4 items, more than HIVE_FOREACH_MAX (3)",
+    )  # fmt: skip
+    assert list(StepRun.objects.filter(run=run).values_list("key", flat=True)) == ["each"]
+
+
 def test_when_skips_a_step_and_its_dependents_still_run(agent, make_workflow):
     workflow = make_workflow(
         [
