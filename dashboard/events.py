@@ -78,27 +78,38 @@ class _Publisher:
         self._lock = threading.Lock()
         self._pid = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def put(self, item: tuple[dict, dict]) -> None:
         if self._pid != os.getpid():  # first use here, or a forked child: no thread yet
             with self._lock:
                 if self._pid != os.getpid():
                     self._queue = queue.SimpleQueue()
-                    threading.Thread(target=self._run, name="hive-events", daemon=True).start()
-                    atexit.register(self.flush)
+                    self._thread = threading.Thread(
+                        target=self._run, name="hive-events", daemon=True
+                    )
+                    self._thread.start()
+                    atexit.register(self.close)
                     self._pid = os.getpid()
         self._queue.put(item)
 
     def _run(self) -> None:
-        while True:
-            self._send([self._queue.get()])
+        while (item := self._queue.get()) is not _STOP and self._send([item]):
+            pass
 
-    def _send(self, batch: list[tuple[dict, dict]]) -> None:
+    def _send(self, batch: list[tuple[dict, dict]]) -> bool:
+        """Publish `batch` and what else is queued (up to PUBLISH_BATCH); False once it
+        has taken the stop mark."""
+        going = True
         while len(batch) < PUBLISH_BATCH:
             try:
-                batch.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if item is _STOP:
+                going = False
+                break
+            batch.append(item)
         if event_logger.isEnabledFor(logging.INFO):
             for fields, data in batch:
                 _log(fields, data)
@@ -110,11 +121,21 @@ class _Publisher:
         except redis.RedisError:
             logger.warning("%d events not published to %s", len(batch), EVENTS_STREAM,
                            exc_info=True)  # fmt: skip
+        return going
 
-    def flush(self) -> None:
-        """At exit: publish what is left (a CLI command's last events)."""
-        if self._pid == os.getpid() and not self._queue.empty():
-            self._send([])
+    def close(self) -> None:
+        """At exit: let the thread publish what is left (a CLI command's last events)
+        and end. A daemon thread still running is frozen where it stands while the
+        interpreter tears down, maybe holding the Redis pool's lock, which the
+        client's finalizer then waits for forever (a CLI command that never exited)."""
+        if self._pid == os.getpid() and self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=EXIT_WAIT)
 
+
+# Put on the queue at exit: the publisher thread ends once all before it is sent.
+_STOP = object()
+# How long an exiting process waits for its last events to be published.
+EXIT_WAIT = 10
 
 _publisher = _Publisher()
