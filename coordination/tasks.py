@@ -91,6 +91,8 @@ def reap_task() -> dict:
     offline = agents_reap(timeout=settings.HIVE_AGENT_TIMEOUT)
     counts = steps_reap(queue_lengths=_queue_lengths)
     _reaper_counts_add(counts)
+    if offline or any(counts.values()):
+        logger.info("reaper: offline %s, steps %s", offline, counts)
     return {"offline": offline, **counts}
 
 

@@ -1,6 +1,7 @@
 """`manage.py hive ...`: every Hive process and operator command has one entry point here."""
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -31,8 +32,9 @@ from hive_project.processes import shell_line, stack_processes
 from hive_project.services import admin_ensure
 from hive_project.yamlfile import DefinitionError
 
-# The long-running processes start the embedded Redis if it is not up yet.
-_NEEDS_REDIS = {"up", "web", "agent", "coordinator", "flower"}
+# The long-running processes: they start the embedded Redis if it is not up yet, and
+# log every event they publish.
+_SERVICES = {"up", "web", "agent", "coordinator", "flower"}
 
 
 def _without_password(url: str) -> str:
@@ -128,7 +130,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, **options):
         started_redis = False
-        if action in _NEEDS_REDIS and settings.REDIS_EMBEDDED:
+        if action not in _SERVICES:
+            # A one-shot command prints its outcome; the events it causes are on the
+            # dashboard and in the services' logs, not interleaved with its output.
+            logging.getLogger("hive.events").setLevel(logging.WARNING)
+        if action in _SERVICES and settings.REDIS_EMBEDDED:
             started_redis = embedded_redis_ensure(
                 directory=settings.VAR_DIR, socket_path=settings.REDIS_EMBEDDED_SOCKET
             )
@@ -263,6 +269,11 @@ class Command(BaseCommand):
         )
 
     def handle_coordinator(self, **options) -> None:
+        # Its passes run every HIVE_REAPER_INTERVAL, three INFO lines each (sent,
+        # received, succeeded) burying everything else in `hive up`'s output; a pass
+        # that recovers something says so itself (coordination.tasks).
+        for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
         app.worker_main(
             [
                 "worker",
