@@ -51,6 +51,10 @@ def test_start_refuses_bad_params_and_unknown_workflows():
         )
     with pytest.raises(CommandError, match="--params: not valid JSON"):
         call_command("hive", "workflow", "start", "release", "--params", "{oops")
+    with pytest.raises(CommandError, match=r"--params: params.version: holds a lone surrogate"):
+        call_command("hive", "workflow", "start", "release", "--params", '{"version": "\\ud800"}')
+    with pytest.raises(CommandError, match=r"--params: params: a key holds a lone surrogate"):
+        call_command("hive", "workflow", "start", "release", "--params", '{"\\udfff": 1}')
     with pytest.raises(CommandError, match="no workflow named 'nope'; load it first"):
         call_command("hive", "workflow", "start", "nope")
     assert not Run.objects.exists() and Workflow.objects.count() == 1
