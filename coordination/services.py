@@ -81,6 +81,9 @@ def workflow_load(*, path: Path) -> tuple[Workflow, bool]:
 def run_start(*, workflow: Workflow, params: dict, user=None, rerun_of: Run | None = None) -> Run:
     """Validate `params`, create the run and its steps in one transaction, and send
     the steps that need nothing once it commits."""
+    # A workflow without a params schema takes any params, but they are always named.
+    if not isinstance(params, dict):
+        raise RunError(f"params: must be a JSON object, not {type(params).__name__}")
     problem = json_problem(params, at="params") or schema_problem(
         Draft202012Validator(workflow.spec["params"]), params, at="params"
     )
