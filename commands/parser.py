@@ -25,7 +25,9 @@ commas, objects as JSON) before the schema validates the whole.
 """
 
 import json
+import math
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -35,6 +37,7 @@ NAME = re.compile(r"^/([a-z0-9][a-z0-9_-]*(?::[a-z0-9][a-z0-9_-]*)*)$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+_MAX_DIGITS = sys.get_int_max_str_digits() or sys.maxsize
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 DRY_RUN = "dry-run"
@@ -411,10 +414,11 @@ def coerce(raw: str, schema: dict) -> object:
     for kind in sorted(types, key=lambda t: t == "string"):
         if kind == "string":
             return raw
-        if kind == "integer" and _INTEGER.match(raw):
+        # A number out of range stays text, as "nan" does: Python converts at most
+        # sys.get_int_max_str_digits() digits to an int, and beyond 1.8e308 a float is inf.
+        if kind == "integer" and _INTEGER.match(raw) and len(raw.lstrip("+-")) <= _MAX_DIGITS:
             return int(raw)
-        if kind == "number" and _NUMBER.match(raw):
-            number = float(raw)
+        if kind == "number" and _NUMBER.match(raw) and math.isfinite(number := float(raw)):
             return int(number) if _INTEGER.match(raw) else number
         if kind == "boolean" and raw.lower() in _TRUE | _FALSE:
             return raw.lower() in _TRUE
