@@ -67,8 +67,8 @@ def pointed(text: str, start: int, end: int, message: str) -> str:
     right = max(end, start + 1, left + _WINDOW)
     shown = ("…" if left else "") + text[left:right] + ("…" if right < len(text) else "")
     offset = 1 if left else 0
-    # Control characters and tabs print as one space, so the carets stay aligned.
-    shown = "".join(" " if unicodedata.category(c) == "Cc" else c for c in shown)
+    # Control characters, tabs and lone surrogates print as one space: the carets stay aligned.
+    shown = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in shown)
     before = _width(shown[: offset + start - left])
     under = max(1, _width(shown[offset + start - left : offset + max(end, start + 1) - left]))
     return f"{shown}\n{' ' * before}{'^' * under} {message}"
@@ -112,9 +112,12 @@ def parse(text: str, *, max_length: int = 10_000) -> Parsed:
             end=len(text),
         )
     for i, char in enumerate(text):
-        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+        category = unicodedata.category(char)
+        if category == "Cs" or (category == "Cc" and char not in "\t\n\r"):
+            # A lone surrogate is what the command line makes of bytes that are not UTF-8.
+            what = "lone surrogate" if category == "Cs" else "control character"
             raise ParseError(
-                f"control character U+{ord(char):04X} is not allowed", text=text, start=i, end=i + 1
+                f"{what} U+{ord(char):04X} is not allowed", text=text, start=i, end=i + 1
             )
     tokens = _tokenize(text)
     if not tokens or not text.lstrip().startswith("/"):

@@ -7,6 +7,7 @@ import re
 # in a RecursionError; no definition or payload Hive takes is nested this deep.
 MAX_DEPTH = 100
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def json_problem(value: object, *, at: str) -> str | None:
@@ -60,3 +61,8 @@ def text_problem(text: str) -> str | None:
     if surrogate:
         return f"holds a lone surrogate (\\u{ord(surrogate[0]):04x}), which is not Unicode text"
     return None
+
+
+def text_storable(text: str) -> str:
+    """`text` with what text_problem refuses as U+FFFD, for the record of refused input."""
+    return _UNSTORABLE.sub("\ufffd", text)

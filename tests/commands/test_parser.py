@@ -156,6 +156,7 @@ INVALID = [
         "/)",
     ),
     ("/release 1.4 nul=\x00", "control character U+0000 is not allowed", " "),
+    ("/release 1.4 b=\udcff", "lone surrogate U+DCFF is not allowed", " "),
 ]
 
 
