@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from agents import worker
 from agents.models import Agent, Message
+from hive_project.jsondata import json_problem
 from hive_project.redis_client import redis_blocking_client, redis_client
 
 logger = logging.getLogger(__name__)
@@ -93,11 +94,15 @@ class Outgoing:
 
 
 def encode_payload(payload: Any) -> str:
-    """The payload as compact JSON, refused with a clear error when too large."""
+    """The payload as compact JSON, refused with a clear error when it is not JSON data
+    the database can store (a lone surrogate would fail its UTF-8 encoding) or too large."""
     try:
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise MessageError(f"payload: not JSON: {exc}", field="payload") from None
+    problem = json_problem(payload, at="payload")
+    if problem:
+        raise MessageError(problem, field="payload")
     size = len(text.encode())
     if size > settings.HIVE_MESSAGE_MAX_BYTES:
         raise MessageError(

@@ -25,7 +25,9 @@ commas, objects as JSON) before the schema validates the whole.
 """
 
 import json
+import math
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -35,6 +37,7 @@ NAME = re.compile(r"^/([a-z0-9][a-z0-9_-]*(?::[a-z0-9][a-z0-9_-]*)*)$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+_MAX_DIGITS = sys.get_int_max_str_digits() or sys.maxsize
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 DRY_RUN = "dry-run"
@@ -64,8 +67,8 @@ def pointed(text: str, start: int, end: int, message: str) -> str:
     right = max(end, start + 1, left + _WINDOW)
     shown = ("…" if left else "") + text[left:right] + ("…" if right < len(text) else "")
     offset = 1 if left else 0
-    # Control characters and tabs print as one space, so the carets stay aligned.
-    shown = "".join(" " if unicodedata.category(c) == "Cc" else c for c in shown)
+    # Control characters, tabs and lone surrogates print as one space: the carets stay aligned.
+    shown = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in shown)
     before = _width(shown[: offset + start - left])
     under = max(1, _width(shown[offset + start - left : offset + max(end, start + 1) - left]))
     return f"{shown}\n{' ' * before}{'^' * under} {message}"
@@ -109,9 +112,12 @@ def parse(text: str, *, max_length: int = 10_000) -> Parsed:
             end=len(text),
         )
     for i, char in enumerate(text):
-        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+        category = unicodedata.category(char)
+        if category == "Cs" or (category == "Cc" and char not in "\t\n\r"):
+            # A lone surrogate is what the command line makes of bytes that are not UTF-8.
+            what = "lone surrogate" if category == "Cs" else "control character"
             raise ParseError(
-                f"control character U+{ord(char):04X} is not allowed", text=text, start=i, end=i + 1
+                f"{what} U+{ord(char):04X} is not allowed", text=text, start=i, end=i + 1
             )
     tokens = _tokenize(text)
     if not tokens or not text.lstrip().startswith("/"):
@@ -411,10 +417,11 @@ def coerce(raw: str, schema: dict) -> object:
     for kind in sorted(types, key=lambda t: t == "string"):
         if kind == "string":
             return raw
-        if kind == "integer" and _INTEGER.match(raw):
+        # A number out of range stays text, as "nan" does: Python converts at most
+        # sys.get_int_max_str_digits() digits to an int, and beyond 1.8e308 a float is inf.
+        if kind == "integer" and _INTEGER.match(raw) and len(raw.lstrip("+-")) <= _MAX_DIGITS:
             return int(raw)
-        if kind == "number" and _NUMBER.match(raw):
-            number = float(raw)
+        if kind == "number" and _NUMBER.match(raw) and math.isfinite(number := float(raw)):
             return int(number) if _INTEGER.match(raw) else number
         if kind == "boolean" and raw.lower() in _TRUE | _FALSE:
             return raw.lower() in _TRUE

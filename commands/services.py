@@ -34,6 +34,7 @@ from commands.selectors import SCHEDULE_TASK
 from coordination.services import RunError, run_cancel, run_start, workflow_save
 from coordination.templates import TemplateError, evaluate, render
 from dashboard.events import event_emit
+from hive_project.jsondata import text_storable
 from hive_project.yamlfile import DefinitionError
 
 Outcome = Invocation.Outcome
@@ -246,6 +247,11 @@ class _Attempt:
     command: Command | None = None
     parsed: Parsed | None = None
     args: dict | None = None
+
+    def __post_init__(self):
+        # Refused text is recorded too; the parser points at a NUL or lone surrogate in
+        # what was typed, and the database, which cannot store them, gets U+FFFD.
+        self.text = text_storable(self.text)
 
     def record(self, outcome: str, **fields) -> Invocation:
         return Invocation.objects.create(

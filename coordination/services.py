@@ -32,6 +32,7 @@ from coordination.templates import TemplateError, evaluate, render
 from dashboard.events import event_emit, event_publish_on_commit
 from dashboard.models import Event
 from hive_project.db import prepared
+from hive_project.jsondata import json_problem
 
 logger = logging.getLogger(__name__)
 Step = StepRun.State
@@ -80,7 +81,12 @@ def workflow_load(*, path: Path) -> tuple[Workflow, bool]:
 def run_start(*, workflow: Workflow, params: dict, user=None, rerun_of: Run | None = None) -> Run:
     """Validate `params`, create the run and its steps in one transaction, and send
     the steps that need nothing once it commits."""
-    problem = schema_problem(Draft202012Validator(workflow.spec["params"]), params, at="params")
+    # A workflow without a params schema takes any params, but they are always named.
+    if not isinstance(params, dict):
+        raise RunError(f"params: must be a JSON object, not {type(params).__name__}")
+    problem = json_problem(params, at="params") or schema_problem(
+        Draft202012Validator(workflow.spec["params"]), params, at="params"
+    )
     if problem:
         raise RunError(problem)
     with transaction.atomic():

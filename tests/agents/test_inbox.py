@@ -231,6 +231,12 @@ def test_bad_messages_are_refused_naming_the_field(redis_client):
          "kind: 'Bad Kind' is not a message kind (lowercase letters, digits, . _ - :)"),
         ({"kind": "note", "to": "solo", "payload": {"when": object()}},
          "payload: not JSON: Object of type object is not JSON serializable"),
+        ({"kind": "note", "to": "solo", "payload": {"a": ["\ud800"]}},
+         "payload.a.0: holds a lone surrogate (\\ud800), which is not Unicode text"),
+        ({"kind": "note", "role": "builder", "payload": {"\ud800": 1}},
+         "payload: a key holds a lone surrogate (\\ud800), which is not Unicode text"),
+        ({"kind": "note", "to": "solo", "payload": {"n": float("nan")}},
+         "payload.n: nan is not a finite number"),
     ]  # fmt: skip
     for arguments, error in cases:
         with pytest.raises(MessageError) as raised:

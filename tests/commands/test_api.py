@@ -105,6 +105,15 @@ def test_invalid_text_is_a_400_pointing_at_the_token_and_is_audited(api, users, 
     assert not Run.objects.exists()
 
 
+@pytest.mark.parametrize("number", ["9" * 5000, "-" + "9" * 4301])
+def test_a_number_too_large_for_python_is_a_400_pointing_at_it(api, users, number):
+    response = api(users["ada"], "POST", "commands/execute", json={"text": f"/hive:run {number}"})
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == f"run: '{number[:299]}…"
+    assert response.json()["error"]["fields"]["text"][0].split("\n")[1].startswith("          ^^^")
+
+
 def test_a_user_without_the_permission_gets_403_and_an_audited_denial(api, users, squares):
     response = api(users["bob"], "POST", "commands/execute", json={"text": "/math:squares 4"})
 

@@ -223,3 +223,19 @@ def test_wait_exits_non_zero_when_the_run_fails_and_errors_have_exit_codes(
     assert list(Invocation.objects.values_list("source", "outcome").order_by("id")) == [
         ("cli", "started"), ("cli", "invalid"), ("cli", "denied"),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "char, error",
+    [("\x00", "control character U+0000 is not allowed"),
+     ("\udcff", "lone surrogate U+DCFF is not allowed")],
+)  # fmt: skip
+def test_text_the_database_cannot_store_is_refused_pointing_at_it_and_audited(users, char, error):
+    with pytest.raises(CommandError) as invalid:
+        call_command("hive", "run", f"/hive:help {char}")
+
+    assert invalid.value.returncode == 2
+    assert str(invalid.value) == f"/hive:help  \n           ^ {error}"
+    assert list(Invocation.objects.values_list("text", "outcome")) == [
+        ("/hive:help \ufffd", "invalid")
+    ]

@@ -147,6 +147,17 @@ BROKEN = [
         "bad_approval.md:2: approval: template error: unexpected 'end of template'",
     ),
     (
+        "a_date.md",
+        "---\nworkflow:\n  steps:\n    - id: a\n      skill: noop\n"
+        "      with: {since: 2020-01-01}\n---\n",
+        "a_date.md:6: not JSON data: 2020-01-01 is a date; quote it",
+    ),
+    (
+        "int_key.md",
+        "---\nworkflow: {steps: [{id: a, skill: noop, with: {1: x, null: y}}]}\n---\n",
+        "int_key.md:2: not JSON data: the key 1 is not a string; quote it",
+    ),
+    (
         "stored.md",
         "---\nworkflow: release@7\n---\n",
         "stored.md:2: workflow: no workflow 'release@7'; load it first with hive workflow load",

@@ -144,6 +144,9 @@ INVALID = [
     ("/release 1.4 count=1.5", "count: '1.5' is not of type 'integer'", "count=1.5"),
     ("/release 1.4 force=maybe", "force: 'maybe' is not of type 'boolean'", "force=maybe"),
     ("/release 1.4 ratio=nan", "ratio: 'nan' is not of type 'number'", "ratio=nan"),
+    ("/release 1.4 ratio=1e400", "ratio: '1e400' is not of type 'number'", "ratio=1e400"),
+    ("/release 1.4 ratio=" + "9" * 400, f"ratio: '{'9' * 299}…", "ratio=99"),
+    ("/release 1.4 count=" + "9" * 5000, f"count: '{'9' * 299}…", "count=99"),
     ("/release 1.4 tags=a,b,c,d", "tags: has 4 items; the limit is 3", "tags=a,b,c,d"),
     ("/release " + "x" * 30, "version: is 30 characters long; the limit is 20", "x" * 30),
     (
@@ -153,6 +156,7 @@ INVALID = [
         "/)",
     ),
     ("/release 1.4 nul=\x00", "control character U+0000 is not allowed", " "),
+    ("/release 1.4 b=\udcff", "lone surrogate U+DCFF is not allowed", " "),
 ]
 
 

@@ -51,9 +51,26 @@ def test_start_refuses_bad_params_and_unknown_workflows():
         )
     with pytest.raises(CommandError, match="--params: not valid JSON"):
         call_command("hive", "workflow", "start", "release", "--params", "{oops")
+    with pytest.raises(CommandError, match=r"--params: params.version: holds a lone surrogate"):
+        call_command("hive", "workflow", "start", "release", "--params", '{"version": "\\ud800"}')
+    with pytest.raises(CommandError, match=r"--params: params: a key holds a lone surrogate"):
+        call_command("hive", "workflow", "start", "release", "--params", '{"\\udfff": 1}')
     with pytest.raises(CommandError, match="no workflow named 'nope'; load it first"):
         call_command("hive", "workflow", "start", "nope")
     assert not Run.objects.exists() and Workflow.objects.count() == 1
+
+
+def test_start_refuses_params_that_are_not_an_object_even_without_a_schema(tmp_path):
+    free = tmp_path / "free.yaml"
+    free.write_text("steps:\n  - id: a\n    skill: noop\n")
+    call_command("hive", "workflow", "load", str(free))
+
+    for params, kind in (("[]", "list"), ('"x"', "str"), ("null", "NoneType")):
+        with pytest.raises(
+            CommandError, match=rf"--params: params: must be a JSON object, not {kind}"
+        ):
+            call_command("hive", "workflow", "start", "free", "--params", params)
+    assert not Run.objects.exists()
 
 
 def test_load_names_the_broken_file(tmp_path):

@@ -120,6 +120,29 @@ def test_not_yaml_at_all_names_the_line(tmp_path):
         workflow_load(path=write(tmp_path, "steps:\n  - id: a\n   - b: [\n"))
 
 
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        ("2020-01-01", "release.yaml:4: not JSON data: 2020-01-01 is a date; quote it"),
+        (".nan", "release.yaml:4: not JSON data: nan is not a finite number"),
+        ("{1: x, null: y}", "release.yaml:4: not JSON data: the key 1 is not a string; quote it"),
+        ("{null: y}", "release.yaml:4: not JSON data: the key null is not a string; quote it"),
+        ("!!binary aGk=", "release.yaml:4: not JSON data: tag:yaml.org,2002:binary is not a JSON"),
+        ('"\\ud800"', "release.yaml:4: not JSON data: holds a lone surrogate (\\ud800)"),
+        ("9" * 5000, "release.yaml:4: not JSON data: the number is too long"),
+    ],
+    ids=["date", "nan", "int-key", "null-key", "binary", "surrogate", "long-int"],
+)
+def test_yaml_that_is_not_json_data_names_the_line_and_saves_nothing(tmp_path, value, error):
+    path = write(tmp_path, f"steps:\n  - id: a\n    skill: noop\n    with: {{x: {value}}}\n")
+
+    with pytest.raises(SpecError.__mro__[1]) as caught:
+        workflow_load(path=path)
+
+    assert str(caught.value).startswith(f"{tmp_path}/{error}"), str(caught.value)
+    assert not Workflow.objects.exists()
+
+
 def test_specs_from_the_api_are_validated_the_same_way():
     with pytest.raises(SpecError, match="^api: steps: \\[\\] should be non-empty"):
         spec_validate({"steps": []}, source="api")

@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
+from agents.models import Agent, Message
 from coordination.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,14 +39,22 @@ def post(live_server_url, make_workflow):
         (b'{"params": {"v": 1', 400, "JSON parse error - Expecting ',' delimiter"),
         (b"[" * 100_000 + b"]" * 100_000, 400, "JSON nested deeper than 32 levels"),
         (b'{"params": {"v": ' + b"[" * 40 + b"]" * 40 + b"}}", 400, "JSON nested deeper"),
-        (b'{"params": {"v": "a\\u0000b"}}', 400, "JSON strings may not hold NUL"),
-        (b'{"params": {"a\\u0000": 1}}', 400, "JSON strings may not hold NUL"),
+        (b'{"params": {"v": "a\\u0000b"}}', 400,
+         "JSON data not accepted - params.v: holds a NUL character (\\u0000)"),
+        (b'{"params": {"a\\u0000": 1}}', 400,
+         "JSON data not accepted - params: a key holds a NUL character (\\u0000)"),
+        (b'{"params": {"v": ["\\ud800"]}}', 400,
+         "JSON data not accepted - params.v.0: holds a lone surrogate (\\ud800), "
+         "which is not Unicode text"),
+        (b'{"params": {"\\udc00x": 1}}', 400,
+         "JSON data not accepted - params: a key holds a lone surrogate (\\udc00)"),
+        (b'{"params": {"v": NaN}}', 400, "JSON data not accepted - params.v: nan is not a finite"),
         (b'{"params": {"v": "\x00"}}', 400, "JSON parse error - Invalid control character"),
         (b"\xff\xfe{}", 400, "JSON parse error"),
         (b'{"params": "' + b"x" * 5_000_000 + b'"}', 413, "the request body is larger than"),
     ],
-    ids=["malformed", "deep-array", "deep-params", "nul-escape", "nul-key", "nul-raw",
-         "not-utf8", "5MB"],
+    ids=["malformed", "deep-array", "deep-params", "nul-escape", "nul-key", "surrogate",
+         "surrogate-key", "nan", "nul-raw", "not-utf8", "5MB"],
 )  # fmt: skip
 def test_a_hostile_body_is_a_4xx_and_starts_nothing(post, body, status, message):
     response = post(body)
@@ -53,6 +62,25 @@ def test_a_hostile_body_is_a_4xx_and_starts_nothing(post, body, status, message)
     assert response.status_code == status, response.text
     assert response.json()["error"]["message"].startswith(message)
     assert Run.objects.count() == 0
+
+
+def test_a_lone_surrogate_in_a_message_is_a_400_and_sends_nothing(live_server_url, post):
+    Agent.objects.create(name="builder", role="builder", status="idle")
+    headers = {"Authorization": f"Token {Token.objects.get().key}"}
+    body = b'{"to": "builder", "kind": "note", "payload": {"a": "\\ud800"}}'
+
+    for path in ("/api/v1/messages/", "/api/v1/messages/broadcast/"):
+        response = httpx.post(
+            f"{live_server_url}{path}",
+            content=body.replace(b'"to"', b'"role"') if "broadcast" in path else body,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["message"] == (
+            "JSON data not accepted - payload.a: holds a lone surrogate (\\ud800), "
+            "which is not Unicode text"
+        )
+    assert not Message.objects.exists()
 
 
 def test_a_body_that_is_not_json_is_a_415(post):

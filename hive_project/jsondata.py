@@ -1,0 +1,68 @@
+"""What Hive takes as JSON data, wherever it comes from (API, command line, YAML, code)."""
+
+import math
+import re
+
+# Cycles (a YAML alias inside itself, a list that holds itself) end here rather than
+# in a RecursionError; no definition or payload Hive takes is nested this deep.
+MAX_DEPTH = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def json_problem(value: object, *, at: str) -> str | None:
+    """The first part of `value` that is not JSON data the database can store, as
+    `at.path: why`, or None when all of it is.
+
+    JSON data is what `json.loads` gives for a standard document: dicts with string
+    keys, lists, strings, finite numbers, booleans and None. Strings must be Unicode
+    text without NUL: PostgreSQL refuses a NUL in text and jsonb, and a lone surrogate
+    (`"\\ud800"`, valid JSON syntax) cannot be encoded as UTF-8 at all.
+    """
+    return _problem(value, at=at, depth=0)
+
+
+def _problem(value: object, *, at: str, depth: int) -> str | None:
+    where = f"{at}: " if at else ""
+    if depth > MAX_DEPTH:
+        return f"{where}nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return f"{where}{problem}" if problem else None
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where}{value} is not a finite number"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where}the key {key!r} is not a string"
+            problem = text_problem(key)
+            if problem:
+                return f"{where}a key {problem}"
+            problem = _problem(item, at=f"{at}.{key}" if at else key, depth=depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            problem = _problem(item, at=f"{at}.{i}" if at else str(i), depth=depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"{where}a {type(value).__name__} is not JSON data"
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` is not a string Hive can store, or None."""
+    if "\x00" in text:
+        return "holds a NUL character (\\u0000)"
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        return f"holds a lone surrogate (\\u{ord(surrogate[0]):04x}), which is not Unicode text"
+    return None
+
+
+def text_storable(text: str) -> str:
+    """`text` with what text_problem refuses as U+FFFD, for the record of refused input."""
+    return _UNSTORABLE.sub("\ufffd", text)
