@@ -848,6 +848,12 @@ class _Engine:
             _emit_step(step, "step.failed", error=error)
         if spec["on_failure"] == "continue":
             return self.done(step)
+        if step.group_id is not None:
+            # The group fails with its item (rather than be cancelled with the rest), so
+            # it shows the failure and can be retried: items are retried as their group.
+            group = self.step(step.group_id)
+            self._set(group, Step.FAILED, error=f"{step.key}: {error}", finished_at=now)
+            _emit_step(group, "step.failed", error=group.error)
         return self.finish_run(RunState.FAILED, f"step {step.key!r} failed: {error}")
 
     def lost(self, step: StepRun) -> None:

@@ -316,6 +316,29 @@ def test_retry_from_a_failed_step_reruns_it_and_everything_after(agent, make_wor
     assert steps["last"].history[0]["state"] == "cancelled"
 
 
+def test_a_failed_foreach_item_fails_its_group_which_retries_all_items(agent, make_workflow):
+    key = str(uuid.uuid4())
+    workflow = make_workflow(
+        [
+            {"id": "each", "skill": "test.flaky", "foreach": "{{ [0, 1, 2] }}",
+             "with": {"key": f"{key}:{{{{ item }}}}", "failures": "{{ 1 if item == 1 else 0 }}"}},
+            {"id": "after", "skill": "noop", "needs": "each"},
+        ]
+    )  # fmt: skip
+    run = wait_run(run_start(workflow=workflow, params={}))
+    steps = steps_of(run)
+    assert (run.state, run.error) == ("failed", "step 'each[1]' failed: flaky failure 1 of 1")
+    assert (steps["each"].state, steps["each"].error) == (
+        "failed", "each[1]: flaky failure 1 of 1",
+    )  # fmt: skip
+
+    run = wait_run(step_retry(step=steps["each[1]"]))
+
+    steps = steps_of(run)
+    assert (run.state, steps["after"].state) == ("succeeded", "succeeded")
+    assert [s["tries"] for s in steps["each"].output] == [2, 2, 2]
+
+
 def test_approval_holds_the_step_without_a_worker_until_approved(agent, make_workflow):
     workflow = make_workflow(
         [
