@@ -15,6 +15,7 @@ from agents.services import AgentControlError, agent_drain, agent_resume, messag
 from commands.models import EXECUTE_PERMISSION, Command
 from commands.parser import hint_names
 from coordination.models import Run, StepRun
+from coordination.selectors import run_get, run_list, run_visible_list, step_get
 from coordination.services import RunError, run_cancel, step_approve, step_reject, step_retry
 
 RUN_CONTROL = "coordination.change_run"
@@ -124,7 +125,9 @@ def _status(*, user) -> dict:
     """Agents by status, open runs by state, and queued commands."""
     agents = dict(Counter(Agent.objects.values_list("status", flat=True)))
     runs = dict(
-        Run.objects.exclude(state__in=Run.TERMINAL)
+        run_visible_list(user=user)
+        .exclude(state__in=Run.TERMINAL)
+        .order_by()
         .values_list("state")
         .annotate(n=Count("id"))
         .values_list("state", "n")
@@ -159,9 +162,8 @@ def _agents(*, user) -> dict:
 
 @builtin("runs", hint="[state]", params={"state": {"enum": list(Run.State.values)}})
 def _runs(*, user, state: str = "") -> dict:
-    """The 20 newest runs, or those in one state: `/hive:runs waiting`."""
-    runs = Run.objects.select_related("workflow").order_by("-id")
-    runs = list(runs.filter(state=state)[:20] if state else runs[:20])
+    """The 20 newest runs you may see, or those in one state: `/hive:runs waiting`."""
+    runs = list(run_list(user=user, state=state).order_by("-id")[:20])
     lines = [f"run {r.pk} of {r.workflow}: {r.state}" for r in runs]
     rows = [{"id": r.pk, "workflow": str(r.workflow), "state": r.state} for r in runs]
     return {"message": "\n".join(lines) or "no runs", "runs": rows}
@@ -170,7 +172,7 @@ def _runs(*, user, state: str = "") -> dict:
 @builtin("run", hint="<run>", params={"run": _RUN}, required=["run"])
 def _run(*, user, run: int) -> dict:
     """One run: its state and each step's state, agent and error."""
-    found = _get_run(run)
+    found = _get_run(run, user=user)
     steps = list(found.steps.filter(group=None).order_by("id"))
     lines = [f"run {found.pk} of {found.workflow}: {found.state}" + _colon(found.error)]
     lines += [
@@ -194,7 +196,7 @@ def _colon(text: str) -> str:
 @builtin("cancel", hint="<run>", params={"run": _RUN}, required=["run"], permission=RUN_CONTROL)
 def _cancel(*, user, run: int) -> dict:
     """Cancel a run: running steps are stopped, nothing more starts."""
-    found = _control(run_cancel, run=_get_run(run), user=user)
+    found = _control(run_cancel, run=_get_run(run, user=user), user=user)
     return {"message": f"run {found.pk}: {found.state}", "run": found.pk, "state": found.state}
 
 
@@ -207,7 +209,7 @@ def _cancel(*, user, run: int) -> dict:
 )
 def _retry(*, user, run: int, step: str) -> dict:
     """Retry a failed step of a run, and every step after it."""
-    found = _control(step_retry, step=_get_step(run, step), user=user)
+    found = _control(step_retry, step=_get_step(run, step, user=user), user=user)
     return {"message": f"run {found.pk}: {found.state} (retrying {step})", "run": found.pk}
 
 
@@ -220,7 +222,7 @@ def _retry(*, user, run: int, step: str) -> dict:
 )
 def _approve(*, user, run: int, step: str = "") -> dict:
     """Approve a step waiting for approval (the run's only waiting step if none is named)."""
-    approved = _control(step_approve, step=_get_step(run, step), user=user)
+    approved = _control(step_approve, step=_get_step(run, step, user=user), user=user)
     return {"message": f"run {run}: {approved.key} approved", "run": run, "step": approved.key}
 
 
@@ -233,7 +235,7 @@ def _approve(*, user, run: int, step: str = "") -> dict:
 )
 def _reject(*, user, run: int, step: str = "", reason: str = "") -> dict:
     """Reject a step waiting for approval: the step and its run fail."""
-    rejected = _control(step_reject, step=_get_step(run, step), user=user, reason=reason)
+    rejected = _control(step_reject, step=_get_step(run, step, user=user), user=user, reason=reason)
     return {"message": f"run {run}: {rejected.key} rejected", "run": run, "step": rejected.key}
 
 
@@ -344,15 +346,17 @@ def _control(service, **kwargs):
         raise BuiltinError(str(exc)) from None
 
 
-def _get_run(pk: int) -> Run:
-    found = Run.objects.select_related("workflow").filter(pk=pk).first()
-    if found is None:
-        raise BuiltinError(f"no run {pk}")
-    return found
+def _get_run(pk: int, *, user) -> Run:
+    try:
+        return run_get(user=user, pk=pk)
+    except Run.DoesNotExist:
+        # A run the user may not see is no run, as the API's 404: saying it exists
+        # would tell them what they may not read.
+        raise BuiltinError(f"no run {pk}") from None
 
 
-def _get_step(run: int, key: str) -> StepRun:
-    found = _get_run(run)
+def _get_step(run: int, key: str, *, user) -> StepRun:
+    found = _get_run(run, user=user)
     if not key:
         waiting = list(found.steps.filter(state=StepRun.State.WAITING, group=None))
         if len(waiting) != 1:
@@ -361,11 +365,11 @@ def _get_step(run: int, key: str) -> StepRun:
                 + (f" ({', '.join(s.key for s in waiting)})" if waiting else "")
             )
         return waiting[0]
-    step = found.steps.filter(key=key).first()
-    if step is None:
+    try:
+        return step_get(run=found, key=key)
+    except StepRun.DoesNotExist:
         keys = ", ".join(found.steps.filter(group=None).values_list("key", flat=True))
-        raise BuiltinError(f"run {run} has no step {key!r} (steps: {keys})")
-    return step
+        raise BuiltinError(f"run {run} has no step {key!r} (steps: {keys})") from None
 
 
 def _get_agent(name: str) -> Agent:

@@ -4,11 +4,13 @@ agent control on a real agent, each permission-checked and audited."""
 import uuid
 
 import pytest
+from rest_framework.test import APIClient
 
 from agents.models import Agent, Message
 from commands.models import Invocation
 from commands.services import CommandFailure, command_execute, commands_load
 from coordination.models import Run
+from coordination.services import run_start
 from tests.processes import wait_for
 from tests.runs import steps_of, wait_run
 
@@ -92,6 +94,28 @@ def test_failures_of_builtins_are_clear_and_audited(hive, users):
     assert list(Invocation.objects.order_by("id").values_list("command_name", "outcome")) == [
         ("hive:cancel", "failed"), ("hive:drain", "failed"), ("hive:drain", "denied"),
     ]  # fmt: skip
+
+
+def test_reading_builtins_show_only_the_runs_the_api_shows_the_user(hive, users, make_workflow):
+    workflow = make_workflow([{"id": "a", "skill": "noop"}])
+    admins = run_start(workflow=workflow, params={}, user=users["admin"])
+    adas = run_start(workflow=workflow, params={}, user=users["ada"])
+    state = Run.objects.get(pk=adas.pk).state
+    api = APIClient()
+    api.force_authenticate(users["ada"])
+
+    # Another user's run is no run to ada, as the API's 404 says.
+    assert api.get(f"/api/v1/runs/{admins.pk}/").status_code == 404
+    with pytest.raises(CommandFailure, match=f"^no run {admins.pk}$"):
+        hive(f"/hive:run {admins.pk}", user="ada")
+    assert [r["id"] for r in api.get("/api/v1/runs/").json()["results"]] == [adas.pk]
+    assert [r["id"] for r in hive("/hive:runs", user="ada")["runs"]] == [adas.pk]
+    assert [r["id"] for r in hive(f"/hive:runs {state}", user="ada")["runs"]] == [adas.pk]
+    assert hive(f"/hive:run {adas.pk}", user="ada")["run"] == adas.pk
+    assert hive("/hive:status", user="ada")["runs"] == {state: 1}
+    # Those who see every run still do.
+    assert [r["id"] for r in hive("/hive:runs")["runs"]] == [adas.pk, admins.pk]
+    assert hive(f"/hive:run {admins.pk}")["run"] == admins.pk
 
 
 def test_approve_and_reject_find_the_waiting_step(hive, definitions, users):
