@@ -16,9 +16,15 @@ from commands.models import EXECUTE_PERMISSION, Command
 from commands.parser import hint_names
 from coordination.models import Run, StepRun
 from coordination.selectors import run_get, run_list, run_visible_list, step_get
-from coordination.services import RunError, run_cancel, step_approve, step_reject, step_retry
+from coordination.services import (
+    RUN_ACTION_PERMISSIONS,
+    RunError,
+    run_cancel,
+    step_approve,
+    step_reject,
+    step_retry,
+)
 
-RUN_CONTROL = "coordination.change_run"
 AGENT_CONTROL = "agents.change_agent"
 MESSAGE_SEND = "agents.add_message"
 SCHEDULE_CONTROL = "django_celery_beat.add_periodictask"
@@ -193,7 +199,13 @@ def _colon(text: str) -> str:
 # --- control -----------------------------------------------------------------------
 
 
-@builtin("cancel", hint="<run>", params={"run": _RUN}, required=["run"], permission=RUN_CONTROL)
+@builtin(
+    "cancel",
+    hint="<run>",
+    params={"run": _RUN},
+    required=["run"],
+    permission=RUN_ACTION_PERMISSIONS["cancel"],
+)
 def _cancel(*, user, run: int) -> dict:
     """Cancel a run: running steps are stopped, nothing more starts."""
     found = _control(run_cancel, run=_get_run(run, user=user), user=user)
@@ -205,7 +217,7 @@ def _cancel(*, user, run: int) -> dict:
     hint="<run> <step>",
     params={"run": _RUN, "step": _STEP},
     required=["run", "step"],
-    permission=RUN_CONTROL,
+    permission=RUN_ACTION_PERMISSIONS["retry"],
 )
 def _retry(*, user, run: int, step: str) -> dict:
     """Retry a failed step of a run, and every step after it."""
@@ -218,7 +230,7 @@ def _retry(*, user, run: int, step: str) -> dict:
     hint="<run> [step]",
     params={"run": _RUN, "step": _STEP},
     required=["run"],
-    permission=RUN_CONTROL,
+    permission=RUN_ACTION_PERMISSIONS["approve"],
 )
 def _approve(*, user, run: int, step: str = "") -> dict:
     """Approve a step waiting for approval (the run's only waiting step if none is named)."""
@@ -231,7 +243,7 @@ def _approve(*, user, run: int, step: str = "") -> dict:
     hint="<run> [step] [reason]",
     params={"run": _RUN, "step": _STEP, "reason": {"type": "string", "maxLength": 500}},
     required=["run"],
-    permission=RUN_CONTROL,
+    permission=RUN_ACTION_PERMISSIONS["reject"],
 )
 def _reject(*, user, run: int, step: str = "", reason: str = "") -> dict:
     """Reject a step waiting for approval: the step and its run fail."""
