@@ -24,6 +24,7 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
+from hive_project.api import ID_PATTERN
 
 AGENT_CONTROL = "agents.change_agent"
 MESSAGE_SEND = "agents.add_message"
@@ -61,8 +62,10 @@ def builtin(
     params: dict | None = None,
     required=(),
     permission: str = EXECUTE_PERMISSION,
+    rules: dict | None = None,
 ):
-    """Register `handler(*, user, **args) -> {"message": ..., ...}` as `/hive:<name>`."""
+    """Register `handler(*, user, **args) -> {"message": ..., ...}` as `/hive:<name>`;
+    `rules` are JSON Schema keywords over all the arguments (`if`/`then`)."""
 
     def register(handler):
         schema = {
@@ -70,6 +73,7 @@ def builtin(
             "properties": params or {},
             "required": list(required),
             "additionalProperties": False,
+            **(rules or {}),
         }
         description = (handler.__doc__ or "").strip().splitlines()[0]
         BUILTINS[f"hive:{name}"] = Builtin(
@@ -299,6 +303,13 @@ def _send(*, user, agent: str, text: str) -> dict:
     },
     required=["action"],
     permission=SCHEDULE_CONTROL,
+    # A schedule's id in ASCII digits, checked with the other arguments so a bad one
+    # points at its token; str.isdigit() took '²' (then int() failed: a 500) and '٣'
+    # (Arabic-Indic three, taken as schedule 3).
+    rules={
+        "if": {"properties": {"action": {"enum": ["enable", "disable", "remove"]}}},
+        "then": {"properties": {"target": {"pattern": f"^{ID_PATTERN}$"}}},
+    },
 )
 def _schedule(
     *, user, action: str, target: str = "", every: int | None = None, cron: str = "", name: str = ""
@@ -331,8 +342,6 @@ def _schedule(
         if action == "add":
             task = schedule_create(text=target, user=user, every=every, cron=cron, name=name)
             return {"message": f"schedule {task.pk}: {target} {_when(task)}", "schedule": task.pk}
-        if not target.isdigit():
-            raise BuiltinError(f"target: {target!r} is not a schedule id (see /hive:schedule list)")
         if action == "remove":
             schedule_delete(schedule_id=int(target))
             return {"message": f"schedule {target} removed", "schedule": int(target)}

@@ -87,3 +87,27 @@ def test_schedules_through_the_api_are_checked_as_the_creator(tick, users):
     assert client.post("/api/v1/commands/schedules/", {"text": "/tick n=1", "every": 5},
                        format="json").status_code == 403  # fmt: skip
     assert not Invocation.objects.exists()  # checking a schedule's text is no invocation
+
+
+@pytest.mark.parametrize("typed", ["²", "{arabic_indic}", "1" * 19])
+def test_a_schedule_id_that_is_not_ascii_digits_is_a_400_pointing_at_it(tick, users, typed):
+    client = APIClient()
+    client.force_authenticate(users["admin"])
+    made = client.post("/api/v1/commands/schedules/", {"text": "/tick n=1", "every": 60},
+                       format="json").json()  # fmt: skip
+    # The schedule's own id in other digits: str.isdigit() took them, int() read them.
+    typed = typed.format(arabic_indic=str(made["id"]).translate(str.maketrans("0123456789",
+                                                                "٠١٢٣٤٥٦٧٨٩")))  # fmt: skip
+    text = f"/hive:schedule remove {typed}"
+
+    response = client.post("/api/v1/commands/execute", {"text": text}, format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert error["message"] == f"target: '{typed}' does not match '^[0-9]{{1,18}}$'"
+    assert error["fields"]["text"] == [
+        f"{text}\n{' ' * text.index(typed)}{'^' * len(typed)} {error['message']}"
+    ]
+    assert list(error["fields"]) == ["target", "text"]
+    assert client.get(f"/api/v1/commands/schedules/{made['id']}/").json()["enabled"] is True
