@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -607,7 +608,11 @@ def schedule_create(
                     description=f"/{command.name} on a schedule, as {user.username}",
                     **when,
                 )
-        except IntegrityError:
+        except (ValidationError, IntegrityError) as exc:
+            # PeriodicTask.save() checks its unique name itself (validate_unique, a
+            # ValidationError); the unique index catches two made at once.
+            if isinstance(exc, ValidationError) and "name" not in exc.message_dict:
+                raise
             raise ScheduleError(f"name: a schedule named {label!r} exists already") from None
         event_emit(
             kind="schedule.created",
