@@ -15,9 +15,17 @@ from agents.services import AgentControlError, agent_drain, agent_resume, messag
 from commands.models import EXECUTE_PERMISSION, Command
 from commands.parser import hint_names
 from coordination.models import Run, StepRun
-from coordination.services import RunError, run_cancel, step_approve, step_reject, step_retry
+from coordination.selectors import run_get, run_list, run_visible_list, step_get
+from coordination.services import (
+    RUN_ACTION_PERMISSIONS,
+    RunError,
+    run_cancel,
+    step_approve,
+    step_reject,
+    step_retry,
+)
+from hive_project.api import ID_PATTERN
 
-RUN_CONTROL = "coordination.change_run"
 AGENT_CONTROL = "agents.change_agent"
 MESSAGE_SEND = "agents.add_message"
 SCHEDULE_CONTROL = "django_celery_beat.add_periodictask"
@@ -54,8 +62,10 @@ def builtin(
     params: dict | None = None,
     required=(),
     permission: str = EXECUTE_PERMISSION,
+    rules: dict | None = None,
 ):
-    """Register `handler(*, user, **args) -> {"message": ..., ...}` as `/hive:<name>`."""
+    """Register `handler(*, user, **args) -> {"message": ..., ...}` as `/hive:<name>`;
+    `rules` are JSON Schema keywords over all the arguments (`if`/`then`)."""
 
     def register(handler):
         schema = {
@@ -63,6 +73,7 @@ def builtin(
             "properties": params or {},
             "required": list(required),
             "additionalProperties": False,
+            **(rules or {}),
         }
         description = (handler.__doc__ or "").strip().splitlines()[0]
         BUILTINS[f"hive:{name}"] = Builtin(
@@ -124,7 +135,9 @@ def _status(*, user) -> dict:
     """Agents by status, open runs by state, and queued commands."""
     agents = dict(Counter(Agent.objects.values_list("status", flat=True)))
     runs = dict(
-        Run.objects.exclude(state__in=Run.TERMINAL)
+        run_visible_list(user=user)
+        .exclude(state__in=Run.TERMINAL)
+        .order_by()
         .values_list("state")
         .annotate(n=Count("id"))
         .values_list("state", "n")
@@ -159,9 +172,8 @@ def _agents(*, user) -> dict:
 
 @builtin("runs", hint="[state]", params={"state": {"enum": list(Run.State.values)}})
 def _runs(*, user, state: str = "") -> dict:
-    """The 20 newest runs, or those in one state: `/hive:runs waiting`."""
-    runs = Run.objects.select_related("workflow").order_by("-id")
-    runs = list(runs.filter(state=state)[:20] if state else runs[:20])
+    """The 20 newest runs you may see, or those in one state: `/hive:runs waiting`."""
+    runs = list(run_list(user=user, state=state).order_by("-id")[:20])
     lines = [f"run {r.pk} of {r.workflow}: {r.state}" for r in runs]
     rows = [{"id": r.pk, "workflow": str(r.workflow), "state": r.state} for r in runs]
     return {"message": "\n".join(lines) or "no runs", "runs": rows}
@@ -170,7 +182,7 @@ def _runs(*, user, state: str = "") -> dict:
 @builtin("run", hint="<run>", params={"run": _RUN}, required=["run"])
 def _run(*, user, run: int) -> dict:
     """One run: its state and each step's state, agent and error."""
-    found = _get_run(run)
+    found = _get_run(run, user=user)
     steps = list(found.steps.filter(group=None).order_by("id"))
     lines = [f"run {found.pk} of {found.workflow}: {found.state}" + _colon(found.error)]
     lines += [
@@ -191,10 +203,16 @@ def _colon(text: str) -> str:
 # --- control -----------------------------------------------------------------------
 
 
-@builtin("cancel", hint="<run>", params={"run": _RUN}, required=["run"], permission=RUN_CONTROL)
+@builtin(
+    "cancel",
+    hint="<run>",
+    params={"run": _RUN},
+    required=["run"],
+    permission=RUN_ACTION_PERMISSIONS["cancel"],
+)
 def _cancel(*, user, run: int) -> dict:
     """Cancel a run: running steps are stopped, nothing more starts."""
-    found = _control(run_cancel, run=_get_run(run), user=user)
+    found = _control(run_cancel, run=_get_run(run, user=user), user=user)
     return {"message": f"run {found.pk}: {found.state}", "run": found.pk, "state": found.state}
 
 
@@ -203,11 +221,11 @@ def _cancel(*, user, run: int) -> dict:
     hint="<run> <step>",
     params={"run": _RUN, "step": _STEP},
     required=["run", "step"],
-    permission=RUN_CONTROL,
+    permission=RUN_ACTION_PERMISSIONS["retry"],
 )
 def _retry(*, user, run: int, step: str) -> dict:
     """Retry a failed step of a run, and every step after it."""
-    found = _control(step_retry, step=_get_step(run, step), user=user)
+    found = _control(step_retry, step=_get_step(run, step, user=user), user=user)
     return {"message": f"run {found.pk}: {found.state} (retrying {step})", "run": found.pk}
 
 
@@ -216,11 +234,11 @@ def _retry(*, user, run: int, step: str) -> dict:
     hint="<run> [step]",
     params={"run": _RUN, "step": _STEP},
     required=["run"],
-    permission=RUN_CONTROL,
+    permission=RUN_ACTION_PERMISSIONS["approve"],
 )
 def _approve(*, user, run: int, step: str = "") -> dict:
     """Approve a step waiting for approval (the run's only waiting step if none is named)."""
-    approved = _control(step_approve, step=_get_step(run, step), user=user)
+    approved = _control(step_approve, step=_get_step(run, step, user=user), user=user)
     return {"message": f"run {run}: {approved.key} approved", "run": run, "step": approved.key}
 
 
@@ -229,11 +247,11 @@ def _approve(*, user, run: int, step: str = "") -> dict:
     hint="<run> [step] [reason]",
     params={"run": _RUN, "step": _STEP, "reason": {"type": "string", "maxLength": 500}},
     required=["run"],
-    permission=RUN_CONTROL,
+    permission=RUN_ACTION_PERMISSIONS["reject"],
 )
 def _reject(*, user, run: int, step: str = "", reason: str = "") -> dict:
     """Reject a step waiting for approval: the step and its run fail."""
-    rejected = _control(step_reject, step=_get_step(run, step), user=user, reason=reason)
+    rejected = _control(step_reject, step=_get_step(run, step, user=user), user=user, reason=reason)
     return {"message": f"run {run}: {rejected.key} rejected", "run": run, "step": rejected.key}
 
 
@@ -285,6 +303,13 @@ def _send(*, user, agent: str, text: str) -> dict:
     },
     required=["action"],
     permission=SCHEDULE_CONTROL,
+    # A schedule's id in ASCII digits, checked with the other arguments so a bad one
+    # points at its token; str.isdigit() took '²' (then int() failed: a 500) and '٣'
+    # (Arabic-Indic three, taken as schedule 3).
+    rules={
+        "if": {"properties": {"action": {"enum": ["enable", "disable", "remove"]}}},
+        "then": {"properties": {"target": {"pattern": f"^{ID_PATTERN}$"}}},
+    },
 )
 def _schedule(
     *, user, action: str, target: str = "", every: int | None = None, cron: str = "", name: str = ""
@@ -317,8 +342,6 @@ def _schedule(
         if action == "add":
             task = schedule_create(text=target, user=user, every=every, cron=cron, name=name)
             return {"message": f"schedule {task.pk}: {target} {_when(task)}", "schedule": task.pk}
-        if not target.isdigit():
-            raise BuiltinError(f"target: {target!r} is not a schedule id (see /hive:schedule list)")
         if action == "remove":
             schedule_delete(schedule_id=int(target))
             return {"message": f"schedule {target} removed", "schedule": int(target)}
@@ -344,15 +367,17 @@ def _control(service, **kwargs):
         raise BuiltinError(str(exc)) from None
 
 
-def _get_run(pk: int) -> Run:
-    found = Run.objects.select_related("workflow").filter(pk=pk).first()
-    if found is None:
-        raise BuiltinError(f"no run {pk}")
-    return found
+def _get_run(pk: int, *, user) -> Run:
+    try:
+        return run_get(user=user, pk=pk)
+    except Run.DoesNotExist:
+        # A run the user may not see is no run, as the API's 404: saying it exists
+        # would tell them what they may not read.
+        raise BuiltinError(f"no run {pk}") from None
 
 
-def _get_step(run: int, key: str) -> StepRun:
-    found = _get_run(run)
+def _get_step(run: int, key: str, *, user) -> StepRun:
+    found = _get_run(run, user=user)
     if not key:
         waiting = list(found.steps.filter(state=StepRun.State.WAITING, group=None))
         if len(waiting) != 1:
@@ -361,11 +386,11 @@ def _get_step(run: int, key: str) -> StepRun:
                 + (f" ({', '.join(s.key for s in waiting)})" if waiting else "")
             )
         return waiting[0]
-    step = found.steps.filter(key=key).first()
-    if step is None:
+    try:
+        return step_get(run=found, key=key)
+    except StepRun.DoesNotExist:
         keys = ", ".join(found.steps.filter(group=None).values_list("key", flat=True))
-        raise BuiltinError(f"run {run} has no step {key!r} (steps: {keys})")
-    return step
+        raise BuiltinError(f"run {run} has no step {key!r} (steps: {keys})") from None
 
 
 def _get_agent(name: str) -> Agent:

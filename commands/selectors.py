@@ -61,12 +61,17 @@ def schedule_when(task: PeriodicTask) -> str:
     return str(task.schedule)
 
 
+def schedule_kwargs(task: PeriodicTask) -> dict:
+    """What a schedule runs: `{"text": "/...", "user_id": N}`, its owner's id."""
+    return json.loads(task.kwargs or "{}")
+
+
 def schedule_list() -> list[dict]:
     """Every schedule that runs a command, with its text, owner and timing."""
     tasks = PeriodicTask.objects.filter(task=SCHEDULE_TASK).select_related("interval", "crontab")
     rows = []
     for task in tasks.order_by("id"):
-        kwargs = json.loads(task.kwargs or "{}")
+        kwargs = schedule_kwargs(task)
         rows.append(
             {
                 "id": task.pk,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -30,7 +31,7 @@ from commands.loader import (
 )
 from commands.models import Command, Invocation
 from commands.parser import Parsed, ParseError, bind, parse
-from commands.selectors import SCHEDULE_TASK
+from commands.selectors import SCHEDULE_TASK, schedule_kwargs
 from coordination.services import RunError, run_cancel, run_start, workflow_save
 from coordination.templates import TemplateError, evaluate, render
 from dashboard.events import event_emit
@@ -613,14 +614,24 @@ def schedule_create(
                     description=f"/{command.name} on a schedule, as {user.username}",
                     **when,
                 )
-        except IntegrityError:
+        except (ValidationError, IntegrityError) as exc:
+            # PeriodicTask.save() checks its unique name itself (validate_unique, a
+            # ValidationError); the unique index catches two made at once.
+            if isinstance(exc, ValidationError) and "name" not in exc.message_dict:
+                raise
             raise ScheduleError(f"name: a schedule named {label!r} exists already") from None
-        event_emit(
-            kind="schedule.created",
-            subject=f"schedule:{task.pk}",
-            data={"text": text, "by": user.username},
-        )
+        _schedule_emit("created", task=task, text=text, by=user.username)
     return task
+
+
+def _schedule_emit(what: str, *, task: PeriodicTask, **data) -> None:
+    """A schedule's event, naming the schedule's owner: its events are shown only to
+    them (and to those who see every event), as the text they scheduled is theirs.
+    The owner is in each event, since a removed schedule is no row to look up."""
+    owner = schedule_kwargs(task).get("user_id")
+    event_emit(
+        kind=f"schedule.{what}", subject=f"schedule:{task.pk}", data={**data, "owner": owner}
+    )
 
 
 def _schedule_get(schedule_id: int) -> PeriodicTask:
@@ -637,19 +648,15 @@ def schedule_update(*, schedule_id: int, enabled: bool) -> PeriodicTask:
     # save() (not update()) so django-celery-beat marks the schedule changed and
     # the coordinator's beat reloads it.
     task.save()
-    event_emit(
-        kind=f"schedule.{'enabled' if enabled else 'disabled'}",
-        subject=f"schedule:{task.pk}",
-        data={},
-    )
+    _schedule_emit("enabled" if enabled else "disabled", task=task)
     return task
 
 
 @transaction.atomic
 def schedule_delete(*, schedule_id: int) -> None:
     task = _schedule_get(schedule_id)
+    _schedule_emit("removed", task=task)  # before delete(), which forgets the row's pk
     task.delete()
-    event_emit(kind="schedule.removed", subject=f"schedule:{schedule_id}", data={})
 
 
 def scheduled_execute(*, text: str, user_id: int | None, schedule: str = "") -> Invocation | None:

@@ -9,9 +9,10 @@ from dashboard.models import Event
 from hive_project.api import MAX_ID
 
 # Events about one user's work: a run's are shown to those who may see the run, an
-# invocation's (it carries the text they typed) to its user. Events of agents,
-# workflows and commands (the definitions) are everyone's.
-PRIVATE_SUBJECTS = ("run", "invocation")
+# invocation's (it carries the text they typed) to its user, a schedule's (the text
+# they scheduled) to its owner. Events of agents, workflows and commands (the
+# definitions) are everyone's.
+PRIVATE_SUBJECTS = ("run", "invocation", "schedule")
 
 
 def event_sees_all(*, user) -> bool:
@@ -31,6 +32,7 @@ def event_list(*, user) -> QuerySet[Event]:
     return events.filter(
         Q(subject__in=runs.values("subject"))
         | Q(subject__in=invocations.values("subject"))
+        | Q(subject__in=_schedule_subjects(user=user))
         | ~private
     )
 
@@ -53,7 +55,17 @@ def event_subjects_visible(*, user, subjects: set[str]) -> set[str]:
     if ids["invocation"]:
         mine = Invocation.objects.filter(user=user, pk__in=ids["invocation"])
         visible |= {f"invocation:{pk}" for pk in mine.values_list("pk", flat=True)}
+    if ids["schedule"]:
+        asked = [f"schedule:{pk}" for pk in ids["schedule"]]
+        visible |= set(_schedule_subjects(user=user).filter(subject__in=asked))
     return visible
+
+
+def _schedule_subjects(*, user) -> QuerySet:
+    """The subjects of the schedules `user` owns. Every schedule event names its owner
+    (commands/services.py), and a removed schedule has no row left to ask."""
+    events = Event.objects.filter(subject__startswith="schedule:", data__owner=user.pk)
+    return events.order_by().values_list("subject", flat=True)
 
 
 def _subject(kind: str):

@@ -26,6 +26,7 @@ from coordination.selectors import (
     workflow_versions,
 )
 from coordination.services import (
+    RUN_ACTION_PERMISSIONS,
     RunError,
     run_cancel,
     run_rerun,
@@ -137,7 +138,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(RunDetailSerializer(run).data, status=code)
 
     @extend_schema(request=None, responses={200: RunDetailSerializer})
-    @action(detail=True, methods=["post"], permission_classes=needs("coordination.change_run"))
+    @action(
+        detail=True, methods=["post"], permission_classes=needs(RUN_ACTION_PERMISSIONS["cancel"])
+    )
     def cancel(self, request, pk=None):
         """Cancel the run: queued steps never start, running ones are stopped."""
         try:
@@ -146,7 +149,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
             raise Conflict(str(exc)) from None
 
     @extend_schema(request=None, responses={201: RunDetailSerializer})
-    @action(detail=True, methods=["post"], permission_classes=needs("coordination.add_run"))
+    @action(
+        detail=True, methods=["post"], permission_classes=needs(RUN_ACTION_PERMISSIONS["rerun"])
+    )
     def rerun(self, request, pk=None):
         """A new run of the same version with the same params."""
         run = run_rerun(run=self.get_object(), user=request.user)
@@ -157,7 +162,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         detail=True,
         methods=["post"],
         url_path=r"steps/(?P<key>[^/]+)/retry",
-        permission_classes=needs("coordination.change_steprun"),
+        permission_classes=needs(RUN_ACTION_PERMISSIONS["retry"]),
     )
     def retry(self, request, pk=None, key=None):
         """Run a failed step again, and everything after it."""
@@ -171,7 +176,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         detail=True,
         methods=["post"],
         url_path=r"steps/(?P<key>[^/]+)/approve",
-        permission_classes=needs("coordination.approve_steprun"),
+        permission_classes=needs(RUN_ACTION_PERMISSIONS["approve"]),
     )
     def approve(self, request, pk=None, key=None):
         """Let a step waiting for approval run."""
@@ -186,7 +191,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         detail=True,
         methods=["post"],
         url_path=r"steps/(?P<key>[^/]+)/reject",
-        permission_classes=needs("coordination.approve_steprun"),
+        permission_classes=needs(RUN_ACTION_PERMISSIONS["reject"]),
     )
     def reject(self, request, pk=None, key=None):
         """Refuse a step waiting for approval: it fails, and so does the run."""

@@ -4,11 +4,15 @@ agent control on a real agent, each permission-checked and audited."""
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from rest_framework.test import APIClient
 
 from agents.models import Agent, Message
 from commands.models import Invocation
 from commands.services import CommandFailure, command_execute, commands_load
 from coordination.models import Run
+from coordination.services import run_start
 from tests.processes import wait_for
 from tests.runs import steps_of, wait_run
 
@@ -94,6 +98,28 @@ def test_failures_of_builtins_are_clear_and_audited(hive, users):
     ]  # fmt: skip
 
 
+def test_reading_builtins_show_only_the_runs_the_api_shows_the_user(hive, users, make_workflow):
+    workflow = make_workflow([{"id": "a", "skill": "noop"}])
+    admins = run_start(workflow=workflow, params={}, user=users["admin"])
+    adas = run_start(workflow=workflow, params={}, user=users["ada"])
+    state = Run.objects.get(pk=adas.pk).state
+    api = APIClient()
+    api.force_authenticate(users["ada"])
+
+    # Another user's run is no run to ada, as the API's 404 says.
+    assert api.get(f"/api/v1/runs/{admins.pk}/").status_code == 404
+    with pytest.raises(CommandFailure, match=f"^no run {admins.pk}$"):
+        hive(f"/hive:run {admins.pk}", user="ada")
+    assert [r["id"] for r in api.get("/api/v1/runs/").json()["results"]] == [adas.pk]
+    assert [r["id"] for r in hive("/hive:runs", user="ada")["runs"]] == [adas.pk]
+    assert [r["id"] for r in hive(f"/hive:runs {state}", user="ada")["runs"]] == [adas.pk]
+    assert hive(f"/hive:run {adas.pk}", user="ada")["run"] == adas.pk
+    assert hive("/hive:status", user="ada")["runs"] == {state: 1}
+    # Those who see every run still do.
+    assert [r["id"] for r in hive("/hive:runs")["runs"]] == [adas.pk, admins.pk]
+    assert hive(f"/hive:run {admins.pk}")["run"] == admins.pk
+
+
 def test_approve_and_reject_find_the_waiting_step(hive, definitions, users):
     definitions("gate.md", "---\napproval: true\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n")
     commands_load(paths=[definitions.root])
@@ -109,6 +135,55 @@ def test_approve_and_reject_find_the_waiting_step(hive, definitions, users):
     with pytest.raises(CommandFailure, match="step 'approval' is failed, not waiting for approval"):
         hive(f"/hive:approve {first.run_id} approval")
     assert hive(f"/hive:approve {second.run_id}")["step"] == "approval"
+
+
+def _user(name: str, *codenames: str):
+    user = get_user_model().objects.create_user(name)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@pytest.mark.parametrize(
+    "text, path, needs, done",
+    [
+        ("/hive:approve {run}", "steps/approval/approve/", "approve_steprun", None),
+        ("/hive:reject {run}", "steps/approval/reject/", "approve_steprun", None),
+        ("/hive:retry {run} approval", "steps/approval/retry/", "change_steprun",
+         "step 'approval' is waiting; only a failed step can be retried"),
+        ("/hive:cancel {run}", "cancel/", "change_run", None),
+    ],
+)  # fmt: skip
+def test_run_control_builtins_need_the_apis_permission_and_visibility(
+    hive, definitions, users, text, path, needs, done
+):
+    definitions("gate.md", "---\napproval: true\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n")
+    commands_load(paths=[definitions.root])
+    run = command_execute(text="/gate", user=users["admin"], source="api").run_id
+    text, url = text.format(run=run), f"/api/v1/runs/{run}/{path}"
+    others = {"change_run", "change_steprun", "approve_steprun"} - {needs}
+    # Every other run permission, and sight of every run: only the one it needs is missing.
+    lacking = _user("lacking", "execute_command", "view_run", *others)
+    blind = _user("blind", "execute_command", needs)  # may not see admin's run
+    allowed = _user("allowed", "execute_command", "view_run", needs)
+    api = APIClient()
+
+    api.force_authenticate(lacking)
+    assert api.post(url, {}, format="json").status_code == 403
+    with pytest.raises(CommandFailure, match=f"needs coordination.{needs} ") as denied:
+        command_execute(text=text, user=lacking, source="cli")
+    assert denied.value.code == "denied"
+    api.force_authenticate(blind)
+    assert api.post(url, {}, format="json").status_code == 404
+    with pytest.raises(CommandFailure, match=f"^no run {run}$"):
+        command_execute(text=text, user=blind, source="cli")
+    assert steps_of(Run.objects.get(pk=run))["approval"].state == "waiting"  # nothing changed
+
+    if done is None:
+        command_execute(text=text, user=allowed, source="cli")
+        assert steps_of(Run.objects.get(pk=run))["approval"].state != "waiting"
+    else:  # past the permission and the visibility, to the state of the step
+        with pytest.raises(CommandFailure, match=f"^{done}$"):
+            command_execute(text=text, user=allowed, source="cli")
 
 
 def test_send_reaches_an_agent_even_one_that_is_down_until_it_is_back(hive, start_agent, users):

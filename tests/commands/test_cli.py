@@ -121,8 +121,8 @@ def test_a_prod_release_waits_for_approval_and_staging_goes_straight_through(
         "plan": "pending", "build": "pending", "test": "pending", "review": "pending",
         "notify": "pending", "webhook": "pending",
     }  # fmt: skip
-    # ada may run commands but not approve: /hive:approve needs coordination.change_run.
-    with pytest.raises(CommandError, match="needs coordination.change_run and ada does not"):
+    # ada may run commands but not approve: /hive:approve needs coordination.approve_steprun.
+    with pytest.raises(CommandError, match="needs coordination.approve_steprun and ada does not"):
         call_command("hive", "run", f"/hive:approve {held.pk}", "--user", "ada")
     assert StepRun.objects.get(run=held, key="approval").state == "waiting"
 

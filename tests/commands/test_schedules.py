@@ -5,10 +5,11 @@ the schedule stops it."""
 import time
 
 import pytest
+from django_celery_beat.models import IntervalSchedule
 from rest_framework.test import APIClient
 
 from commands.models import Invocation
-from commands.services import command_execute, commands_load
+from commands.services import CommandFailure, command_execute, commands_load
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -87,3 +88,50 @@ def test_schedules_through_the_api_are_checked_as_the_creator(tick, users):
     assert client.post("/api/v1/commands/schedules/", {"text": "/tick n=1", "every": 5},
                        format="json").status_code == 403  # fmt: skip
     assert not Invocation.objects.exists()  # checking a schedule's text is no invocation
+
+
+@pytest.mark.parametrize("typed", ["²", "{arabic_indic}", "1" * 19])
+def test_a_schedule_id_that_is_not_ascii_digits_is_a_400_pointing_at_it(tick, users, typed):
+    client = APIClient()
+    client.force_authenticate(users["admin"])
+    made = client.post("/api/v1/commands/schedules/", {"text": "/tick n=1", "every": 60},
+                       format="json").json()  # fmt: skip
+    # The schedule's own id in other digits: str.isdigit() took them, int() read them.
+    typed = typed.format(arabic_indic=str(made["id"]).translate(str.maketrans("0123456789",
+                                                                "٠١٢٣٤٥٦٧٨٩")))  # fmt: skip
+    text = f"/hive:schedule remove {typed}"
+
+    response = client.post("/api/v1/commands/execute", {"text": text}, format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert error["message"] == f"target: '{typed}' does not match '^[0-9]{{1,18}}$'"
+    assert error["fields"]["text"] == [
+        f"{text}\n{' ' * text.index(typed)}{'^' * len(typed)} {error['message']}"
+    ]
+    assert list(error["fields"]) == ["target", "text"]
+    assert client.get(f"/api/v1/commands/schedules/{made['id']}/").json()["enabled"] is True
+
+
+def test_a_schedule_name_taken_is_a_400_naming_the_field_and_makes_nothing(tick, users):
+    client = APIClient()
+    client.force_authenticate(users["admin"])
+    body = {"text": "/tick n=1", "every": 60, "name": "dup"}
+    first = client.post("/api/v1/commands/schedules/", body, format="json")
+
+    again = client.post("/api/v1/commands/schedules/", {**body, "every": 61}, format="json")
+    with pytest.raises(CommandFailure) as typed:
+        command_execute(text="/hive:schedule add '/tick n=2' every=62 name=dup",
+                        user=users["admin"], source="cli")  # fmt: skip
+
+    assert first.status_code == 201
+    assert again.status_code == 400
+    assert again.json()["error"]["fields"] == {"name": ["a schedule named 'dup' exists already"]}
+    assert (typed.value.code, str(typed.value)) == (
+        "failed", "name: a schedule named 'dup' exists already"
+    )  # fmt: skip
+    assert [s["id"] for s in client.get("/api/v1/commands/schedules/").json()] == [
+        first.json()["id"]
+    ]
+    assert not IntervalSchedule.objects.filter(every__in=[61, 62]).exists()

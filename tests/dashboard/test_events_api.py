@@ -2,12 +2,15 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from commands.models import Invocation
+from commands.services import schedule_create, schedule_delete, schedule_update
 from coordination.services import run_start
 from dashboard.events import event_emit
 from dashboard.models import Event
+from dashboard.selectors import event_subjects_visible
 
 pytestmark = pytest.mark.django_db
 
@@ -74,6 +77,29 @@ def test_users_get_the_events_of_their_own_runs_and_commands_and_of_agents(make_
     assert f"invocation:{typed[bob].pk}" not in subjects
     assert "agent:x" in subjects
     assert Event.objects.filter(subject=f"run:{theirs.pk}").exists()
+
+
+def test_a_schedules_events_go_to_its_owner_and_to_those_who_see_all():
+    ada, bob = User.objects.create_user("ada"), User.objects.create_user("bob")
+    boss = User.objects.create_user("boss", is_staff=True)
+    ada.user_permissions.add(Permission.objects.get(codename="execute_command"))
+    made = schedule_create(text="/hive:status", user=ada, every=60)  # the text is ada's
+    schedule_update(schedule_id=made.pk, enabled=False)
+    schedule_delete(schedule_id=made.pk)
+    subject = f"schedule:{made.pk}"
+
+    def schedule_kinds(user):
+        return [e["kind"] for e in get(user).json()["results"] if e["subject"] == subject]
+
+    everything = ["schedule.created", "schedule.disabled", "schedule.removed"]
+    assert schedule_kinds(ada) == everything
+    assert schedule_kinds(boss) == everything
+    assert schedule_kinds(bob) == []
+    # The live feed asks the same rule of the events it relays.
+    assert event_subjects_visible(user=ada, subjects={subject}) == {subject}
+    assert event_subjects_visible(user=bob, subjects={subject}) == set()
+    created = Event.objects.get(kind="schedule.created", subject=subject)
+    assert created.data == {"text": "/hive:status", "by": "ada", "owner": ada.pk}
 
 
 @pytest.mark.parametrize(
