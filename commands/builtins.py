@@ -3,10 +3,12 @@ API and the admin. Each is registered here with its parameters and permission an
 synced into the Command table (`builtins_sync`), so it is listed, permission-checked
 and audited like any command."""
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count
 
 from agents.mailbox import MessageError
@@ -85,7 +87,10 @@ def builtin(
 
 
 def builtin_run(*, name: str, args: dict, user) -> dict:
-    return BUILTINS[name].handler(user=user, **args)
+    # As JSON data: the output is the invocation's record, and a handler's rows may
+    # hold datetimes (a schedule's last run).
+    output = BUILTINS[name].handler(user=user, **args)
+    return json.loads(json.dumps(output, cls=DjangoJSONEncoder))
 
 
 # --- reading -----------------------------------------------------------------------

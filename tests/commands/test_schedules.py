@@ -5,7 +5,8 @@ the schedule stops it."""
 import time
 
 import pytest
-from django_celery_beat.models import IntervalSchedule
+from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from rest_framework.test import APIClient
 
 from commands.models import Invocation
@@ -135,3 +136,15 @@ def test_a_schedule_name_taken_is_a_400_naming_the_field_and_makes_nothing(tick,
         first.json()["id"]
     ]
     assert not IntervalSchedule.objects.filter(every__in=[61, 62]).exists()
+
+
+def test_the_schedule_list_shows_when_each_last_ran(tick, users):
+    admin = users["admin"]
+    command_execute(text="/hive:schedule add '/tick n=1' every=60 name=ran", user=admin,
+                    source="cli")  # fmt: skip
+    PeriodicTask.objects.filter(name="ran").update(last_run_at=timezone.now())
+
+    listed = command_execute(text="/hive:schedule list", user=admin, source="cli")
+
+    (row,) = listed.output["schedules"]
+    assert (row["name"], row["last_run_at"][:4]) == ("ran", str(timezone.now().year))
