@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from agents.skills import skill_names
-from coordination.templates import TemplateError, template_check
+from coordination.templates import TemplateError, template_check, template_steps
 from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
 
 _SLUG = "^[a-z0-9][a-z0-9_-]*$"
@@ -112,6 +112,7 @@ def spec_validate(data: object, *, source: str) -> dict:
                 raise SpecError(f"{at}{field}: template error: {exc}") from None
         normalized.append(step)
     _check_acyclic(normalized, where)
+    _check_step_references(normalized, where)
     params = data.get("params", {})
     try:
         Draft202012Validator.check_schema(params)
@@ -163,6 +164,27 @@ def _check_shape(data: object, source: str) -> None:
         field = [str(p) for p in path]
     prefix = f"{'.'.join(field)}: " if field else ""
     raise SpecError(f"{_where(source, node)}{prefix}{error.message}")
+
+
+def _check_step_references(steps: list[dict], where: dict[str, str]) -> None:
+    """A template may read `steps.<id>` only of a step this one needs, directly or
+    not: any other step's output is not there yet when it runs."""
+    needs = {step["id"]: step["needs"] for step in steps}
+    for step in steps:
+        upstream, frontier = set(), list(step["needs"])
+        while frontier:
+            if (need := frontier.pop()) not in upstream:
+                upstream.add(need)
+                frontier += needs[need]
+        for field in ("with", "when", "foreach"):
+            for read in sorted(template_steps(step[field], condition=field == "when")):
+                if read not in needs:
+                    why = f"no step {read!r}"
+                elif read not in upstream:
+                    why = f"{read!r} is not among the steps this one needs"
+                else:
+                    continue
+                raise SpecError(f"{where[step['id']]}{field}: steps.{read}: {why}")
 
 
 def _check_acyclic(steps: list[dict], where: dict[str, str]) -> None:

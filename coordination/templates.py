@@ -12,13 +12,13 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.DOTALL)
 
-__all__ = ["TemplateError", "evaluate", "render", "template_check"]
+__all__ = ["TemplateError", "evaluate", "render", "template_check", "template_steps"]
 
 
 @lru_cache(maxsize=4096)
@@ -112,3 +112,23 @@ def template_check(value: object, *, condition: bool = False) -> None:
     elif isinstance(value, list):
         for item in value:
             template_check(item)
+
+
+def template_steps(value: object, *, condition: bool = False) -> set[str]:
+    """The step ids the templates in `value` read as `steps.<id>` or `steps['<id>']`
+    (`value` compiles: see template_check)."""
+    if isinstance(value, dict):
+        return set().union(*(template_steps(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(template_steps(item) for item in value))
+    if not isinstance(value, str) or not value or (not condition and "{" not in value):
+        return set()
+    source = value if not condition or _expression_of(value) else f"{{{{ {value} }}}}"
+    found = set()
+    for node in _ENV.parse(source).find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node.node, nodes.Name) and node.node.name == "steps":
+            if isinstance(node, nodes.Getattr):
+                found.add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                found.add(node.arg.value)
+    return found

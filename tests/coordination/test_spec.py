@@ -103,6 +103,18 @@ def test_a_changed_definition_becomes_a_new_version(tmp_path):
             ("    skill: noop\n    with: {version", "    with: {version"),
             ":7: step 'build': 'skill' is a required property",
         ),
+        (
+            ('{suite: "{{ item }}"}', '{suite: "{{ steps.biuld.output }}"}'),
+            ":10: step 'test': with: steps.biuld: no step 'biuld'",
+        ),
+        (
+            ("params.version != '0.0.0'", "steps['build'].output and steps.nope"),
+            ":15: step 'ship': when: steps.nope: no step 'nope'",
+        ),
+        (
+            ("[unit, e2e]", '"{{ steps.ship.output }}"'),
+            ":10: step 'test': foreach: steps.ship: 'ship' is not among the steps this one needs",
+        ),
     ],
 )
 def test_malformed_definitions_name_file_line_step_and_field(tmp_path, change, error):
