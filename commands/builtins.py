@@ -385,6 +385,8 @@ def _get_step(run: int, key: str, *, user) -> StepRun:
     found = _get_run(run, user=user)
     if not key:
         waiting = list(found.steps.filter(state=StepRun.State.WAITING, group=None))
+        if not waiting and found.state in Run.TERMINAL:
+            raise BuiltinError(f"run {run} is {found.state}: no step waits for approval")
         if len(waiting) != 1:
             raise BuiltinError(
                 f"run {run} has {len(waiting)} steps waiting for approval; name one"

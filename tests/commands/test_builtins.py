@@ -134,6 +134,8 @@ def test_approve_and_reject_find_the_waiting_step(hive, definitions, users):
     )
     with pytest.raises(CommandFailure, match="step 'approval' is failed, not waiting for approval"):
         hive(f"/hive:approve {first.run_id} approval")
+    with pytest.raises(CommandFailure, match=f"run {first.run_id} is failed: no step waits"):
+        hive(f"/hive:approve {first.run_id}")
     assert hive(f"/hive:approve {second.run_id}")["step"] == "approval"
 
 
