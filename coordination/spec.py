@@ -10,10 +10,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 
 from agents.skills import skill_names
+from agents.skills.registry import schema_problem, skill_get
 from coordination.templates import TemplateError, template_check, template_steps
 from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
 
@@ -110,6 +111,7 @@ def spec_validate(data: object, *, source: str) -> dict:
                 template_check(step[field], condition=field == "when")
             except TemplateError as exc:
                 raise SpecError(f"{at}{field}: template error: {exc}") from None
+        _check_inputs(step, at)
         normalized.append(step)
     _check_acyclic(normalized, where)
     _check_step_references(normalized, where)
@@ -164,6 +166,39 @@ def _check_shape(data: object, source: str) -> None:
         field = [str(p) for p in path]
     prefix = f"{'.'.join(field)}: " if field else ""
     raise SpecError(f"{_where(source, node)}{prefix}{error.message}")
+
+
+def _check_inputs(step: dict, at: str) -> None:
+    """What can be known of a step's inputs before it runs: the names its skill needs
+    and takes, and the values that are not templates (the rest are checked when the
+    step runs, rendered)."""
+    inputs, skill = step["with"], skill_get(step["skill"])
+    if not isinstance(inputs, dict):
+        return
+    properties = skill.params.get("properties", {})
+    unknown = sorted(set(inputs) - set(properties))
+    if unknown and skill.params.get("additionalProperties") is False:
+        takes = ", ".join(sorted(properties)) or "no inputs"
+        raise SpecError(f"{at}with: {skill.name} takes no {unknown[0]!r} (it takes {takes})")
+    missing = [name for name in skill.params.get("required", []) if name not in inputs]
+    if missing:
+        raise SpecError(f"{at}with: {skill.name} needs {missing[0]!r}")
+    for name in sorted(set(inputs) & set(properties)):
+        if not _has_template(inputs[name]):
+            validator = Draft202012Validator(properties[name], format_checker=FormatChecker())
+            problem = schema_problem(validator, inputs[name], at=f"with.{name}")
+            if problem:
+                raise SpecError(f"{at}{problem}")
+
+
+def _has_template(value: object) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_has_template(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_template(item) for item in value)
+    return False
 
 
 def _check_step_references(steps: list[dict], where: dict[str, str]) -> None:

@@ -112,6 +112,27 @@ def test_a_changed_definition_becomes_a_new_version(tmp_path):
             ":15: step 'ship': when: steps.nope: no step 'nope'",
         ),
         (
+            (
+                'skill: noop\n    with: {version: "{{ params.version }}"}',
+                "skill: sleep\n    with: {secs: 1}",
+            ),
+            ":7: step 'build': with: sleep takes no 'secs' (it takes seconds)",
+        ),
+        (
+            (
+                'skill: noop\n    with: {version: "{{ params.version }}"}',
+                "skill: sleep\n    with: {}",
+            ),
+            ":7: step 'build': with: sleep needs 'seconds'",
+        ),
+        (
+            (
+                'skill: noop\n    with: {version: "{{ params.version }}"}',
+                "skill: sleep\n    with: {seconds: abc}",
+            ),
+            ":7: step 'build': with.seconds: 'abc' is not of type 'number'",
+        ),
+        (
             ("[unit, e2e]", '"{{ steps.ship.output }}"'),
             ":10: step 'test': foreach: steps.ship: 'ship' is not among the steps this one needs",
         ),
