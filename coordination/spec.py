@@ -8,6 +8,7 @@ field: `release.yaml:14: step 'test': needs: unknown step 'biuld'`.
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -85,36 +86,41 @@ def spec_validate(data: object, *, source: str) -> dict:
     """Validate a parsed definition; return it normalized (every step field present)."""
     _check_shape(data, source)
     steps = data["steps"]
-    where = {step["id"]: _where(source, step) for step in steps}
+    nodes = {step["id"]: step for step in steps}
+
+    def at(step_id: str, field: str) -> str:
+        """`file:line: step 'id': `, on the line of the step's `field` when known."""
+        return _where(source, nodes[step_id], field)
+
     seen: set[str] = set()
     for step in steps:
         if step["id"] in seen:
-            raise SpecError(f"{where[step['id']]}id: duplicate step id {step['id']!r}")
+            raise SpecError(f"{_where(source, step, 'id')}id: duplicate step id {step['id']!r}")
         seen.add(step["id"])
     known_skills = set(skill_names())
     normalized = []
     for step in steps:
         step = {**STEP_DEFAULTS, **step}
         step["needs"] = [step["needs"]] if isinstance(step["needs"], str) else list(step["needs"])
-        at = where[step["id"]]
+        sid = step["id"]
         if step["skill"] not in known_skills:
-            raise SpecError(f"{at}skill: unknown skill {step['skill']!r}")
+            raise SpecError(f"{at(sid, 'skill')}skill: unknown skill {step['skill']!r}")
         if step["agent"] and step["role"]:
-            raise SpecError(f"{at}role: give an agent or a role, not both")
+            raise SpecError(f"{at(sid, 'role')}role: give an agent or a role, not both")
         for need in step["needs"]:
             if need not in seen:
-                raise SpecError(f"{at}needs: unknown step {need!r}")
-            if need == step["id"]:
-                raise SpecError(f"{at}needs: a step cannot need itself")
+                raise SpecError(f"{at(sid, 'needs')}needs: unknown step {need!r}")
+            if need == sid:
+                raise SpecError(f"{at(sid, 'needs')}needs: a step cannot need itself")
         for field in ("with", "when", "foreach"):
             try:
                 template_check(step[field], condition=field == "when")
             except TemplateError as exc:
-                raise SpecError(f"{at}{field}: template error: {exc}") from None
-        _check_inputs(step, at)
+                raise SpecError(f"{at(sid, field)}{field}: template error: {exc}") from None
+        _check_inputs(step, at(sid, "with"))
         normalized.append(step)
-    _check_acyclic(normalized, where)
-    _check_step_references(normalized, where)
+    _check_acyclic(normalized, at)
+    _check_step_references(normalized, at)
     params = data.get("params", {})
     try:
         Draft202012Validator.check_schema(params)
@@ -145,8 +151,11 @@ def spec_dependents(spec: dict) -> dict[str, list[str]]:
     return dependents
 
 
-def _where(source: str, node: object) -> str:
-    line = f":{node.line}" if isinstance(node, LineDict) else ""
+def _where(source: str, node: object, field: str = "") -> str:
+    """`file:line: step 'id': `, at `field`'s line when the file gives it."""
+    line = ""
+    if isinstance(node, LineDict):
+        line = f":{(node.key_lines or {}).get(field, node.line)}"
     step = f" step {node['id']!r}:" if isinstance(node, dict) and "id" in node else ""
     return f"{source}{line}:{step} "
 
@@ -165,7 +174,7 @@ def _check_shape(data: object, source: str) -> None:
     else:
         field = [str(p) for p in path]
     prefix = f"{'.'.join(field)}: " if field else ""
-    raise SpecError(f"{_where(source, node)}{prefix}{error.message}")
+    raise SpecError(f"{_where(source, node, field[0] if field else '')}{prefix}{error.message}")
 
 
 def _check_inputs(step: dict, at: str) -> None:
@@ -201,7 +210,7 @@ def _has_template(value: object) -> bool:
     return False
 
 
-def _check_step_references(steps: list[dict], where: dict[str, str]) -> None:
+def _check_step_references(steps: list[dict], at: Callable[[str, str], str]) -> None:
     """A template may read `steps.<id>` only of a step this one needs, directly or
     not: any other step's output is not there yet when it runs."""
     needs = {step["id"]: step["needs"] for step in steps}
@@ -219,10 +228,10 @@ def _check_step_references(steps: list[dict], where: dict[str, str]) -> None:
                     why = f"{read!r} is not among the steps this one needs"
                 else:
                     continue
-                raise SpecError(f"{where[step['id']]}{field}: steps.{read}: {why}")
+                raise SpecError(f"{at(step['id'], field)}{field}: steps.{read}: {why}")
 
 
-def _check_acyclic(steps: list[dict], where: dict[str, str]) -> None:
+def _check_acyclic(steps: list[dict], at: Callable[[str, str], str]) -> None:
     """Kahn's algorithm; on a cycle, name the steps in it."""
     remaining = {step["id"]: set(step["needs"]) for step in steps}
     while remaining:
@@ -234,7 +243,8 @@ def _check_acyclic(steps: list[dict], where: dict[str, str]) -> None:
                 path.append(node)
                 node = min(remaining[node])
             cycle = path[path.index(node) :]
-            raise SpecError(f"{where[cycle[0]]}needs: {' -> '.join([*cycle, node])} is a cycle")
+            cycle_text = " -> ".join([*cycle, node])
+            raise SpecError(f"{at(cycle[0], 'needs')}needs: {cycle_text} is a cycle")
         for sid in ready:
             del remaining[sid]
         for needs in remaining.values():

@@ -12,9 +12,10 @@ class DefinitionError(ValueError):
 
 
 class LineDict(dict):
-    """A YAML mapping that remembers the line it started on."""
+    """A YAML mapping that remembers the line it started on, and each key's."""
 
     line: int = 0
+    key_lines: dict[str, int] | None = None
 
 
 class _NotJSON(yaml.MarkedYAMLError):
@@ -56,6 +57,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
             raise _NotJSON(problem=problem, problem_mark=key_node.start_mark)
     mapping = LineDict(pairs)
     mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {key: key_node.start_mark.line + 1 for (key_node, _), (key, _) in
+                         zip(node.value, pairs, strict=True)}  # fmt: skip
     return mapping
 
 

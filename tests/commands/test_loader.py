@@ -109,7 +109,7 @@ BROKEN = [
         "unknown_skill.md",
         "---\nworkflow:\n  steps:\n    - id: a\n      skill: noop\n"
         "    - id: b\n      skill: nope\n---\n",
-        "unknown_skill.md:6: step 'b': skill: unknown skill 'nope'",
+        "unknown_skill.md:7: step 'b': skill: unknown skill 'nope'",
     ),
     (
         "cycle.md",

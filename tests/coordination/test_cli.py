@@ -77,5 +77,5 @@ def test_load_names_the_broken_file(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("steps:\n  - id: a\n    skill: nope\n")
 
-    with pytest.raises(CommandError, match=r"broken.yaml:2: step 'a': skill: unknown skill 'nope'"):
+    with pytest.raises(CommandError, match=r"broken.yaml:3: step 'a': skill: unknown skill 'nope'"):
         call_command("hive", "workflow", "load", str(broken))

@@ -67,16 +67,16 @@ def test_a_changed_definition_becomes_a_new_version(tmp_path):
     [
         (
             ("    needs: build\n", "    needs: biuld\n"),
-            ":10: step 'test': needs: unknown step 'biuld'",
+            ":11: step 'test': needs: unknown step 'biuld'",
         ),
         (
             ("skill: noop\n    foreach", "skill: teleport\n    foreach"),
-            ":10: step 'test': skill: unknown skill 'teleport'",
+            ":12: step 'test': skill: unknown skill 'teleport'",
         ),
         (("  - id: ship", "  - id: test"), ":15: step 'test': id: duplicate step id 'test'"),
         (
             ("    needs: [test]", "    needs: [test]\n    retries: -1"),
-            ":15: step 'ship': retries: -1 is less than the minimum of 0",
+            ":17: step 'ship': retries: -1 is less than the minimum of 0",
         ),
         (
             ("    needs: [test]", "    needs: [test]\n    colour: red"),
@@ -84,15 +84,15 @@ def test_a_changed_definition_becomes_a_new_version(tmp_path):
         ),
         (
             ("{{ params.version }}", "{{ params.version "),
-            ":7: step 'build': with: template error: unexpected end of template",
+            ":9: step 'build': with: template error: unexpected end of template",
         ),
         (
             ("params.version != '0.0.0'", "params.version !="),
-            ":15: step 'ship': when: template error:",
+            ":18: step 'ship': when: template error:",
         ),
         (
             ("  - id: build\n", "  - id: build\n    needs: ship\n"),
-            ":7: step 'build': needs: build -> ship -> test -> build is a cycle",
+            ":8: step 'build': needs: build -> ship -> test -> build is a cycle",
         ),
         (("  - id: ship", "  - id: Ship"), ":15: step 'Ship': id: 'Ship' does not match"),
         (
@@ -105,36 +105,36 @@ def test_a_changed_definition_becomes_a_new_version(tmp_path):
         ),
         (
             ('{suite: "{{ item }}"}', '{suite: "{{ steps.biuld.output }}"}'),
-            ":10: step 'test': with: steps.biuld: no step 'biuld'",
+            ":14: step 'test': with: steps.biuld: no step 'biuld'",
         ),
         (
             ("params.version != '0.0.0'", "steps['build'].output and steps.nope"),
-            ":15: step 'ship': when: steps.nope: no step 'nope'",
+            ":18: step 'ship': when: steps.nope: no step 'nope'",
         ),
         (
             (
                 'skill: noop\n    with: {version: "{{ params.version }}"}',
                 "skill: sleep\n    with: {secs: 1}",
             ),
-            ":7: step 'build': with: sleep takes no 'secs' (it takes seconds)",
+            ":9: step 'build': with: sleep takes no 'secs' (it takes seconds)",
         ),
         (
             (
                 'skill: noop\n    with: {version: "{{ params.version }}"}',
                 "skill: sleep\n    with: {}",
             ),
-            ":7: step 'build': with: sleep needs 'seconds'",
+            ":9: step 'build': with: sleep needs 'seconds'",
         ),
         (
             (
                 'skill: noop\n    with: {version: "{{ params.version }}"}',
                 "skill: sleep\n    with: {seconds: abc}",
             ),
-            ":7: step 'build': with.seconds: 'abc' is not of type 'number'",
+            ":9: step 'build': with.seconds: 'abc' is not of type 'number'",
         ),
         (
             ("[unit, e2e]", '"{{ steps.ship.output }}"'),
-            ":10: step 'test': foreach: steps.ship: 'ship' is not among the steps this one needs",
+            ":13: step 'test': foreach: steps.ship: 'ship' is not among the steps this one needs",
         ),
     ],
 )
