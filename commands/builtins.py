@@ -128,9 +128,8 @@ def _help(*, user, command: str = "") -> dict:
 
 
 def _describe(prop: dict) -> str:
-    if "enum" in prop:
-        return " | ".join(str(v) for v in prop["enum"])
     kind = prop.get("type", "any")
+    kind = " | ".join(str(v) for v in prop["enum"]) if "enum" in prop else kind
     default = f", default {prop['default']}" if "default" in prop else ""
     return f"{kind if isinstance(kind, str) else ' | '.join(kind)}{default}"
 

@@ -8,6 +8,8 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 from hive_project.metrics import registry
 from hive_project.redis_client import redis_probe_client
@@ -57,13 +59,21 @@ def readyz(request) -> JsonResponse:
 
 
 def _metrics_allowed(request) -> bool | None:
-    """True for the metrics token or a staff user, False for another user, None for
+    """True for the metrics token or a staff user (logged in, or by API token), False
+    for another user, None for
     no credentials or a wrong token (a 401: try again with the right ones)."""
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         token = settings.HIVE_METRICS_TOKEN
         given = header.removeprefix("Bearer ").strip()
         return True if token and hmac.compare_digest(given.encode(), token.encode()) else None
+    if header.startswith("Token "):
+        # A staff user's API token, as the rest of the API takes it.
+        try:
+            found = TokenAuthentication().authenticate(request)
+        except AuthenticationFailed:
+            return None
+        return found[0].is_staff if found else None
     if request.user.is_authenticated:
         return request.user.is_staff
     return None

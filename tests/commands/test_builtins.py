@@ -31,7 +31,7 @@ def hive(users):
 def flaky(definitions):
     definitions("flaky.md", """
         ---
-        params: {key: {type: string}}
+        params: {key: {type: string}, mode: {enum: [fast, slow], default: fast}}
         workflow:
           steps:
             - {id: first, skill: noop}
@@ -56,6 +56,7 @@ def test_help_lists_what_the_user_may_run_and_explains_one_command(hive, flaky):
         "arguments:",
         "  run: integer (required)",
     ]
+    assert "  mode: fast | slow, default fast" in hive("/hive:help flaky")["message"].splitlines()
 
 
 def test_run_control_and_agent_control_on_a_real_agent(hive, flaky, start_agent, users):

@@ -4,6 +4,7 @@ import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.authtoken.models import Token
 
 from coordination.services import run_start
 from tests.processes import free_port, wait_for
@@ -68,6 +69,20 @@ def test_metrics_answer_a_staff_user_without_token(client, redis_url):
 
     assert response.status_code == 200
     assert b"hive_agents{" in response.content
+
+
+def test_metrics_take_a_staff_users_api_token_and_refuse_anyone_elses(client, redis_url):
+    User = get_user_model()
+    staff = Token.objects.create(user=User.objects.create_user("ops", is_staff=True))
+    other = Token.objects.create(user=User.objects.create_user("dev"))
+
+    answers = [
+        client.get("/metrics", HTTP_AUTHORIZATION=f"Token {key}")
+        for key in (staff.key, other.key, "nope")
+    ]
+
+    assert [a.status_code for a in answers] == [200, 403, 401]
+    assert b"hive_agents{" in answers[0].content
 
 
 def test_metrics_series_exist_and_move_when_a_run_happens(
