@@ -65,6 +65,7 @@ class Change:
     version: int | None = None
     source: str = ""
     error: str = ""
+    why: str = ""  # of a command disabled because of where its file is
 
     def __str__(self) -> str:
         where = f", {self.source}" if self.source else ""
@@ -72,8 +73,8 @@ class Change:
             return f"error: {self.error} (the loaded version, if any, stays active)"
         if self.action == "updated":
             return f"/{self.name} updated to v{self.version}{where}"
-        if self.action == "disabled":
-            return f"/{self.name} disabled: its file is gone{where}"
+        if self.action == "disabled" and self.why:
+            return f"/{self.name} disabled: {self.why}{where}"
         return f"/{self.name} {self.action} (v{self.version}{where})"
 
 
@@ -163,22 +164,30 @@ def commands_load(*, paths: list[Path] | None = None) -> list[Change]:
             )
         if root.is_dir():
             changes += _disable_removed(root, present=present)
+    if not paths:
+        # A folder dropped from HIVE_COMMAND_DIRS takes its commands with it.
+        changes += _disable_removed(None, present=present)
     return changes
 
 
-def _disable_removed(root: Path, *, present: set[str]) -> list[Change]:
-    prefix = str(root.resolve()).rstrip("/") + "/"
+def _disable_removed(root: Path | None, *, present: set[str]) -> list[Change]:
+    """Disable the commands loaded from a file under `root` (or anywhere: None) that
+    is not among those just read."""
+    gone = Command.objects.filter(enabled=True, builtin="").exclude(source="")
+    if root is not None:
+        gone = gone.filter(source__startswith=str(root.resolve()).rstrip("/") + "/")
+    reason = "file removed" if root is not None else "folder not loaded"
+    why = "its file is gone" if root is not None else "its folder is not in HIVE_COMMAND_DIRS"
     changes = []
-    gone = Command.objects.filter(enabled=True, builtin="", source__startswith=prefix)
     for command in gone.exclude(source__in=present):
         command.enabled = False
         command.save(update_fields=["enabled", "updated_at"])
         event_emit(
             kind="command.disabled",
             subject=f"command:{command.name}",
-            data={"reason": "file removed", "source": command.source},
+            data={"reason": reason, "source": command.source},
         )
-        changes.append(Change(name=command.name, action="disabled", source=command.source))
+        changes.append(Change(name=command.name, action="disabled", source=command.source, why=why))
     return changes
 
 

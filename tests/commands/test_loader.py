@@ -81,6 +81,19 @@ def test_a_changed_file_is_a_new_version_and_a_removed_one_is_disabled(definitio
     assert back == [f"/deploy enabled (v2, {path})"]
 
 
+def test_a_folder_dropped_from_the_command_dirs_takes_its_commands_with_it(definitions, settings):
+    path = definitions("deploy.md", DEPLOY)
+    commands_load()
+    assert Command.objects.get(name="deploy").enabled
+
+    settings.HIVE_COMMAND_DIRS = []
+    dropped = actions(commands_load())
+
+    assert f"/deploy disabled: its folder is not in HIVE_COMMAND_DIRS, {path.resolve()}" in dropped
+    assert not Command.objects.get(name="deploy").enabled
+    assert Command.objects.get(name="demo:release").enabled  # shipped: always loaded
+
+
 BROKEN = [
     (
         "bad_yaml.md",
