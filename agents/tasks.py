@@ -3,7 +3,7 @@ import os
 from celery import shared_task
 
 from agents import worker
-from agents.skills import SkillContext, SkillInputError, skill_execute
+from agents.skills import SkillContext, SkillError, SkillInputError, skill_execute
 
 
 @shared_task(bind=True, name="agents.ping_task", acks_late=False)
@@ -12,7 +12,9 @@ def ping_task(self) -> dict:
     return {"hostname": self.request.hostname, "pid": os.getpid()}
 
 
-@shared_task(name="agents.skill_run_task")
+# A skill's refusal is the caller's answer (`hive skill` prints it), not the agent's
+# fault: `throws` logs it in one line instead of as an unexpected traceback.
+@shared_task(name="agents.skill_run_task", throws=(SkillError,))
 def skill_run_task(skill: str, inputs: dict, idempotency_key: str | None = None) -> dict:
     """Run one skill on this agent (`hive skill`); returns the agent's name and the output."""
     agent = worker.identity

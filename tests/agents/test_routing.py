@@ -54,9 +54,12 @@ def test_dispatch_refuses_work_no_online_agent_can_take(start_agent):
 
 
 def test_a_skill_error_on_the_agent_comes_back_with_its_message(start_agent):
-    start_agent("strict", skills="sleep")
+    agent = start_agent("strict", skills="sleep")
 
     result = skill_run_task.apply_async(("sleep", {"seconds": "soon"}), queue=route(skill="sleep"))
 
     with pytest.raises(Exception, match="sleep: inputs.seconds: 'soon' is not of type 'number'"):
         result.get(timeout=30)
+    # The caller's answer, not the agent's fault: one line in its log, no traceback.
+    assert "'soon' is not of type 'number'" in agent.log()
+    assert "Traceback" not in agent.log()
