@@ -4,6 +4,8 @@ With no DATABASE_URL and no REDIS_URL, Hive runs on SQLite and an embedded
 Redis under var/ so a bare machine with Python needs nothing else.
 """
 
+import warnings
+
 from hive_project.config import (
     BASE_DIR,
     ConfigError,
@@ -109,6 +111,10 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Serve app static files straight from the apps in development, so `make run`
 # needs no collectstatic step; production images run collectstatic.
 WHITENOISE_USE_FINDERS = not PRODUCTION
+if not PRODUCTION:
+    # ... so the collected folder is missing there, which WhiteNoise warns about on
+    # every start (a harmless warning a newcomer would take for a fault).
+    warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
 # --- Redis: Celery broker and results, Channels layer, agent streams ---------
 
