@@ -14,6 +14,7 @@ from agents.routing import agent_queue
 from agents.services import agent_drain, agent_resume, agent_scale
 from agents.tasks import skill_run_task
 from dashboard.models import Event
+from hive_project.celery import app
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,8 +85,13 @@ def test_a_draining_agent_finishes_its_step_and_takes_no_new_one(start_agent):
 
 def test_scaling_grows_the_agents_pool(start_agent):
     process = start_agent("elastic", skills="sleep", concurrency=1)
+    agent = Agent.objects.get(name="elastic")
+    # Registered is not yet listening for control commands: wait until it answers one
+    # (on a loaded machine the first one after start-up can miss the 3 s reply window).
+    wait_for(lambda: app.control.ping(destination=[agent.node], timeout=1), timeout=30,
+             what="the agent to answer control commands")  # fmt: skip
 
-    agent_scale(agent=Agent.objects.get(name="elastic"), concurrency=3)
+    agent_scale(agent=agent, concurrency=3)
 
     wait_for(lambda: live("elastic").get("concurrency") == 3, timeout=10, what="the pool to grow")
     assert Agent.objects.get(name="elastic").concurrency == 3
