@@ -123,6 +123,10 @@ def test_a_failed_step_shows_its_error_and_is_retried_from_the_page(page, agent,
     page.evaluate(RECORD_STATES, "#live")
     page.click('tr[data-step-row="shaky"] button[data-action="retry"]')
     page.wait_for_selector('[data-run-state="succeeded"]', timeout=20_000)
+    # The run's state is written at once from its event; a refetch of the steps that
+    # began before the last step's commit can show it running for a moment, until
+    # the refetch its event asked for lands.
+    page.wait_for_selector('[data-step-id=last][data-state="succeeded"]')
 
     assert page_states(page) == {"first": "succeeded", "shaky": "succeeded", "last": "succeeded"}
     assert db_states(run) == page_states(page)
@@ -143,6 +147,7 @@ def test_an_approval_step_is_approved_from_the_page(page, agent, make_workflow):
 
     page.click('tr[data-step-row="gate"] button[data-action="approve"]')
     page.wait_for_selector('[data-run-state="succeeded"]', timeout=20_000)
+    page.wait_for_selector('[data-step-id=deploy][data-state="succeeded"]')
 
     assert page_states(page) == {"gate": "succeeded", "deploy": "succeeded"} == db_states(run)
     assert Run.objects.get(pk=run.pk).state == "succeeded"
