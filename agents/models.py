@@ -1,4 +1,12 @@
+from django.core.validators import RegexValidator
 from django.db import models
+
+from agents.pool import AGENT_SLUG_PATTERN
+
+agent_slug = RegexValidator(
+    AGENT_SLUG_PATTERN,
+    "A lowercase slug: letters a-z, digits, - and _, starting with a letter or digit.",
+)
 
 
 class Agent(models.Model):
@@ -11,8 +19,8 @@ class Agent(models.Model):
         DRAINING = "draining"
         OFFLINE = "offline"
 
-    name = models.SlugField(max_length=64, unique=True)
-    role = models.SlugField(max_length=64)
+    name = models.SlugField(max_length=64, unique=True, validators=[agent_slug])
+    role = models.SlugField(max_length=64, validators=[agent_slug])
     skills = models.JSONField(default=list, help_text="Names of the skills this agent offers.")
     concurrency = models.PositiveSmallIntegerField(default=1)
     status = models.CharField(max_length=16, choices=Status, default=Status.STARTING, db_index=True)

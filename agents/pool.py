@@ -6,7 +6,12 @@ from pathlib import Path
 
 from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
 
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# An agent's name and role: a lowercase slug. `hive agent`, the pool file, the admin
+# (the model's validator) and the API schema all hold this one pattern, so an admin
+# cannot rename an agent to a name its own process would refuse, or that the API's
+# schema says cannot exist. `\Z`: `$` would let a trailing newline through.
+AGENT_SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*\Z"
+_SLUG = re.compile(AGENT_SLUG_PATTERN)
 _SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 

@@ -34,6 +34,10 @@ from dataclasses import dataclass, field
 from jsonschema import Draft202012Validator
 
 NAME = re.compile(r"^/([a-z0-9][a-z0-9_-]*(?::[a-z0-9][a-z0-9_-]*)*)$")
+# What every parsable text looks like (the API schema publishes it): optional leading
+# whitespace, then `/name` ending at whitespace or the end. Whether the rest binds
+# depends on the command's own params schema, which lives in the database.
+TEXT_PATTERN = r"^\s*/[a-z0-9][a-z0-9_-]*(:[a-z0-9][a-z0-9_-]*)*(\s|$)"
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")

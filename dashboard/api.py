@@ -59,12 +59,21 @@ class SequencePagination(BasePagination):
         }
 
     def get_schema_operation_parameters(self, view):
+        # From the serializer that checks them, so the schema's bounds are the enforced ones.
         return [
-            {"name": "after", "in": "query", "required": False, "schema": {"type": "integer",
-             "minimum": 0}, "description": "The last sequence number seen."},
-            {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer",
-             "minimum": 1, "maximum": 5000}},
-        ]  # fmt: skip
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {
+                    "type": "integer",
+                    "minimum": field.min_value,
+                    "maximum": field.max_value,
+                },
+                **({"description": str(field.help_text)} if field.help_text else {}),
+            }
+            for name, field in AfterFilterSerializer().fields.items()
+        ]
 
 
 class EventListView(ListAPIView):

@@ -3,12 +3,16 @@ from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from agents.models import Agent, Message
+from agents.pool import AGENT_SLUG_PATTERN
 
 
 class AgentSerializer(serializers.ModelSerializer):
     """An agent's row, overlaid with its live heartbeat from Redis when it has one
     (`context["live"]`): the row is written only on change, the heartbeat every beat."""
 
+    # The pattern the model's validator holds every door to (agents/pool.py).
+    name = serializers.RegexField(AGENT_SLUG_PATTERN, read_only=True)
+    role = serializers.RegexField(AGENT_SLUG_PATTERN, read_only=True)
     heartbeat_age = serializers.SerializerMethodField(help_text="Seconds since the last beat.")
     running = serializers.SerializerMethodField(help_text="Steps running now.")
 
@@ -99,15 +103,16 @@ _NAME = {"max_length": 64, "required": False, "allow_blank": True}
 class SendSerializer(serializers.Serializer):
     """To an agent (`to`) or to any one agent of a role (`role`)."""
 
-    to = serializers.SlugField(**_NAME)
-    role = serializers.SlugField(**_NAME)
+    # The pattern agents are named by: a name no agent can have is refused up front.
+    to = serializers.RegexField(AGENT_SLUG_PATTERN, **_NAME)
+    role = serializers.RegexField(AGENT_SLUG_PATTERN, **_NAME)
     kind = serializers.CharField(max_length=100)
     payload = serializers.JSONField(required=False, default=dict)
     correlation_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
 
 
 class BroadcastSerializer(serializers.Serializer):
-    role = serializers.SlugField(max_length=64)
+    role = serializers.RegexField(AGENT_SLUG_PATTERN, max_length=64)
     kind = serializers.CharField(max_length=100)
     payload = serializers.JSONField(required=False, default=dict)
     correlation_id = serializers.CharField(max_length=64, required=False, allow_blank=True)

@@ -125,6 +125,7 @@ class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         filters.is_valid(raise_exception=True)
         return message_list(**filters.validated_data)
 
+    @extend_schema(request=SendSerializer, responses={201: MessageSerializer})
     def create(self, request):
         """Send a message to an agent (`to`) or to any one agent of a `role`."""
         body = SendSerializer(data=request.data)
@@ -132,6 +133,7 @@ class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         message = self._send(message_send, **body.validated_data)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=BroadcastSerializer, responses={201: MessageSerializer(many=True)})
     @action(detail=False, methods=["post"])
     def broadcast(self, request):
         """Send a copy to each online agent of a `role`."""

@@ -1,6 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from commands.models import Command, Invocation
+from commands.parser import TEXT_PATTERN
 from commands.selectors import run_outputs
 from coordination.models import Run
 from hive_project.api import MAX_ID
@@ -101,8 +103,14 @@ class InvocationFilterSerializer(serializers.Serializer):
     run = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
 
+@extend_schema_field({"type": "string", "pattern": TEXT_PATTERN})
+class CommandTextField(serializers.CharField):
+    """The text of a slash command. The parser checks it (its errors point at the
+    token), so the pattern is published here rather than checked twice."""
+
+
 class ExecuteSerializer(serializers.Serializer):
-    text = serializers.CharField(trim_whitespace=False, max_length=100_000)
+    text = CommandTextField(trim_whitespace=False, max_length=100_000)
     dry_run = serializers.BooleanField(default=False)
     source = serializers.ChoiceField(
         choices=[Invocation.Source.API, Invocation.Source.DASHBOARD],
@@ -118,6 +126,8 @@ class ExecuteResultSerializer(serializers.Serializer):
 
 
 class ScheduleSerializer(serializers.Serializer):
+    """A schedule as listed: its text is whatever is stored, even one the admin wrote."""
+
     id = serializers.IntegerField(read_only=True)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     text = serializers.CharField(max_length=10_000)
@@ -125,9 +135,15 @@ class ScheduleSerializer(serializers.Serializer):
     cron = serializers.CharField(required=False, allow_blank=True, max_length=100)
     when = serializers.CharField(read_only=True)
     enabled = serializers.BooleanField(default=True)
-    user_id = serializers.IntegerField(read_only=True)
-    last_run_at = serializers.DateTimeField(read_only=True)
+    user_id = serializers.IntegerField(read_only=True, allow_null=True)
+    last_run_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="null until it first runs."
+    )
     total_run_count = serializers.IntegerField(read_only=True)
+
+
+class ScheduleCreateSerializer(ScheduleSerializer):
+    text = CommandTextField(max_length=10_000)
 
 
 class ScheduleUpdateSerializer(serializers.Serializer):

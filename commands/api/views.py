@@ -12,6 +12,7 @@ from commands.api.serializers import (
     ExecuteSerializer,
     InvocationFilterSerializer,
     InvocationSerializer,
+    ScheduleCreateSerializer,
     ScheduleSerializer,
     ScheduleUpdateSerializer,
 )
@@ -134,9 +135,9 @@ class ScheduleListView(APIView):
     def get(self, request):
         return Response(ScheduleSerializer(schedule_list(), many=True).data)
 
-    @extend_schema(request=ScheduleSerializer, responses={201: ScheduleSerializer})
+    @extend_schema(request=ScheduleCreateSerializer, responses={201: ScheduleSerializer})
     def post(self, request):
-        body = ScheduleSerializer(data=request.data)
+        body = ScheduleCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
         try:
@@ -170,9 +171,11 @@ class ScheduleDetailView(APIView):
     @extend_schema(request=ScheduleUpdateSerializer, responses=ScheduleSerializer)
     def patch(self, request, pk: int):
         self._row(pk)
-        body = ScheduleUpdateSerializer(data=request.data)
+        # A PATCH changes what it names: `{}` changes nothing (as its schema says).
+        body = ScheduleUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
-        schedule_update(schedule_id=pk, enabled=body.validated_data["enabled"])
+        if "enabled" in body.validated_data:
+            schedule_update(schedule_id=pk, enabled=body.validated_data["enabled"])
         return Response(ScheduleSerializer(self._row(pk)).data)
 
     @extend_schema(responses={204: None})
