@@ -160,7 +160,8 @@ CHANNEL_LAYERS = {
 
 # --- API ----------------------------------------------------------------------
 
-# Slash commands a user may execute through the API, per user (DRF rate: N/s|m|h|d).
+# Slash commands a user may execute, per user, through the API and the console
+# together (commands/throttles.py; DRF rate: N/s|m|h|d).
 HIVE_COMMAND_THROTTLE = throttle_rate("HIVE_COMMAND_THROTTLE", "60/min")
 
 REST_FRAMEWORK = {
@@ -176,8 +177,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "hive_project.api.HivePagination",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "hive_project.schema.HiveAutoSchema",
-    # Scoped throttles apply only to views that name a scope (commands' execute).
-    "DEFAULT_THROTTLE_RATES": {"commands.execute": HIVE_COMMAND_THROTTLE},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Hive API",
