@@ -9,6 +9,7 @@ from django.utils import timezone
 from agents import mailbox
 from agents.liveness import agents_live, live_key
 from agents.models import Agent, Message
+from agents.pool import concurrency_problem
 from agents.routing import agent_queues
 from dashboard.events import event_emit
 from hive_project.celery import app
@@ -171,6 +172,9 @@ def agent_shutdown(*, agent: Agent) -> None:
 
 def agent_scale(*, agent: Agent, concurrency: int) -> Agent:
     """Grow or shrink the agent's pool to `concurrency` parallel steps."""
+    problem = concurrency_problem(concurrency)
+    if problem:
+        raise AgentControlError(f"concurrency: {problem}")
     delta = concurrency - agent.concurrency
     if delta:
         _control(agent, "pool_grow" if delta > 0 else "pool_shrink", n=abs(delta))

@@ -4,6 +4,7 @@ With no DATABASE_URL and no REDIS_URL, Hive runs on SQLite and an embedded
 Redis under var/ so a bare machine with Python needs nothing else.
 """
 
+import os
 import warnings
 
 from hive_project.config import (
@@ -216,6 +217,14 @@ HIVE_AGENT_TIMEOUT = env_int("HIVE_AGENT_TIMEOUT", 10, minimum=2)
 if HIVE_AGENT_TIMEOUT <= HIVE_HEARTBEAT_INTERVAL:
     raise ConfigError("HIVE_AGENT_TIMEOUT: must be longer than HIVE_HEARTBEAT_INTERVAL")
 HIVE_REAPER_INTERVAL = env_int("HIVE_REAPER_INTERVAL", 2, minimum=1)
+# The most steps one agent runs in parallel (its prefork pool's processes), for the
+# API's scale, `hive agent --concurrency`, hive.agents.yaml and the admin alike. Each
+# pool process is a whole Python interpreter with Django loaded (~42 MiB: two agents
+# scaled to 255 took a machine to 21 GiB); steps mostly wait on I/O, so four per CPU
+# keep the CPUs busy, and 4 is the floor for a small machine.
+HIVE_AGENT_MAX_CONCURRENCY = env_int(
+    "HIVE_AGENT_MAX_CONCURRENCY", max(4, 4 * (os.cpu_count() or 1)), minimum=1
+)
 
 # --- The engine (coordination/) --------------------------------------------------
 
