@@ -100,7 +100,7 @@ class MessageAdmin(admin.ModelAdmin):
                 )
                 for m in dead
             ],
-            sender=f"user:{request.user.username}",
+            sender=mailbox.user_sender(request.user),
         )
         skipped = queryset.count() - len(dead)
         note = f"; {skipped} not dead, left alone" if skipped else ""

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from agents.models import Agent
 from commands.models import Invocation
+from dashboard.models import Event
 from tests.processes import child_env
 from tests.security.conftest import auth
 
@@ -152,3 +153,145 @@ def test_the_scale_service_refuses_past_the_bound(bounded):
 
     with pytest.raises(AgentControlError, match=r"^concurrency: 9 must be at most 3 "):
         agent_scale(agent=bounded, concurrency=9)
+
+
+# --- 9. A user reads the messages they sent; a view permission reads all -------------
+
+
+@pytest.fixture
+def sent(attackers, redis_url, empty_streams, client):
+    """Alice (may send messages and execute commands) sends a secret to an agent's
+    inbox through the API and another with /hive:send from the console; one of them
+    is then dead-lettered with an error quoting it."""
+    from tests.security.conftest import _user
+
+    alice = _user("alice", "agents.add_message", "commands.execute_command")
+    Agent.objects.create(name="inbox", role="inbox", skills=["noop"])
+    api = api_client(alice).post(
+        "/api/v1/messages/",
+        {"to": "inbox", "kind": "note", "payload": {"text": "api secret"}},
+        format="json",
+    )
+    assert api.status_code == 201, api.content
+    client.force_login(alice)
+    page = client.post("/console/", {"text": '/hive:send inbox "console secret"'})
+    assert 'data-outcome="done"' in page.content.decode()
+    # A refused /hive:send is audited with its text, and so is its event.
+    client.post("/console/", {"text": '/hive:send ghost "typed secret"'})
+    client.logout()
+    from agents.models import Message
+    from agents.services import message_bury
+
+    typed = Message.objects.get(payload={"text": "console secret"})
+    message_bury(message_id=typed.pk, stream_id="1-0", agent="inbox", consumer="inbox:1",
+                 error="choked on console secret", deliveries=5)  # fmt: skip
+    return alice, [api.json()["id"], typed.pk]
+
+
+def message_ids(user, query: str = "") -> list[int]:
+    answer = api_client(user).get(f"/api/v1/messages/{query}")
+    assert answer.status_code == 200
+    return [m["id"] for m in answer.json()["results"]]
+
+
+def test_a_user_lists_only_the_messages_they_sent(attackers, sent):
+    alice, ids = sent
+    newest_first = ids[::-1]
+
+    for reader in ("nobody", "runner", "executor"):
+        user = attackers[reader]
+        assert message_ids(user) == [], reader
+        for query in ("?agent=inbox", "?state=dead", "?kind=note", "?state=pending"):
+            assert message_ids(user, query) == [], (reader, query)
+        for pk in ids:
+            detail = api_client(user).get(f"/api/v1/messages/{pk}/")
+            assert detail.status_code == 404, (reader, pk)
+    assert message_ids(alice) == newest_first
+    assert message_ids(alice, "?state=dead") == ids[1:]
+    assert api_client(alice).get(f"/api/v1/messages/{ids[0]}/").json()["payload"] == {
+        "text": "api secret"
+    }
+    assert message_ids(attackers["admin"]) == newest_first
+
+
+def test_the_view_permission_reads_every_message(attackers, sent):
+    from tests.security.conftest import _user
+
+    _, ids = sent
+
+    assert message_ids(_user("auditor", "agents.view_message")) == ids[::-1]
+
+
+def test_the_messages_page_and_its_dead_letters_show_a_user_only_theirs(attackers, sent, client):
+    alice, ids = sent
+
+    client.force_login(attackers["runner"])
+    theirs = client.get("/messages/").content.decode()
+    client.force_login(alice)
+    hers = client.get("/messages/?partial=1").content.decode()
+
+    for pk in ids:
+        assert f'data-message="{pk}"' not in theirs
+        assert f'data-message="{pk}"' in hers
+    assert "choked on console secret" not in theirs and "user:alice" not in theirs
+    assert "choked on console secret" in hers
+
+
+def test_the_events_of_a_message_and_of_the_command_that_sent_it_are_the_senders(attackers, sent):
+    """GET /api/v1/events/ (what live pages catch up from): message.sent and
+    message.dead events, and the command events carrying /hive:send's text."""
+    from dashboard.selectors import event_subjects_visible
+
+    alice, ids = sent
+    private = {f"message:{pk}" for pk in ids}
+    typed = {f"invocation:{i.pk}" for i in Invocation.objects.filter(user=alice, outcome="failed")}
+    kinds = {e.kind for e in Event.objects.filter(subject__in=private | typed)}
+    assert kinds == {"message.sent", "message.dead", "command.failed"}
+
+    def subjects(user) -> set[str]:
+        answer = api_client(user).get("/api/v1/events/")
+        return {e["subject"] for e in answer.json()["results"]}
+
+    assert private <= subjects(alice) and typed <= subjects(alice)
+    assert private <= subjects(attackers["admin"])
+    for reader in ("nobody", "runner", "executor"):
+        user = attackers[reader]
+        assert not (private | typed) & subjects(user), reader
+        assert event_subjects_visible(user=user, subjects=private | typed) == set(), reader
+    assert event_subjects_visible(user=alice, subjects=private | typed) == private | typed
+
+
+@pytest.mark.django_db(transaction=True)  # the web process reads committed rows
+def test_the_live_feed_sends_a_message_event_only_to_who_may_see_it(
+    attackers, live_server_url, empty_streams
+):
+    import httpx
+
+    from dashboard.events import event_emit
+    from tests.dashboard.test_consumer import events_until, open_socket, receive, session_cookie
+    from tests.security.conftest import _user
+
+    alice = _user("alice", "agents.add_message")
+    Agent.objects.create(name="inbox", role="inbox", skills=["noop"])
+    with (
+        open_socket(live_server_url, cookie=session_cookie(alice)) as hers,
+        open_socket(live_server_url, cookie=session_cookie(attackers["runner"])) as theirs,
+    ):
+        for socket in (hers, theirs):
+            socket.send('{"subscribe": "overview"}')
+            assert receive(socket) == {"type": "subscribed", "group": "overview"}
+        sent = httpx.post(
+            f"{live_server_url}/api/v1/messages/",
+            headers=auth(alice),
+            json={"to": "inbox", "kind": "note", "payload": {"text": "live secret"}},
+        )
+        assert sent.status_code == 201
+        subject = f"message:{sent.json()['id']}"
+        event_emit(kind="agent.offline", subject="agent:marker")  # after it, to everyone
+        received = {
+            "alice": events_until(hers, agent_marker=1, **{subject.replace(":", "_"): 1}),
+            "runner": events_until(theirs, agent_marker=1),
+        }
+
+    assert [e["kind"] for e in received["alice"] if e["subject"] == subject] == ["message.sent"]
+    assert subject not in {e["subject"] for e in received["runner"]}
