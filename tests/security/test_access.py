@@ -295,3 +295,50 @@ def test_the_live_feed_sends_a_message_event_only_to_who_may_see_it(
 
     assert [e["kind"] for e in received["alice"] if e["subject"] == subject] == ["message.sent"]
     assert subject not in {e["subject"] for e in received["runner"]}
+
+
+# --- 7. Logins are locked out after repeated failures, per username and address --------
+
+
+DOORS = ["/accounts/login/", "/admin/login/"]
+
+
+def login(door: str, username: str, password: str, *, address: str = "127.0.0.1"):
+    from django.test import Client
+
+    client = Client(REMOTE_ADDR=address)
+    answer = client.post(door, {"username": username, "password": password})
+    return answer, "_auth_user_id" in client.session
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_login_is_refused_after_too_many_failures_even_with_the_right_password(
+    attackers, settings, door
+):
+    admin = attackers["admin"]
+    limit = settings.HIVE_LOGIN_FAILURE_LIMIT
+    assert (limit, settings.HIVE_LOGIN_COOLOFF_MINUTES) == (5, 15)
+
+    for _ in range(limit - 1):
+        answer, logged_in = login(door, "admin", "wrong")
+        assert (answer.status_code, logged_in) == (200, False)
+    answer, logged_in = login(door, "admin", admin.password_plain)
+    assert (answer.status_code, logged_in) == (302, True)  # before the limit: in
+
+    for _ in range(limit):
+        login(door, "admin", "guess")
+    refused, logged_in = login(door, "admin", admin.password_plain)
+
+    assert (refused.status_code, logged_in) == (429, False)
+    assert "Account locked: too many login attempts" in refused.content.decode()
+    # Keyed by username and address: the user logs in from elsewhere, and another
+    # user from the same address is not locked out by the guesses at admin.
+    assert login(door, "admin", admin.password_plain, address="10.0.0.9")[1] is True
+    assert login("/accounts/login/", "nobody", attackers["nobody"].password_plain)[1] is True
+
+
+def test_a_locked_out_login_keeps_api_tokens_working(attackers, settings):
+    for _ in range(settings.HIVE_LOGIN_FAILURE_LIMIT + 1):
+        login("/accounts/login/", "admin", "guess")
+
+    assert api_client(attackers["admin"]).get("/api/v1/agents/").status_code == 200
