@@ -1,12 +1,24 @@
+from django import forms
 from django.contrib import admin, messages
 
 from agents import mailbox
 from agents.models import Agent, Message
+from agents.pool import concurrency_problem
 from agents.services import AgentControlError, agent_drain, agent_resume, agent_shutdown
+
+
+class AgentForm(forms.ModelForm):
+    def clean_concurrency(self) -> int:
+        value = self.cleaned_data["concurrency"]
+        problem = concurrency_problem(value)
+        if problem:
+            raise forms.ValidationError(problem)
+        return value
 
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
+    form = AgentForm
     list_display = [
         "name",
         "role",
@@ -88,7 +100,7 @@ class MessageAdmin(admin.ModelAdmin):
                 )
                 for m in dead
             ],
-            sender=f"user:{request.user.username}",
+            sender=mailbox.user_sender(request.user),
         )
         skipped = queryset.count() - len(dead)
         note = f"; {skipped} not dead, left alone" if skipped else ""

@@ -80,6 +80,12 @@ def default_sender() -> str:
     return worker.identity.name if worker.identity else "hive"
 
 
+def user_sender(user) -> str:
+    """How a message a person sent names them (the API, /hive:send, the admin): they
+    may read back what they sent (agents/selectors.py, message_visible_list)."""
+    return f"user:{user.username}"
+
+
 @dataclass
 class Outgoing:
     """One message to send: to an agent (`to`) or to any one agent of a role (`role`)."""

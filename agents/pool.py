@@ -4,6 +4,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
+
 from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
 
 # An agent's name and role: a lowercase slug. `hive agent`, the pool file, the admin
@@ -63,6 +65,23 @@ def agent_spec(
     unknown = sorted(set(skills) - set(skill_names()))
     if unknown:
         raise DefinitionError(f"{at}skills: unknown skill {unknown[0]!r}")
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise DefinitionError(f"{at}concurrency: {concurrency!r} is not a positive integer")
+    problem = concurrency_problem(concurrency)
+    if problem:
+        raise DefinitionError(f"{at}concurrency: {problem}")
     return AgentSpec(name=name, role=role, skills=tuple(skills), concurrency=concurrency)
+
+
+def concurrency_bound() -> str:
+    """The bound on an agent's concurrency, as every refusal words it."""
+    bound = settings.HIVE_AGENT_MAX_CONCURRENCY
+    return f"must be at most {bound} (HIVE_AGENT_MAX_CONCURRENCY, steps one agent runs at once)"
+
+
+def concurrency_problem(value: object) -> str:
+    """Why `value` cannot be an agent's concurrency ("" when it can): the one rule of
+    the pool file, `hive agent`, the API's scale and the admin."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return f"{value!r} is not a positive integer"
+    if value > settings.HIVE_AGENT_MAX_CONCURRENCY:
+        return f"{value} {concurrency_bound()}"
+    return ""

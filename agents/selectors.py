@@ -2,8 +2,10 @@
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
 
+from agents.mailbox import user_sender
 from agents.models import Agent, Message
 from agents.skills import skill_get, skill_names
+from hive_project.visibility import user_sees_all
 
 
 def agent_list() -> QuerySet[Agent]:
@@ -29,12 +31,26 @@ def skill_list() -> list[dict]:
     ]
 
 
-def message_list(
-    *, agent: str = "", state: str = "", kind: str = "", correlation_id: str = ""
-) -> QuerySet[Message]:
-    """Messages, newest first; `agent` matches those it sent or was sent (a role's
-    messages are `role:NAME`'s)."""
+def message_sees_all(*, user) -> bool:
+    return user_sees_all(user=user, permission="agents.view_message")
+
+
+def message_visible_list(*, user) -> QuerySet[Message]:
+    """The messages `user` may see, newest first: everyone's for staff and holders of
+    `agents.view_message` (agents' own messages among them), otherwise those they sent
+    (the API, /hive:send, the admin), whose payload is what they typed."""
     messages = Message.objects.order_by("-id")
+    if message_sees_all(user=user):
+        return messages
+    return messages.filter(sender=user_sender(user))
+
+
+def message_list(
+    *, user, agent: str = "", state: str = "", kind: str = "", correlation_id: str = ""
+) -> QuerySet[Message]:
+    """The messages `user` may see, newest first; `agent` matches those it sent or was
+    sent (a role's messages are `role:NAME`'s)."""
+    messages = message_visible_list(user=user)
     if agent:
         messages = messages.filter(Q(recipient=agent) | Q(sender=agent))
     if state:
@@ -71,7 +87,8 @@ def agent_cards() -> list[Agent]:
 
 def inbox_summary() -> list[dict]:
     """Per recipient (an agent, or `role:NAME`): messages pending, handled and dead, and
-    the deliveries Redis made of them; ordered by recipient."""
+    the deliveries Redis made of them; ordered by recipient. Everyone's: a figure of the
+    pool's (how full each inbox is), naming no sender and no payload."""
     rows = (
         Message.objects.values("recipient")
         .annotate(

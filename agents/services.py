@@ -9,6 +9,7 @@ from django.utils import timezone
 from agents import mailbox
 from agents.liveness import agents_live, live_key
 from agents.models import Agent, Message
+from agents.pool import concurrency_problem
 from agents.routing import agent_queues
 from dashboard.events import event_emit
 from hive_project.celery import app
@@ -171,6 +172,9 @@ def agent_shutdown(*, agent: Agent) -> None:
 
 def agent_scale(*, agent: Agent, concurrency: int) -> Agent:
     """Grow or shrink the agent's pool to `concurrency` parallel steps."""
+    problem = concurrency_problem(concurrency)
+    if problem:
+        raise AgentControlError(f"concurrency: {problem}")
     delta = concurrency - agent.concurrency
     if delta:
         _control(agent, "pool_grow" if delta > 0 else "pool_shrink", n=abs(delta))
@@ -218,7 +222,7 @@ def message_send(
     with transaction.atomic():
         message = mailbox.send(to=to, role=role, kind=kind, payload=payload,
                                correlation_id=correlation_id, sender=sender)  # fmt: skip
-        _emit_sent([message], subject=f"agent:{to}" if to else f"role:{role}")
+        _emit_sent([message])
     return Message.objects.get(pk=message.pk)
 
 
@@ -229,18 +233,21 @@ def message_broadcast(
     with transaction.atomic():
         sent = mailbox.broadcast(role=role, kind=kind, payload=payload,
                                  correlation_id=correlation_id, sender=sender)  # fmt: skip
-        _emit_sent(sent, subject=f"role:{role}")
+        _emit_sent(sent)
     return list(Message.objects.filter(pk__in=[m.pk for m in sent]).order_by("id"))
 
 
-def _emit_sent(messages: list[Message] | list[mailbox.Sent], *, subject: str) -> None:
+def _emit_sent(messages: list[Message] | list[mailbox.Sent]) -> None:
     """People's sends (the API, commands) are events; agents' own sends are not: at
     thousands a second an event each would double their writes. Handled messages are
-    summed up per agent instead (messages_acked), dead ones are events each."""
+    summed up per agent instead (messages_acked), dead ones are events each.
+
+    The subject is the (first) message: who may see the event is who may see the
+    message (dashboard/selectors.py); a broadcast's copies share their sender."""
     first = messages[0]
     event_emit(
         kind="message.sent",
-        subject=subject,
+        subject=f"message:{first.pk}",
         data={"messages": [m.pk for m in messages], "kind": first.kind,
               "to": [m.recipient for m in messages], "sender": first.sender},
     )  # fmt: skip
@@ -312,11 +319,13 @@ def message_bury(
         dead_at=timezone.now(),
     )
     if updated:
+        # The error may quote the payload: the event is the message's, seen as it is.
         event_emit(
             kind="message.dead",
-            subject=f"agent:{agent}",
-            data={"message": message_id, "error": error, "deliveries": deliveries},
-        )
+            subject=f"message:{message_id}",
+            data={"message": message_id, "agent": agent, "error": error,
+                  "deliveries": deliveries},
+        )  # fmt: skip
     return bool(updated)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count
 
-from agents.mailbox import MessageError
+from agents.mailbox import MessageError, user_sender
 from agents.models import Agent
 from agents.services import AgentControlError, agent_drain, agent_resume, message_send
 from commands.models import EXECUTE_PERMISSION, Command
@@ -287,9 +287,7 @@ def _resume(*, user, agent: str) -> dict:
 def _send(*, user, agent: str, text: str) -> dict:
     """Send a note to an agent's inbox; an agent that is down finds it when it is back."""
     try:
-        sent = message_send(
-            sender=f"user:{user.username}", to=agent, kind="note", payload={"text": text}
-        )
+        sent = message_send(sender=user_sender(user), to=agent, kind="note", payload={"text": text})
     except MessageError as exc:
         raise BuiltinError(str(exc)) from None
     return {"message": f"message {sent.pk} sent to {agent}", "id": sent.pk}

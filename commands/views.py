@@ -2,6 +2,9 @@
 command generated from its params schema. Both go through `command_execute` with
 source `dashboard`, so they are checked and audited like the API."""
 
+import math
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import render
@@ -10,9 +13,16 @@ from commands.models import Invocation
 from commands.parser import hint_names
 from commands.selectors import command_list, invocation_list
 from commands.services import CommandFailure, builtins_sync, command_execute
+from commands.throttles import command_throttle_wait
 
 
 def _execute(request, text: str, *, dry_run: bool = False) -> dict:
+    wait = command_throttle_wait(request=request)
+    if wait is not None:
+        # The API's answer (429, nothing created, not audited), in the page's words.
+        return {"error": f"too many commands (at most {settings.HIVE_COMMAND_THROTTLE} "
+                         f"per user); try again in {math.ceil(wait)} s",
+                "code": "throttled", "status": 429}  # fmt: skip
     try:
         invocation = command_execute(
             text=text, user=request.user, source=Invocation.Source.DASHBOARD, dry_run=dry_run
@@ -32,7 +42,7 @@ def console(request):
     return render(request, "commands/console.html", {
         "commands": command_list(), "text": text, "result": result,
         "recent": invocation_list(user=request.user)[:20],
-    })  # fmt: skip
+    }, status=result.get("status", 200))  # fmt: skip
 
 
 @login_required
@@ -53,7 +63,7 @@ def command_form(request, name: str):
         text = form_text(command.name, fields)
         result = _execute(request, text, dry_run=bool(request.POST.get("dry_run")))
     context = {"command": command, "fields": fields, "text": text, "result": result}
-    return render(request, "commands/command.html", context)
+    return render(request, "commands/command.html", context, status=result.get("status", 200))
 
 
 def _field(name: str, prop: dict, required: bool) -> dict:

@@ -6,6 +6,7 @@ from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 from django.utils import timezone
 
 from coordination.models import Run, StepRun, Workflow
+from hive_project.visibility import user_sees_all
 
 
 def workflow_latest_list() -> QuerySet[Workflow]:
@@ -80,7 +81,7 @@ def step_get(*, run: Run, key: str) -> StepRun:
 
 def run_sees_all(*, user) -> bool:
     """Whether `user` may see every run (the rule of run_visible_list)."""
-    return user.is_staff or user.has_perm("coordination.view_run")
+    return user_sees_all(user=user, permission="coordination.view_run")
 
 
 def run_visible_ids(*, user, ids) -> set[int]:

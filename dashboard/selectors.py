@@ -3,20 +3,35 @@
 from django.db.models import CharField, Q, QuerySet, Value
 from django.db.models.functions import Cast, Concat
 
+from agents.selectors import message_visible_list
 from commands.models import Invocation
-from coordination.selectors import run_sees_all, run_visible_ids, run_visible_list
+from coordination.selectors import run_visible_list
 from dashboard.models import Event
 from hive_project.api import MAX_ID
+from hive_project.visibility import user_sees_all
 
 # Events about one user's work: a run's are shown to those who may see the run, an
-# invocation's (it carries the text they typed) to its user, a schedule's (the text
-# they scheduled) to its owner. Events of agents, workflows and commands (the
-# definitions) are everyone's.
-PRIVATE_SUBJECTS = ("run", "invocation", "schedule")
+# invocation's (it carries the text they typed) to its user, a message's (sent from
+# the API or /hive:send; a dead one's error may quote it) to those who may see the
+# message, a schedule's (the text they scheduled) to its owner. Events of agents,
+# workflows and commands (the definitions) are everyone's.
+PRIVATE_SUBJECTS = ("run", "invocation", "message", "schedule")
 
 
 def event_sees_all(*, user) -> bool:
-    return run_sees_all(user=user) or user.has_perm("dashboard.view_event")
+    """Whether `user` sees every event. Seeing every run is not enough: the events
+    of others' commands and messages carry what those people typed."""
+    return user_sees_all(user=user, permission="dashboard.view_event")
+
+
+def _visible_objects(*, user) -> dict[str, QuerySet]:
+    """Per private kind but schedules, the objects whose events `user` may see: the
+    rules of the runs', the audit's and the messages' own lists."""
+    return {
+        "run": run_visible_list(user=user),
+        "invocation": Invocation.objects.filter(user=user),
+        "message": message_visible_list(user=user),
+    }
 
 
 def event_list(*, user) -> QuerySet[Event]:
@@ -24,17 +39,14 @@ def event_list(*, user) -> QuerySet[Event]:
     events = Event.objects.order_by("pk")
     if event_sees_all(user=user):
         return events
-    runs = run_visible_list(user=user).annotate(subject=_subject("run"))
-    invocations = Invocation.objects.filter(user=user).annotate(subject=_subject("invocation"))
+    visible = Q(subject__in=_schedule_subjects(user=user))
+    for kind, objects in _visible_objects(user=user).items():
+        subjects = objects.order_by().annotate(subject=_subject(kind)).values("subject")
+        visible |= Q(subject__in=subjects)
     private = Q()
     for kind in PRIVATE_SUBJECTS:
         private |= Q(subject__startswith=f"{kind}:")
-    return events.filter(
-        Q(subject__in=runs.values("subject"))
-        | Q(subject__in=invocations.values("subject"))
-        | Q(subject__in=_schedule_subjects(user=user))
-        | ~private
-    )
+    return events.filter(visible | ~private)
 
 
 def event_subjects_visible(*, user, subjects: set[str]) -> set[str]:
@@ -50,11 +62,10 @@ def event_subjects_visible(*, user, subjects: set[str]) -> set[str]:
             visible.add(subject)
         elif pk.isdigit() and int(pk) <= MAX_ID:
             ids[kind].add(int(pk))
-    if ids["run"]:
-        visible |= {f"run:{pk}" for pk in run_visible_ids(user=user, ids=ids["run"])}
-    if ids["invocation"]:
-        mine = Invocation.objects.filter(user=user, pk__in=ids["invocation"])
-        visible |= {f"invocation:{pk}" for pk in mine.values_list("pk", flat=True)}
+    for kind, objects in _visible_objects(user=user).items():
+        if ids[kind]:
+            found = objects.filter(pk__in=ids[kind]).values_list("pk", flat=True)
+            visible |= {f"{kind}:{pk}" for pk in found}
     if ids["schedule"]:
         asked = [f"schedule:{pk}" for pk in ids["schedule"]]
         visible |= set(_schedule_subjects(user=user).filter(subject__in=asked))

@@ -84,5 +84,6 @@ def run_detail(request, pk: str):
 def messages(request):
     return _page(request, "messages", {
         "seq": event_last_seq(), "inboxes": inbox_summary(),
-        "dead": list(message_list(state="dead")[:50]), "recent": list(message_list()[:50]),
+        "dead": list(message_list(user=request.user, state="dead")[:50]),
+        "recent": list(message_list(user=request.user)[:50]),
     })  # fmt: skip

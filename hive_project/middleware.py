@@ -30,3 +30,9 @@ class RejectNulMiddleware:
 def api_not_found(request, *args, **kwargs) -> JsonResponse:
     """Unknown addresses under /api/ answer in the API's shape, not with an HTML page."""
     return api_error(404, "not_found", f"no API endpoint at {request.path}")
+
+
+def client_address(request) -> str | None:
+    """The client's address as the server saw it (daphne's, after its proxy rules): the
+    key of login lockouts (django-axes), which must not read a forgeable header."""
+    return request.META.get("REMOTE_ADDR")

@@ -4,7 +4,9 @@ With no DATABASE_URL and no REDIS_URL, Hive runs on SQLite and an embedded
 Redis under var/ so a bare machine with Python needs nothing else.
 """
 
+import os
 import warnings
+from datetime import timedelta
 
 from hive_project.config import (
     BASE_DIR,
@@ -50,6 +52,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_celery_beat",
+    "axes",
     "hive_project",
     "agents",
     "coordination",
@@ -67,6 +70,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "hive_project.urls"
@@ -97,6 +102,25 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Logins (/accounts/login/ and /admin/login/) are counted by django-axes: after
+# HIVE_LOGIN_FAILURE_LIMIT failures of one username from one address, that pair is
+# refused (429, even with the right password) for HIVE_LOGIN_COOLOFF_MINUTES. Keyed
+# by the pair, so guessing from one address cannot lock a user out everywhere, nor
+# lock out everyone behind that address; a success resets the count. API tokens and
+# sessions never pass through authenticate(), so they are not counted.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+HIVE_LOGIN_FAILURE_LIMIT = env_int("HIVE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+HIVE_LOGIN_COOLOFF_MINUTES = env_int("HIVE_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+AXES_FAILURE_LIMIT = HIVE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=HIVE_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The address the server gives the request (daphne applies X-Forwarded-For as it is
+# told to), never a header read here that any client may write.
+AXES_CLIENT_IP_CALLABLE = "hive_project.middleware.client_address"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -160,7 +184,8 @@ CHANNEL_LAYERS = {
 
 # --- API ----------------------------------------------------------------------
 
-# Slash commands a user may execute through the API, per user (DRF rate: N/s|m|h|d).
+# Slash commands a user may execute, per user, through the API and the console
+# together (commands/throttles.py; DRF rate: N/s|m|h|d).
 HIVE_COMMAND_THROTTLE = throttle_rate("HIVE_COMMAND_THROTTLE", "60/min")
 
 REST_FRAMEWORK = {
@@ -176,8 +201,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "hive_project.api.HivePagination",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "hive_project.schema.HiveAutoSchema",
-    # Scoped throttles apply only to views that name a scope (commands' execute).
-    "DEFAULT_THROTTLE_RATES": {"commands.execute": HIVE_COMMAND_THROTTLE},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Hive API",
@@ -217,6 +240,14 @@ HIVE_AGENT_TIMEOUT = env_int("HIVE_AGENT_TIMEOUT", 10, minimum=2)
 if HIVE_AGENT_TIMEOUT <= HIVE_HEARTBEAT_INTERVAL:
     raise ConfigError("HIVE_AGENT_TIMEOUT: must be longer than HIVE_HEARTBEAT_INTERVAL")
 HIVE_REAPER_INTERVAL = env_int("HIVE_REAPER_INTERVAL", 2, minimum=1)
+# The most steps one agent runs in parallel (its prefork pool's processes), for the
+# API's scale, `hive agent --concurrency`, hive.agents.yaml and the admin alike. Each
+# pool process is a whole Python interpreter with Django loaded (~42 MiB: two agents
+# scaled to 255 took a machine to 21 GiB); steps mostly wait on I/O, so four per CPU
+# keep the CPUs busy, and 4 is the floor for a small machine.
+HIVE_AGENT_MAX_CONCURRENCY = env_int(
+    "HIVE_AGENT_MAX_CONCURRENCY", max(4, 4 * (os.cpu_count() or 1)), minimum=1
+)
 
 # --- The engine (coordination/) --------------------------------------------------
 
@@ -309,6 +340,8 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": HIVE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": HIVE_LOG_LEVEL},
+    # django-axes says "BEGIN" at INFO in every process (web, each agent, coordinator).
+    "loggers": {"axes.apps": {"level": "WARNING"}},
 }
 
 # The coordinator (a worker with an embedded beat, see `hive coordinator`)

@@ -1,9 +1,10 @@
+from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from agents.models import Agent, Message
-from agents.pool import AGENT_SLUG_PATTERN
+from agents.pool import AGENT_SLUG_PATTERN, concurrency_bound
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -60,7 +61,16 @@ class AgentSerializer(serializers.ModelSerializer):
 
 
 class ScaleSerializer(serializers.Serializer):
-    concurrency = serializers.IntegerField(min_value=1, max_value=256)
+    concurrency = serializers.IntegerField(min_value=1)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The bound is a setting, read when the serializer is made (so is the schema's).
+        self.fields["concurrency"] = serializers.IntegerField(
+            min_value=1,
+            max_value=settings.HIVE_AGENT_MAX_CONCURRENCY,
+            error_messages={"max_value": concurrency_bound()},
+        )
 
 
 class SkillSerializer(serializers.Serializer):

@@ -15,7 +15,7 @@ from agents.api.serializers import (
     SkillSerializer,
 )
 from agents.liveness import agents_live
-from agents.mailbox import MessageError
+from agents.mailbox import MessageError, user_sender
 from agents.models import Agent
 from agents.selectors import agent_list, message_list, skill_list
 from agents.services import (
@@ -106,7 +106,8 @@ SEND = needs("agents.add_message")
 @extend_schema_view(list=extend_schema(parameters=[MessageFilterSerializer]))
 class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Agent messages, newest first, by cursor; filter with `?agent=`, `?state=`
-    (pending, handled, dead), `?kind=`, `?correlation_id=`. Sending needs
+    (pending, handled, dead), `?kind=`, `?correlation_id=`. A user sees the messages
+    they sent; staff and holders of `agents.view_message` see all. Sending needs
     `agents.add_message`."""
 
     serializer_class = MessageSerializer
@@ -120,10 +121,10 @@ class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         if self.action != "list":
-            return message_list()
+            return message_list(user=self.request.user)
         filters = MessageFilterSerializer(data=query_params(self.request))
         filters.is_valid(raise_exception=True)
-        return message_list(**filters.validated_data)
+        return message_list(user=self.request.user, **filters.validated_data)
 
     @extend_schema(request=SendSerializer, responses={201: MessageSerializer})
     def create(self, request):
@@ -144,7 +145,7 @@ class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     def _send(self, service, **fields):
         try:
-            return service(sender=f"user:{self.request.user.username}", **fields)
+            return service(sender=user_sender(self.request.user), **fields)
         except MessageError as exc:
             # "field: reason" from the mailbox, in the API's error shape.
             reason = str(exc).split(": ", 1)[-1] if exc.field else str(exc)

@@ -2,7 +2,6 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from commands.api.serializers import (
@@ -27,6 +26,7 @@ from commands.services import (
     schedule_delete,
     schedule_update,
 )
+from commands.throttles import CommandThrottle
 from hive_project.api import needs, query_params
 
 
@@ -70,8 +70,7 @@ class ExecuteView(APIView):
     invocation and its run; 400 (invalid, failed) or 403 (denied) with the error,
     and the attempt is audited either way."""
 
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "commands.execute"
+    throttle_classes = [CommandThrottle]
 
     @extend_schema(
         request=ExecuteSerializer,

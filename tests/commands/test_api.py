@@ -191,11 +191,10 @@ def test_dry_run_returns_the_plan_and_starts_nothing(api, users, definitions, st
     assert list(Invocation.objects.values_list("outcome", "dry_run")) == [("planned", True)] * 2
 
 
-def test_execute_is_throttled_per_user(users, settings, monkeypatch):
+def test_execute_is_throttled_per_user(users, settings):
     from rest_framework.test import APIClient
-    from rest_framework.throttling import ScopedRateThrottle
 
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"commands.execute": "2/min"})
+    settings.HIVE_COMMAND_THROTTLE = "2/min"
     client = APIClient()
     client.force_authenticate(users["ada"])
 
