@@ -187,6 +187,15 @@ CHANNEL_LAYERS = {
 # Slash commands a user may execute, per user, through the API and the console
 # together (commands/throttles.py; DRF rate: N/s|m|h|d).
 HIVE_COMMAND_THROTTLE = throttle_rate("HIVE_COMMAND_THROTTLE", "60/min")
+# Throttle counts live in Redis, so every web process counts into one bucket per user:
+# in a per-process cache, N web processes would let a user execute N times the rate.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "hive:cache",
+    }
+}
 
 REST_FRAMEWORK = {
     # Token first: DRF answers an anonymous request with the first class's

@@ -15,9 +15,10 @@ from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_st
 from tests.processes import ProcessGroup, free_port, wait_for
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def redis_url():
-    """The suite's Redis, emptied once at the start: embedded under var/test/ or REDIS_URL."""
+    """The suite's Redis, emptied once at the start: embedded under var/test/ or REDIS_URL.
+    Every test has it: the web's cache (throttles) lives there too."""
     started = settings.REDIS_EMBEDDED and embedded_redis_ensure(
         directory=settings.VAR_DIR, socket_path=settings.REDIS_EMBEDDED_SOCKET
     )
@@ -31,6 +32,17 @@ def redis_url():
 def redis_client(redis_url):
     client = redis.Redis.from_url(redis_url)
     yield client
+    client.close()
+
+
+@pytest.fixture
+def fresh_throttles(redis_url):
+    """Throttle counts outlive the test that made them in the Redis cache (and user
+    ids repeat on SQLite): start with none. Never `cache.clear()`: it empties the
+    whole Redis database, queues and streams included."""
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter("hive:cache:*throttle_*"):
+        client.delete(key)
     client.close()
 
 

@@ -191,7 +191,7 @@ def test_dry_run_returns_the_plan_and_starts_nothing(api, users, definitions, st
     assert list(Invocation.objects.values_list("outcome", "dry_run")) == [("planned", True)] * 2
 
 
-def test_execute_is_throttled_per_user(users, settings):
+def test_execute_is_throttled_per_user(users, settings, fresh_throttles):
     from rest_framework.test import APIClient
 
     settings.HIVE_COMMAND_THROTTLE = "2/min"

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from agents.models import Agent
@@ -27,9 +26,10 @@ def api_client(user) -> APIClient:
 # --- 6. The console is throttled with the API, in one bucket per user ---------------
 
 
-def test_the_console_and_the_api_count_against_one_command_rate(attackers, settings, client):
+def test_the_console_and_the_api_count_against_one_command_rate(
+    attackers, settings, client, fresh_throttles
+):
     settings.HIVE_COMMAND_THROTTLE = "3/min"
-    cache.clear()
     executor = attackers["executor"]
     client.force_login(executor)
     api = api_client(executor)
@@ -51,9 +51,8 @@ def test_the_console_and_the_api_count_against_one_command_rate(attackers, setti
     assert Invocation.objects.filter(user=executor).count() == 3
 
 
-def test_one_users_console_rate_is_not_anothers(attackers, settings, client):
+def test_one_users_console_rate_is_not_anothers(attackers, settings, client, fresh_throttles):
     settings.HIVE_COMMAND_THROTTLE = "1/min"
-    cache.clear()
     client.force_login(attackers["executor"])
     assert client.post("/console/", {"text": "/hive:status"}).status_code == 200
     assert client.post("/console/", {"text": "/hive:status"}).status_code == 429
