@@ -420,7 +420,8 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
         with transaction.atomic():
             run = run_start(
                 workflow=command.workflow,
-                params={**args, CONTEXT_KEY: context},
+                params=args,
+                internal={CONTEXT_KEY: context},
                 user=invocation.user,
             )
     except RunError as exc:

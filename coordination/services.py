@@ -42,7 +42,24 @@ SATISFIED = frozenset({Step.SUCCEEDED, Step.SKIPPED})
 
 
 class RunError(Exception):
-    """The request cannot be carried out on this run or step; nothing changed."""
+    """The request cannot be carried out on this run or step; nothing changed.
+    `field` names what was wrong, for the API's error body (default: params)."""
+
+    def __init__(self, message: str, *, field: str = ""):
+        super().__init__(message)
+        self.field = field
+
+
+# Params whose names start with this are Hive's own, set by the service starting the
+# run and never by a caller: a command's run carries its invocation's context
+# (`_command`: the user, the prompt, the invocation) there, and a caller who could
+# set it forged the user and invocation the run's steps see.
+INTERNAL_PARAM_PREFIX = "_"
+# A command's workflow is named after it (`cmd:<command>`, see commands.loader) and
+# starts only as that command: through commands' command_execute, which checks the
+# command's permission, applies its overlap policy and records the Invocation. Any
+# other start (the API's, `hive workflow start`, a rerun) would skip all three.
+COMMAND_WORKFLOW_PREFIX = "cmd:"
 
 
 # The permission each action on a run needs, for the API's run actions and the
@@ -90,12 +107,40 @@ def workflow_load(*, path: Path) -> tuple[Workflow, bool]:
 # --- runs ------------------------------------------------------------------------
 
 
-def run_start(*, workflow: Workflow, params: dict, user=None, rerun_of: Run | None = None) -> Run:
+def run_start(
+    *,
+    workflow: Workflow,
+    params: dict,
+    user=None,
+    rerun_of: Run | None = None,
+    internal: Mapping | None = None,
+) -> Run:
     """Validate `params`, create the run and its steps in one transaction, and send
-    the steps that need nothing once it commits."""
+    the steps that need nothing once it commits.
+
+    `internal` is Hive's own params (each named `_...`), given only by the service
+    that starts a command's run; `params` come from a caller and may not name one."""
     # A workflow without a params schema takes any params, but they are always named.
     if not isinstance(params, dict):
         raise RunError(f"params: must be a JSON object, not {type(params).__name__}")
+    if workflow.name.startswith(COMMAND_WORKFLOW_PREFIX) and internal is None:
+        command = workflow.name.removeprefix(COMMAND_WORKFLOW_PREFIX)
+        raise RunError(
+            f"{workflow.name} is the workflow of /{command}: it starts only as that "
+            f"command (POST /api/v1/commands/execute with the text /{command} ...), "
+            "which checks its permission, overlap and approval and audits it",
+            field="workflow",
+        )
+    forged = sorted(name for name in params if str(name).startswith(INTERNAL_PARAM_PREFIX))
+    if forged:
+        raise RunError(
+            f"params.{forged[0]}: reserved for Hive (params named "
+            f"'{INTERNAL_PARAM_PREFIX}...' are set by Hive, never by a caller)",
+            field=f"params.{forged[0]}",
+        )
+    if internal:
+        assert all(name.startswith(INTERNAL_PARAM_PREFIX) for name in internal), internal
+        params = {**params, **internal}
     problem = json_problem(params, at="params") or schema_problem(
         Draft202012Validator(workflow.spec["params"]), params, at="params"
     )
