@@ -39,6 +39,7 @@ from commands.selectors import (
     schedule_record,
     schedule_visible_list,
 )
+from coordination.selectors import run_visible_ids
 from coordination.services import RunError, run_cancel, run_start, workflow_save
 from coordination.templates import TemplateError, evaluate, render
 from dashboard.events import event_emit
@@ -53,11 +54,21 @@ class CommandFailure(Exception):
     Invocation recording the attempt is `invocation`; `pointed` shows the token."""
 
     def __init__(
-        self, message: str, *, code: str, invocation: Invocation, pointed: str = "", param: str = ""
+        self,
+        message: str,
+        *,
+        code: str,
+        invocation: Invocation,
+        pointed: str = "",
+        param: str = "",
+        conflict: bool = False,
     ):
         super().__init__(message)
         self.code, self.invocation, self.param = code, invocation, param
         self.pointed = pointed or message
+        # Refused for the state of things, not the request: what stands in the way may
+        # end (the API's 409).
+        self.conflict = conflict
 
 
 # --- loading definitions -------------------------------------------------------------
@@ -368,7 +379,7 @@ def command_execute(
         # Before the dry run too: a plan must not pass what the run would refuse.
         raise attempt.refuse(Outcome.FAILED, f"overlap key: {exc}") from None
     if attempt.dry_run:
-        plan = command_plan(command=command, args=args, parsed=parsed, key=key)
+        plan = command_plan(command=command, args=args, parsed=parsed, key=key, user=user)
         return attempt.record(Outcome.PLANNED, output=plan)
     if command.builtin:
         try:
@@ -382,7 +393,12 @@ def command_execute(
         raise attempt.refuse(Outcome.FAILED, f"/{command.name} has no workflow")
     invocation, error = _start(attempt, command=command, args=args, key=key)
     if error:
-        raise CommandFailure(error, code=Outcome.FAILED, invocation=invocation)
+        raise CommandFailure(
+            error,
+            code=Outcome.FAILED,
+            invocation=invocation,
+            conflict=error == HIDDEN_HOLDER.format(key=key),
+        )
     return invocation
 
 
@@ -395,18 +411,27 @@ def _start(attempt: _Attempt, *, command: Command, args: dict, key: str):
     with transaction.atomic():
         Command.objects.select_for_update().filter(pk=command.pk).first()
         open_ones = list(_open_invocations(key))
+        # Another user's run the user may not see (the runs API's rule) is never named
+        # to them, nor cancelled by them: its id, state and existence are not theirs.
+        seen = _runs_seen(attempt.user, open_ones)
         if command.overlap == policy.SKIP and open_ones:
             blocking = open_ones[0].run
             return attempt.record(
                 Outcome.SKIPPED,
                 overlap_key=key,
-                error=f"run {blocking.pk} with overlap key {key!r} is still {blocking.state}",
+                error=f"run {blocking.pk} with overlap key {key!r} is still {blocking.state}"
+                if blocking.pk in seen
+                else f"a run you cannot see with overlap key {key!r} is still open",
             ), ""
         if command.overlap == policy.QUEUE and (
             open_ones or Invocation.objects.filter(overlap_key=key, outcome=Outcome.QUEUED).exists()
         ):
             return attempt.record(Outcome.QUEUED, overlap_key=key), ""
         if command.overlap == policy.CANCEL_RUNNING:
+            if any(i.run_id not in seen for i in open_ones):
+                error = HIDDEN_HOLDER.format(key=key)
+                invocation = attempt.record(Outcome.FAILED, overlap_key=key, error=error)
+                return invocation, error
             for invocation in open_ones:
                 # One that ended on its own meanwhile needs no cancelling.
                 with contextlib.suppress(RunError):
@@ -414,6 +439,20 @@ def _start(attempt: _Attempt, *, command: Command, args: dict, key: str):
         invocation = attempt.record(Outcome.STARTED, overlap_key=key)
         error = _run_for(invocation, command=command, args=args, parsed=attempt.parsed)
     return invocation, error
+
+
+# cancel-running refuses (a conflict) rather than cancel a run its user cannot see.
+HIDDEN_HOLDER = (
+    "a run you cannot see holds overlap key {key!r}: it was not cancelled and nothing "
+    "started; try again when it has ended"
+)
+
+
+def _runs_seen(user, invocations: list[Invocation]) -> set[int]:
+    ids = [i.run_id for i in invocations]
+    if not ids or not getattr(user, "pk", None):
+        return set()
+    return run_visible_ids(user=user, ids=ids)
 
 
 def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Parsed) -> str:
@@ -509,7 +548,7 @@ def invocations_dequeue() -> int:
 # --- dry runs ------------------------------------------------------------------------
 
 
-def command_plan(*, command: Command, args: dict, parsed: Parsed, key: str) -> dict:
+def command_plan(*, command: Command, args: dict, parsed: Parsed, key: str, user) -> dict:
     """What running the command would do, starting nothing: each step with where it
     would be routed and whether it runs, the approvals needed, the outcome of the
     overlap policy on `key`."""
@@ -545,12 +584,17 @@ def command_plan(*, command: Command, args: dict, parsed: Parsed, key: str) -> d
             entry["approval"] = entry.get("runs", True)
         steps.append(entry)
     approvals = [s["id"] for s in steps if s.get("approval") is True]
-    open_ones = [i.run.pk for i in _open_invocations(key)]
+    open_ones = list(_open_invocations(key))
+    seen = _runs_seen(user, open_ones)
     overlap = {
         "policy": command.overlap,
         "key": key,
-        "open_runs": open_ones,
-        "would": _would(command.overlap, open_ones),
+        # Only the runs the user may see are named; the others are counted.
+        "open_runs": [i.run_id for i in open_ones if i.run_id in seen],
+        "hidden_open_runs": len([i for i in open_ones if i.run_id not in seen]),
+        "would": _would(
+            command.overlap, [i.run_id for i in open_ones], hidden=len(seen) < len(open_ones)
+        ),
     }
     return {
         **plan,
@@ -568,9 +612,11 @@ def _decided(compute):
         return "decided when it runs (needs earlier steps' outputs)"
 
 
-def _would(policy: str, open_runs: list[int]) -> str:
+def _would(policy: str, open_runs: list[int], *, hidden: bool = False) -> str:
     if not open_runs or policy == Command.Overlap.ALLOW:
         return "start"
+    if hidden and policy == Command.Overlap.CANCEL_RUNNING:
+        return "refuse: a run you cannot see holds the key"
     return {"skip": "skip", "queue": "queue", "cancel-running": "cancel them, then start"}[policy]
 
 

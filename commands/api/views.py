@@ -41,7 +41,9 @@ class CommandRefused(APIException):
 
     def __init__(self, exc: CommandFailure):
         super().__init__(str(exc), code=exc.code)
-        self.status_code = 403 if exc.code == Invocation.Outcome.DENIED else 400
+        self.status_code = (
+            403 if exc.code == Invocation.Outcome.DENIED else 409 if exc.conflict else 400
+        )
         self.fields = {"text": [exc.pointed]}
         if exc.param:
             problem = str(exc).removeprefix(f"{exc.param}: ")

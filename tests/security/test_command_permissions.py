@@ -295,3 +295,58 @@ def test_hive_schedule_asks_each_action_the_apis_permission_and_owner(
     theirs.refresh_from_db()
     assert theirs.enabled
     assert "secret" not in json.dumps(listed.json())
+
+
+# --- 5. the overlap policy never names nor cancels a run its user cannot see ---------
+
+
+@pytest.fixture
+def held(tmp_path):
+    """/hold (cancel-running) and /solo (skip), one overlap key each; their runs wait
+    for approval, so they stay open."""
+    root = tmp_path / "held"
+    root.mkdir()
+    for name, policy in (("hold", "cancel-running"), ("solo", "skip")):
+        (root / f"{name}.md").write_text(
+            f"---\noverlap: {policy}\napproval: 'true'\n"
+            "workflow: {steps: [{id: work, skill: noop}]}\n---\n"
+        )
+    commands_load(paths=[root])
+
+
+def test_the_overlap_policy_does_not_reveal_or_cancel_another_users_hidden_run(
+    attackers, held, live_server_url
+):
+    executor = attackers["executor"]  # sees only the runs they started
+    other = _user("other", "commands.execute_command")
+
+    def execute(user, text, **body):
+        return api(live_server_url, user, "POST", "commands/execute", json={"text": text, **body})
+
+    hold = execute(other, "/hold").json()["run"]
+    solo = execute(other, "/solo").json()["run"]
+
+    cancelling = execute(executor, "/hold")
+    skipped = execute(executor, "/solo")
+    plan = execute(executor, "/hold", dry_run=True)
+
+    assert cancelling.status_code == 409, cancelling.text
+    assert cancelling.json()["error"]["message"] == (
+        "a run you cannot see holds overlap key 'hold': it was not cancelled and nothing "
+        "started; try again when it has ended"
+    )
+    assert Run.objects.get(pk=hold["id"]).state == "waiting"
+    assert skipped.status_code == 201, skipped.text
+    assert skipped.json()["invocation"]["error"] == (
+        "a run you cannot see with overlap key 'solo' is still open"
+    )
+    assert plan.json()["plan"]["overlap"] == {
+        "policy": "cancel-running", "key": "hold", "open_runs": [], "hidden_open_runs": 1,
+        "would": "refuse: a run you cannot see holds the key",
+    }  # fmt: skip
+    for response in (cancelling, skipped, plan):
+        assert f"run {hold['id']} " not in response.text
+        assert f"run {solo['id']} " not in response.text
+    # Who may see every run still gets the policy as written: the run is cancelled.
+    assert execute(attackers["admin"], "/hold").status_code == 201
+    assert Run.objects.get(pk=hold["id"]).state == "cancelled"
