@@ -20,6 +20,7 @@ from coordination.models import Run, StepRun
 from coordination.selectors import run_get, run_list, run_visible_list, step_get
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
+    RunDenied,
     RunError,
     run_cancel,
     step_approve,
@@ -382,6 +383,8 @@ def _when(task) -> str:
 def _control(service, **kwargs):
     try:
         return service(**kwargs)
+    except RunDenied as exc:
+        raise BuiltinDenied(str(exc)) from None
     except (RunError, AgentControlError) as exc:
         raise BuiltinError(str(exc)) from None
 

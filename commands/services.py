@@ -491,6 +491,22 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
     return ""
 
 
+def command_run_check(*, run, user, action: str) -> str:
+    """A retry of a command's run runs the command's steps again: it needs the
+    command's permission too, as running it would (coordination asks this, see
+    RUN_ACTION_CHECKS). Other actions (cancel, approve) start nothing of it."""
+    if action != "retry":
+        return ""
+    invocation = Invocation.objects.select_related("command").filter(run=run).first()
+    command = invocation.command if invocation else None
+    if command is None or (user.is_active and user.has_perm(command.permission)):
+        return ""
+    return (
+        f"permission denied: retrying run {run.pk} runs /{command.name} again, which needs "
+        f"{command.permission} and {user.username} does not have it"
+    )
+
+
 def _open_invocations(key: str):
     return (
         Invocation.objects.filter(overlap_key=key, run__state__in=Invocation.OPEN_RUN_STATES)

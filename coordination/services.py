@@ -50,6 +50,28 @@ class RunError(Exception):
         self.field = field
 
 
+class RunDenied(RunError):
+    """The user may not do this to this run (the API's 403); nothing changed."""
+
+
+# Checks a higher layer adds to what a user does to a run, each
+# `check(*, run, user, action) -> str` returning a refusal or "": commands makes
+# retrying a command's run need the command's permission, since a retry runs the
+# command's steps again (a user with change_steprun who sees every run re-ran a
+# /deploy they may not execute). Filled in the higher app's ready().
+RUN_ACTION_CHECKS: list = []
+
+
+def _run_action_check(*, run_id: int, user, action: str) -> None:
+    if user is None or not RUN_ACTION_CHECKS:
+        return  # Hive itself (the reaper, a test) acts as nobody
+    run = Run.objects.select_related("workflow").get(pk=run_id)
+    for check in RUN_ACTION_CHECKS:
+        refusal = check(run=run, user=user, action=action)
+        if refusal:
+            raise RunDenied(refusal)
+
+
 # Params whose names start with this are Hive's own, set by the service starting the
 # run and never by a caller: a command's run carries its invocation's context
 # (`_command`: the user, the prompt, the invocation) there, and a caller who could
@@ -195,6 +217,7 @@ def run_rerun(*, run: Run, user=None) -> Run:
 def step_retry(*, step: StepRun, user=None) -> Run:
     """Run a failed step again, and everything after it (and every step a failure
     cancelled); earlier tries stay in each step's history."""
+    _run_action_check(run_id=step.run_id, user=user, action="retry")
     with transaction.atomic():
         engine = _Engine(step.run_id)
         step = engine.step(step.pk)

@@ -2,7 +2,7 @@ from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from coordination.api.serializers import (
@@ -27,6 +27,7 @@ from coordination.selectors import (
 )
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
+    RunDenied,
     RunError,
     run_cancel,
     run_rerun,
@@ -172,6 +173,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         """Run a failed step again, and everything after it."""
         try:
             return self._detail(step_retry(step=self._step(key), user=request.user))
+        except RunDenied as exc:
+            raise PermissionDenied(str(exc)) from None
         except RunError as exc:
             raise Conflict(str(exc)) from None
 

@@ -350,3 +350,28 @@ def test_the_overlap_policy_does_not_reveal_or_cancel_another_users_hidden_run(
     # Who may see every run still gets the policy as written: the run is cancelled.
     assert execute(attackers["admin"], "/hold").status_code == 201
     assert Run.objects.get(pk=hold["id"]).state == "cancelled"
+
+
+# --- nearby: retrying a command's run runs the command again --------------------------
+
+
+def test_retrying_a_commands_failed_step_needs_the_commands_permission(
+    attackers, deploy, live_server_url
+):
+    started = command_execute(text="/deploy target=prod", user=attackers["admin"], source="api")
+    run = Run.objects.get(pk=started.run_id)
+    run.steps.update(state="failed", error="boom")  # the deploy failed
+    Run.objects.filter(pk=run.pk).update(state="failed")
+    runner = attackers["runner"]  # sees every run and may retry steps; may not /deploy
+
+    response = api(live_server_url, runner, "POST", f"runs/{run.pk}/steps/approval/retry/")
+    built_in = api(live_server_url, runner, "POST", "commands/execute",
+                   json={"text": f"/hive:retry {run.pk} approval"})  # fmt: skip
+
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["message"] == (
+        f"permission denied: retrying run {run.pk} runs /deploy again, which needs "
+        "commands.execute_command and runner does not have it"
+    )
+    assert built_in.status_code == 403, built_in.text
+    assert set(run.steps.values_list("state", flat=True)) == {"failed"}
