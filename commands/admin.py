@@ -2,10 +2,19 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django_celery_beat.admin import PeriodicTaskAdmin, PeriodicTaskForm
+from django_celery_beat.models import PeriodicTask
 
 from commands.loader import definition_build
 from commands.models import Command, Invocation
-from commands.services import command_save, commands_load
+from commands.selectors import SCHEDULE_TASK, schedule_kwargs, schedule_record
+from commands.services import (
+    ScheduleError,
+    command_save,
+    commands_load,
+    schedule_saved,
+    schedule_text_check,
+)
 from hive_project.yamlfile import DefinitionError
 
 
@@ -138,3 +147,62 @@ class InvocationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ScheduleForm(PeriodicTaskForm):
+    """django-celery-beat's form; a command schedule's text is checked as the user
+    saving it (`user`, set by the admin), who is the user it will run as."""
+
+    user = None
+
+    def clean(self):
+        data = super().clean()
+        if data.get("task") == SCHEDULE_TASK and "kwargs" in data:
+            text = schedule_kwargs(PeriodicTask(kwargs=data["kwargs"])).get("text")
+            if not isinstance(text, str) or not text.strip():
+                self.add_error("kwargs", 'give the command to run: {"text": "/command args"}')
+            else:
+                try:
+                    schedule_text_check(text=text, user=self.user)
+                except ScheduleError as exc:
+                    self.add_error("kwargs", str(exc))
+        return data
+
+
+# Replaces django-celery-beat's registration: a periodic task that runs a command
+# runs as the user who saved it here, recorded by Hive (Schedule), never as a user
+# its kwargs name (a staff user with only the periodic-task permissions made one
+# whose kwargs said user_id 1 and ran commands as the admin).
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class ScheduleAdmin(PeriodicTaskAdmin):
+    form = ScheduleForm
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        schedule_saved(task=obj, user=request.user)  # checked in the form's clean
+
+    @admin.action(description="Run selected tasks", permissions=["change"])
+    def run_tasks(self, request, queryset):
+        # Running a command schedule now runs its command as its owner: only its owner
+        # may, as only they may run that command when they like.
+        others = [
+            task.name
+            for task in queryset.filter(task=SCHEDULE_TASK)
+            if getattr(schedule_record(task), "owner_id", None) != request.user.pk
+        ]
+        if others:
+            self.message_user(
+                request,
+                f"not run: {', '.join(others)}: a command schedule runs now only for its owner",
+                messages.ERROR,
+            )
+            queryset = queryset.exclude(name__in=others)
+        if queryset.exists():
+            super().run_tasks(request, queryset)

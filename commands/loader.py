@@ -31,6 +31,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from coordination.models import Workflow
+from coordination.services import COMMAND_WORKFLOW_PREFIX, INTERNAL_PARAM_PREFIX
 from coordination.spec import STEP_DEFAULTS, spec_validate
 from coordination.templates import TemplateError, template_check
 from hive_project.yamlfile import DefinitionError, LineDict, yaml_parse
@@ -39,8 +40,8 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "definitions"
 NAME_PATTERN = "^[a-z0-9][a-z0-9_-]*(:[a-z0-9][a-z0-9_-]*)*$"
 OVERLAP_POLICIES = ["allow", "skip", "queue", "cancel-running"]
 # Run params carry the invocation's context under this key; `{{ prompt }}` in a
-# step reads it (see _rewrite_prompt).
-CONTEXT_KEY = "_command"
+# step reads it (see _rewrite_prompt). The engine reserves every `_` name for Hive.
+CONTEXT_KEY = f"{INTERNAL_PARAM_PREFIX}command"
 RESERVED_PARAMS = {CONTEXT_KEY, "dry_run", "dry-run"}
 # API paths under /api/v1/commands/ that a command name would shadow.
 RESERVED_NAMES = {"execute", "invocations", "schedules"}
@@ -227,7 +228,12 @@ def command_spec(
     run_params = json.loads(json.dumps(params))
     run_params.setdefault("properties", {})[CONTEXT_KEY] = {"type": "object"}
     return spec_validate(
-        {"name": f"cmd:{name}", "description": description, "params": run_params, "steps": steps},
+        {
+            "name": f"{COMMAND_WORKFLOW_PREFIX}{name}",
+            "description": description,
+            "params": run_params,
+            "steps": steps,
+        },
         source=source,
     )
 
@@ -297,7 +303,7 @@ def _params_schema(params, source: str, front: dict) -> dict:
     schema.setdefault("additionalProperties", False)
     at = _at(source, front.get("params") or front)
     for name, prop in schema.get("properties", {}).items():
-        if name in RESERVED_PARAMS:
+        if name in RESERVED_PARAMS or name.startswith(INTERNAL_PARAM_PREFIX):
             raise DefinitionError(f"{at}params: {name!r} is reserved")
         if isinstance(prop, dict):
             _limit(prop)

@@ -127,3 +127,28 @@ class Invocation(models.Model):
 
     def __str__(self) -> str:
         return f"invocation {self.pk}: {self.text[:60]} ({self.outcome})"
+
+
+class Schedule(models.Model):
+    """Hive's record of a schedule that runs a command (a django-celery-beat
+    PeriodicTask): the user it runs as and the text it runs, written when an
+    authorised user makes it (the API, /hive:schedule) or saves it in the admin.
+
+    The PeriodicTask's kwargs are editable by anyone with the periodic-task
+    permissions (a staff user in the admin), so a firing never reads who or what
+    from them: kwargs naming `user_id: 1` ran the command as the admin."""
+
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="hive_schedule",
+    )
+    # Kept when the user is deleted: the schedule stays listed, and each firing is denied.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.TextField(help_text="The command text it runs, as its owner typed it.")
+
+    def __str__(self) -> str:
+        return f"schedule {self.pk}: {self.text[:60]}"

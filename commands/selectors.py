@@ -5,10 +5,20 @@ import json
 from django.db.models import Prefetch, QuerySet
 from django_celery_beat.models import PeriodicTask
 
-from commands.models import Command, Invocation
+from commands.models import Command, Invocation, Schedule
 from coordination.models import Run, StepRun
 
 SCHEDULE_TASK = "commands.command_schedule_task"
+# The permission each action on schedules needs, for the API and /hive:schedule alike:
+# the built-in once asked add_periodictask for all of them, so a user the API refused
+# (403) listed every schedule's text and disabled or removed others' with it.
+SCHEDULE_ACTION_PERMISSIONS = {
+    "list": "django_celery_beat.view_periodictask",
+    "add": "django_celery_beat.add_periodictask",
+    "enable": "django_celery_beat.change_periodictask",
+    "disable": "django_celery_beat.change_periodictask",
+    "remove": "django_celery_beat.delete_periodictask",
+}
 
 
 def command_list(*, include_disabled: bool = False) -> QuerySet[Command]:
@@ -62,22 +72,52 @@ def schedule_when(task: PeriodicTask) -> str:
 
 
 def schedule_kwargs(task: PeriodicTask) -> dict:
-    """What a schedule runs: `{"text": "/...", "user_id": N}`, its owner's id."""
-    return json.loads(task.kwargs or "{}")
+    """A schedule's kwargs, as django-celery-beat sends them: only what was typed in
+    the admin (`{"text": "/..."}`); who and what it runs are Hive's record, Schedule."""
+    try:
+        kwargs = json.loads(task.kwargs or "{}")
+    except ValueError:
+        return {}
+    return kwargs if isinstance(kwargs, dict) else {}
 
 
-def schedule_list() -> list[dict]:
-    """Every schedule that runs a command, with its text, owner and timing."""
-    tasks = PeriodicTask.objects.filter(task=SCHEDULE_TASK).select_related("interval", "crontab")
+def schedule_record(task: PeriodicTask) -> Schedule | None:
+    """Hive's record of `task` (its owner and text); None if Hive never recorded it
+    (made some other way than the API, /hive:schedule or the admin)."""
+    return Schedule.objects.select_related("owner").filter(periodic_task=task).first()
+
+
+def schedule_sees_all(*, user) -> bool:
+    """Staff manage every schedule (the admin shows them all); others their own."""
+    return bool(user and user.is_active and user.is_staff)
+
+
+def schedule_permitted(*, user, action: str) -> bool:
+    """May `user` do `action` (a key of SCHEDULE_ACTION_PERMISSIONS) on schedules?"""
+    return bool(user and user.has_perm(SCHEDULE_ACTION_PERMISSIONS[action]))
+
+
+def schedule_visible_list(*, user) -> QuerySet[PeriodicTask]:
+    """The command schedules `user` may see and change: their own, or all for staff.
+    A schedule's text is what its owner typed, private as their invocations are."""
+    tasks = PeriodicTask.objects.filter(task=SCHEDULE_TASK)
+    if not schedule_sees_all(user=user):
+        tasks = tasks.filter(hive_schedule__owner=user)
+    return tasks
+
+
+def schedule_list(*, user) -> list[dict]:
+    """The schedules `user` may see, with their text, owner and timing."""
+    tasks = schedule_visible_list(user=user).select_related("interval", "crontab", "hive_schedule")
     rows = []
     for task in tasks.order_by("id"):
-        kwargs = schedule_kwargs(task)
+        record = getattr(task, "hive_schedule", None)
         rows.append(
             {
                 "id": task.pk,
                 "name": task.name,
-                "text": kwargs.get("text", ""),
-                "user_id": kwargs.get("user_id"),
+                "text": record.text if record else schedule_kwargs(task).get("text", ""),
+                "user_id": record.owner_id if record else None,
                 "when": schedule_when(task),
                 "enabled": task.enabled,
                 "last_run_at": task.last_run_at,

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from agents.routing import RoutingError, route
-from commands.builtins import BUILTINS, BuiltinError, builtin_run
+from commands.builtins import BUILTINS, BuiltinDenied, BuiltinError, builtin_run
 from commands.loader import (
     CONTEXT_KEY,
     Definition,
@@ -29,9 +29,17 @@ from commands.loader import (
     definition_read,
     name_of,
 )
-from commands.models import Command, Invocation
+from commands.models import Command, Invocation, Schedule
 from commands.parser import Parsed, ParseError, bind, parse
-from commands.selectors import SCHEDULE_TASK, schedule_kwargs
+from commands.selectors import (
+    SCHEDULE_ACTION_PERMISSIONS,
+    SCHEDULE_TASK,
+    schedule_kwargs,
+    schedule_permitted,
+    schedule_record,
+    schedule_visible_list,
+)
+from coordination.selectors import run_visible_ids
 from coordination.services import RunError, run_cancel, run_start, workflow_save
 from coordination.templates import TemplateError, evaluate, render
 from dashboard.events import event_emit
@@ -46,11 +54,21 @@ class CommandFailure(Exception):
     Invocation recording the attempt is `invocation`; `pointed` shows the token."""
 
     def __init__(
-        self, message: str, *, code: str, invocation: Invocation, pointed: str = "", param: str = ""
+        self,
+        message: str,
+        *,
+        code: str,
+        invocation: Invocation,
+        pointed: str = "",
+        param: str = "",
+        conflict: bool = False,
     ):
         super().__init__(message)
         self.code, self.invocation, self.param = code, invocation, param
         self.pointed = pointed or message
+        # Refused for the state of things, not the request: what stands in the way may
+        # end (the API's 409).
+        self.conflict = conflict
 
 
 # --- loading definitions -------------------------------------------------------------
@@ -361,11 +379,13 @@ def command_execute(
         # Before the dry run too: a plan must not pass what the run would refuse.
         raise attempt.refuse(Outcome.FAILED, f"overlap key: {exc}") from None
     if attempt.dry_run:
-        plan = command_plan(command=command, args=args, parsed=parsed, key=key)
+        plan = command_plan(command=command, args=args, parsed=parsed, key=key, user=user)
         return attempt.record(Outcome.PLANNED, output=plan)
     if command.builtin:
         try:
             output = builtin_run(name=command.builtin, args=args, user=user)
+        except BuiltinDenied as exc:
+            raise attempt.refuse(Outcome.DENIED, str(exc)) from None
         except BuiltinError as exc:
             raise attempt.refuse(Outcome.FAILED, str(exc)) from None
         return attempt.record(Outcome.DONE, output=output)
@@ -373,7 +393,12 @@ def command_execute(
         raise attempt.refuse(Outcome.FAILED, f"/{command.name} has no workflow")
     invocation, error = _start(attempt, command=command, args=args, key=key)
     if error:
-        raise CommandFailure(error, code=Outcome.FAILED, invocation=invocation)
+        raise CommandFailure(
+            error,
+            code=Outcome.FAILED,
+            invocation=invocation,
+            conflict=error == HIDDEN_HOLDER.format(key=key),
+        )
     return invocation
 
 
@@ -386,18 +411,27 @@ def _start(attempt: _Attempt, *, command: Command, args: dict, key: str):
     with transaction.atomic():
         Command.objects.select_for_update().filter(pk=command.pk).first()
         open_ones = list(_open_invocations(key))
+        # Another user's run the user may not see (the runs API's rule) is never named
+        # to them, nor cancelled by them: its id, state and existence are not theirs.
+        seen = _runs_seen(attempt.user, open_ones)
         if command.overlap == policy.SKIP and open_ones:
             blocking = open_ones[0].run
             return attempt.record(
                 Outcome.SKIPPED,
                 overlap_key=key,
-                error=f"run {blocking.pk} with overlap key {key!r} is still {blocking.state}",
+                error=f"run {blocking.pk} with overlap key {key!r} is still {blocking.state}"
+                if blocking.pk in seen
+                else f"a run you cannot see with overlap key {key!r} is still open",
             ), ""
         if command.overlap == policy.QUEUE and (
             open_ones or Invocation.objects.filter(overlap_key=key, outcome=Outcome.QUEUED).exists()
         ):
             return attempt.record(Outcome.QUEUED, overlap_key=key), ""
         if command.overlap == policy.CANCEL_RUNNING:
+            if any(i.run_id not in seen for i in open_ones):
+                error = HIDDEN_HOLDER.format(key=key)
+                invocation = attempt.record(Outcome.FAILED, overlap_key=key, error=error)
+                return invocation, error
             for invocation in open_ones:
                 # One that ended on its own meanwhile needs no cancelling.
                 with contextlib.suppress(RunError):
@@ -405,6 +439,20 @@ def _start(attempt: _Attempt, *, command: Command, args: dict, key: str):
         invocation = attempt.record(Outcome.STARTED, overlap_key=key)
         error = _run_for(invocation, command=command, args=args, parsed=attempt.parsed)
     return invocation, error
+
+
+# cancel-running refuses (a conflict) rather than cancel a run its user cannot see.
+HIDDEN_HOLDER = (
+    "a run you cannot see holds overlap key {key!r}: it was not cancelled and nothing "
+    "started; try again when it has ended"
+)
+
+
+def _runs_seen(user, invocations: list[Invocation]) -> set[int]:
+    ids = [i.run_id for i in invocations]
+    if not ids or not getattr(user, "pk", None):
+        return set()
+    return run_visible_ids(user=user, ids=ids)
 
 
 def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Parsed) -> str:
@@ -420,7 +468,8 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
         with transaction.atomic():
             run = run_start(
                 workflow=command.workflow,
-                params={**args, CONTEXT_KEY: context},
+                params=args,
+                internal={CONTEXT_KEY: context},
                 user=invocation.user,
             )
     except RunError as exc:
@@ -440,6 +489,22 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
         data={"command": command.name, "run": run.pk},
     )
     return ""
+
+
+def command_run_check(*, run, user, action: str) -> str:
+    """A retry of a command's run runs the command's steps again: it needs the
+    command's permission too, as running it would (coordination asks this, see
+    RUN_ACTION_CHECKS). Other actions (cancel, approve) start nothing of it."""
+    if action != "retry":
+        return ""
+    invocation = Invocation.objects.select_related("command").filter(run=run).first()
+    command = invocation.command if invocation else None
+    if command is None or (user.is_active and user.has_perm(command.permission)):
+        return ""
+    return (
+        f"permission denied: retrying run {run.pk} runs /{command.name} again, which needs "
+        f"{command.permission} and {user.username} does not have it"
+    )
 
 
 def _open_invocations(key: str):
@@ -499,7 +564,7 @@ def invocations_dequeue() -> int:
 # --- dry runs ------------------------------------------------------------------------
 
 
-def command_plan(*, command: Command, args: dict, parsed: Parsed, key: str) -> dict:
+def command_plan(*, command: Command, args: dict, parsed: Parsed, key: str, user) -> dict:
     """What running the command would do, starting nothing: each step with where it
     would be routed and whether it runs, the approvals needed, the outcome of the
     overlap policy on `key`."""
@@ -535,12 +600,17 @@ def command_plan(*, command: Command, args: dict, parsed: Parsed, key: str) -> d
             entry["approval"] = entry.get("runs", True)
         steps.append(entry)
     approvals = [s["id"] for s in steps if s.get("approval") is True]
-    open_ones = [i.run.pk for i in _open_invocations(key)]
+    open_ones = list(_open_invocations(key))
+    seen = _runs_seen(user, open_ones)
     overlap = {
         "policy": command.overlap,
         "key": key,
-        "open_runs": open_ones,
-        "would": _would(command.overlap, open_ones),
+        # Only the runs the user may see are named; the others are counted.
+        "open_runs": [i.run_id for i in open_ones if i.run_id in seen],
+        "hidden_open_runs": len([i for i in open_ones if i.run_id not in seen]),
+        "would": _would(
+            command.overlap, [i.run_id for i in open_ones], hidden=len(seen) < len(open_ones)
+        ),
     }
     return {
         **plan,
@@ -558,9 +628,11 @@ def _decided(compute):
         return "decided when it runs (needs earlier steps' outputs)"
 
 
-def _would(policy: str, open_runs: list[int]) -> str:
+def _would(policy: str, open_runs: list[int], *, hidden: bool = False) -> str:
     if not open_runs or policy == Command.Overlap.ALLOW:
         return "start"
+    if hidden and policy == Command.Overlap.CANCEL_RUNNING:
+        return "refuse: a run you cannot see holds the key"
     return {"skip": "skip", "queue": "queue", "cancel-running": "cancel them, then start"}[policy]
 
 
@@ -569,6 +641,21 @@ def _would(policy: str, open_runs: list[int]) -> str:
 
 class ScheduleError(Exception):
     """The schedule cannot be made or changed; the message names the field."""
+
+
+class ScheduleDenied(ScheduleError):
+    """The user lacks the permission the action on schedules needs (the API's 403)."""
+
+
+def schedule_check(*, user, action: str) -> None:
+    """Refuse `action` on schedules unless `user` has its permission: the one rule of
+    the API and /hive:schedule (SCHEDULE_ACTION_PERMISSIONS)."""
+    if not schedule_permitted(user=user, action=action):
+        who = getattr(user, "username", "") or "anonymous"
+        raise ScheduleDenied(
+            f"permission denied: {action} a schedule needs "
+            f"{SCHEDULE_ACTION_PERMISSIONS[action]} and {who} does not have it"
+        )
 
 
 def schedule_create(
@@ -582,14 +669,10 @@ def schedule_create(
 ) -> PeriodicTask:
     """Run `text` as `user` every `every` seconds or on the crontab `cron`. The text is
     checked now, as a run would check it, so a schedule never starts out broken."""
+    schedule_check(user=user, action="add")
     if bool(every) == bool(cron):
         raise ScheduleError("give every=<seconds> or cron=<minute hour day month weekday>, one")
-    try:
-        parsed, command, _ = command_resolve(text=text, user=user)
-    except CommandFailure as exc:
-        raise ScheduleError(f"text: {exc}") from None
-    if parsed.dry_run:
-        raise ScheduleError("text: a dry run cannot be scheduled")
+    command = schedule_text_check(text=text, user=user)
     with transaction.atomic():
         if every:
             interval, _ = IntervalSchedule.objects.get_or_create(
@@ -618,7 +701,8 @@ def schedule_create(
                     name=label[:200],
                     task=SCHEDULE_TASK,
                     enabled=enabled,
-                    kwargs=json.dumps({"text": text, "user_id": user.pk}),
+                    # Shown in the admin; a firing reads the text and owner from Schedule.
+                    kwargs=json.dumps({"text": text}),
                     queue=settings.HIVE_COORDINATOR_QUEUE,
                     description=f"/{command.name} on a schedule, as {user.username}",
                     **when,
@@ -629,30 +713,68 @@ def schedule_create(
             if isinstance(exc, ValidationError) and "name" not in exc.message_dict:
                 raise
             raise ScheduleError(f"name: a schedule named {label!r} exists already") from None
+        Schedule.objects.create(periodic_task=task, owner=user, text=text)
         _schedule_emit("created", task=task, text=text, by=user.username)
     return task
+
+
+def schedule_text_check(*, text: str, user) -> Command:
+    """The command `text` runs, checked as a firing would check it for `user`."""
+    try:
+        parsed, command, _ = command_resolve(text=text, user=user)
+    except CommandFailure as exc:
+        raise ScheduleError(f"text: {exc}") from None
+    if parsed.dry_run:
+        raise ScheduleError("text: a dry run cannot be scheduled")
+    return command
+
+
+@transaction.atomic
+def schedule_saved(*, task: PeriodicTask, user) -> Schedule | None:
+    """A periodic task was saved in the admin by `user`: a command schedule runs as
+    whoever last saved it there, with the text its kwargs hold now, checked now as
+    schedule_create checks it (ScheduleError naming the field). Another task has no
+    record. Whoever can edit a schedule's kwargs decides what it runs, so it runs with
+    their permissions, never with those of a user its kwargs name."""
+    if task.task != SCHEDULE_TASK:
+        Schedule.objects.filter(periodic_task=task).delete()
+        return None
+    text = schedule_kwargs(task).get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ScheduleError('kwargs: give the command to run: {"text": "/command args"}')
+    schedule_text_check(text=text, user=user)
+    record, _ = Schedule.objects.update_or_create(
+        periodic_task=task, defaults={"owner": user, "text": text}
+    )
+    _schedule_emit("saved", task=task, text=text, by=user.username)
+    return record
 
 
 def _schedule_emit(what: str, *, task: PeriodicTask, **data) -> None:
     """A schedule's event, naming the schedule's owner: its events are shown only to
     them (and to those who see every event), as the text they scheduled is theirs.
     The owner is in each event, since a removed schedule is no row to look up."""
-    owner = schedule_kwargs(task).get("user_id")
+    record = schedule_record(task)
     event_emit(
-        kind=f"schedule.{what}", subject=f"schedule:{task.pk}", data={**data, "owner": owner}
+        kind=f"schedule.{what}",
+        subject=f"schedule:{task.pk}",
+        data={**data, "owner": record.owner_id if record else None},
     )
 
 
-def _schedule_get(schedule_id: int) -> PeriodicTask:
-    task = PeriodicTask.objects.filter(pk=schedule_id, task=SCHEDULE_TASK).first()
+def _schedule_get(schedule_id: int, *, user, action: str) -> PeriodicTask:
+    """The schedule, if `user` may see it and do `action` on it. One they may not see
+    is no schedule (as the API's 404): saying it exists would tell them whose it is."""
+    schedule_check(user=user, action=action)
+    task = schedule_visible_list(user=user).filter(pk=schedule_id).first()
     if task is None:
         raise ScheduleError(f"no schedule {schedule_id}")
     return task
 
 
 @transaction.atomic
-def schedule_update(*, schedule_id: int, enabled: bool) -> PeriodicTask:
-    task = _schedule_get(schedule_id)
+def schedule_update(*, schedule_id: int, enabled: bool, user) -> PeriodicTask:
+    task = _schedule_get(schedule_id, user=user, action="enable" if enabled else "disable")
     task.enabled = enabled
     # save() (not update()) so django-celery-beat marks the schedule changed and
     # the coordinator's beat reloads it.
@@ -662,20 +784,35 @@ def schedule_update(*, schedule_id: int, enabled: bool) -> PeriodicTask:
 
 
 @transaction.atomic
-def schedule_delete(*, schedule_id: int) -> None:
-    task = _schedule_get(schedule_id)
+def schedule_delete(*, schedule_id: int, user) -> None:
+    task = _schedule_get(schedule_id, user=user, action="remove")
     _schedule_emit("removed", task=task)  # before delete(), which forgets the row's pk
     task.delete()
 
 
-def scheduled_execute(*, text: str, user_id: int | None, schedule: str = "") -> Invocation | None:
-    """A schedule fired: run its command as its owner, audited with source `schedule`."""
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+def scheduled_execute(*, schedule: str) -> Invocation | None:
+    """The schedule named `schedule` fired: run its recorded text as its recorded
+    owner, audited with source `schedule`. The owner's permission (and that they are
+    active) is checked at every firing, as for any command; a schedule Hive never
+    recorded (or a task sent by hand, naming no schedule) runs nothing and is denied."""
+    found = PeriodicTask.objects.filter(name=schedule, task=SCHEDULE_TASK)
+    task = found.first() if schedule else None
+    record = schedule_record(task) if task else None
+    if record is None:
+        text = schedule_kwargs(task).get("text", "") if task else ""
+        attempt = _Attempt(
+            text=str(text), user=None, source=Invocation.Source.SCHEDULE, schedule=schedule
+        )
+        return attempt.refuse(
+            Outcome.DENIED,
+            f"schedule {schedule!r} has no owner recorded by Hive (made outside the API, "
+            "/hive:schedule and the admin): nothing runs; "
+            "save it in the admin or make it again",
+        ).invocation
     try:
         return command_execute(
-            text=text, user=user, source=Invocation.Source.SCHEDULE, schedule=schedule
-        )
+            text=record.text, user=record.owner, source=Invocation.Source.SCHEDULE,
+            schedule=schedule,
+        )  # fmt: skip
     except CommandFailure as exc:
         return exc.invocation

@@ -42,7 +42,46 @@ SATISFIED = frozenset({Step.SUCCEEDED, Step.SKIPPED})
 
 
 class RunError(Exception):
-    """The request cannot be carried out on this run or step; nothing changed."""
+    """The request cannot be carried out on this run or step; nothing changed.
+    `field` names what was wrong, for the API's error body (default: params)."""
+
+    def __init__(self, message: str, *, field: str = ""):
+        super().__init__(message)
+        self.field = field
+
+
+class RunDenied(RunError):
+    """The user may not do this to this run (the API's 403); nothing changed."""
+
+
+# Checks a higher layer adds to what a user does to a run, each
+# `check(*, run, user, action) -> str` returning a refusal or "": commands makes
+# retrying a command's run need the command's permission, since a retry runs the
+# command's steps again (a user with change_steprun who sees every run re-ran a
+# /deploy they may not execute). Filled in the higher app's ready().
+RUN_ACTION_CHECKS: list = []
+
+
+def _run_action_check(*, run_id: int, user, action: str) -> None:
+    if user is None or not RUN_ACTION_CHECKS:
+        return  # Hive itself (the reaper, a test) acts as nobody
+    run = Run.objects.select_related("workflow").get(pk=run_id)
+    for check in RUN_ACTION_CHECKS:
+        refusal = check(run=run, user=user, action=action)
+        if refusal:
+            raise RunDenied(refusal)
+
+
+# Params whose names start with this are Hive's own, set by the service starting the
+# run and never by a caller: a command's run carries its invocation's context
+# (`_command`: the user, the prompt, the invocation) there, and a caller who could
+# set it forged the user and invocation the run's steps see.
+INTERNAL_PARAM_PREFIX = "_"
+# A command's workflow is named after it (`cmd:<command>`, see commands.loader) and
+# starts only as that command: through commands' command_execute, which checks the
+# command's permission, applies its overlap policy and records the Invocation. Any
+# other start (the API's, `hive workflow start`, a rerun) would skip all three.
+COMMAND_WORKFLOW_PREFIX = "cmd:"
 
 
 # The permission each action on a run needs, for the API's run actions and the
@@ -90,12 +129,40 @@ def workflow_load(*, path: Path) -> tuple[Workflow, bool]:
 # --- runs ------------------------------------------------------------------------
 
 
-def run_start(*, workflow: Workflow, params: dict, user=None, rerun_of: Run | None = None) -> Run:
+def run_start(
+    *,
+    workflow: Workflow,
+    params: dict,
+    user=None,
+    rerun_of: Run | None = None,
+    internal: Mapping | None = None,
+) -> Run:
     """Validate `params`, create the run and its steps in one transaction, and send
-    the steps that need nothing once it commits."""
+    the steps that need nothing once it commits.
+
+    `internal` is Hive's own params (each named `_...`), given only by the service
+    that starts a command's run; `params` come from a caller and may not name one."""
     # A workflow without a params schema takes any params, but they are always named.
     if not isinstance(params, dict):
         raise RunError(f"params: must be a JSON object, not {type(params).__name__}")
+    if workflow.name.startswith(COMMAND_WORKFLOW_PREFIX) and internal is None:
+        command = workflow.name.removeprefix(COMMAND_WORKFLOW_PREFIX)
+        raise RunError(
+            f"{workflow.name} is the workflow of /{command}: it starts only as that "
+            f"command (POST /api/v1/commands/execute with the text /{command} ...), "
+            "which checks its permission, overlap and approval and audits it",
+            field="workflow",
+        )
+    forged = sorted(name for name in params if str(name).startswith(INTERNAL_PARAM_PREFIX))
+    if forged:
+        raise RunError(
+            f"params.{forged[0]}: reserved for Hive (params named "
+            f"'{INTERNAL_PARAM_PREFIX}...' are set by Hive, never by a caller)",
+            field=f"params.{forged[0]}",
+        )
+    if internal:
+        assert all(name.startswith(INTERNAL_PARAM_PREFIX) for name in internal), internal
+        params = {**params, **internal}
     problem = json_problem(params, at="params") or schema_problem(
         Draft202012Validator(workflow.spec["params"]), params, at="params"
     )
@@ -150,6 +217,7 @@ def run_rerun(*, run: Run, user=None) -> Run:
 def step_retry(*, step: StepRun, user=None) -> Run:
     """Run a failed step again, and everything after it (and every step a failure
     cancelled); earlier tries stay in each step's history."""
+    _run_action_check(run_id=step.run_id, user=user, action="retry")
     with transaction.atomic():
         engine = _Engine(step.run_id)
         step = engine.step(step.pk)

@@ -135,7 +135,9 @@ class ScheduleSerializer(serializers.Serializer):
     cron = serializers.CharField(required=False, allow_blank=True, max_length=100)
     when = serializers.CharField(read_only=True)
     enabled = serializers.BooleanField(default=True)
-    user_id = serializers.IntegerField(read_only=True, allow_null=True)
+    user_id = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Its owner, whom it runs as."
+    )
     last_run_at = serializers.DateTimeField(
         read_only=True, allow_null=True, help_text="null until it first runs."
     )

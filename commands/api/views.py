@@ -1,6 +1,6 @@
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,9 +16,15 @@ from commands.api.serializers import (
     ScheduleUpdateSerializer,
 )
 from commands.models import Invocation
-from commands.selectors import command_list, invocation_list, schedule_list
+from commands.selectors import (
+    SCHEDULE_ACTION_PERMISSIONS,
+    command_list,
+    invocation_list,
+    schedule_list,
+)
 from commands.services import (
     CommandFailure,
+    ScheduleDenied,
     ScheduleError,
     builtins_sync,
     command_execute,
@@ -36,7 +42,9 @@ class CommandRefused(APIException):
 
     def __init__(self, exc: CommandFailure):
         super().__init__(str(exc), code=exc.code)
-        self.status_code = 403 if exc.code == Invocation.Outcome.DENIED else 400
+        self.status_code = (
+            403 if exc.code == Invocation.Outcome.DENIED else 409 if exc.conflict else 400
+        )
         self.fields = {"text": [exc.pointed]}
         if exc.param:
             problem = str(exc).removeprefix(f"{exc.param}: ")
@@ -120,19 +128,26 @@ class InvocationDetailView(generics.RetrieveAPIView):
         return invocation_list(user=self.request.user)
 
 
-class ScheduleListView(APIView):
-    """Schedules that run a command with fixed arguments, as their creator."""
+class _ScheduleView(APIView):
+    """Each method needs the permission of the schedule action it is (the rule
+    /hive:schedule applies too), and sees only the schedules its user may."""
 
-    permission_classes = needs("django_celery_beat.view_periodictask")
+    actions: dict[str, str] = {}
 
     def get_permissions(self):
-        if self.request.method == "POST":
-            return [permission() for permission in needs("django_celery_beat.add_periodictask")]
-        return super().get_permissions()
+        action = self.actions.get(self.request.method, "list")
+        return [permission() for permission in needs(SCHEDULE_ACTION_PERMISSIONS[action])]
+
+
+class ScheduleListView(_ScheduleView):
+    """Schedules that run a command with fixed arguments, as their creator: your own
+    (staff: everyone's)."""
+
+    actions = {"GET": "list", "POST": "add"}
 
     @extend_schema(responses=ScheduleSerializer(many=True), operation_id="schedules_list")
     def get(self, request):
-        return Response(ScheduleSerializer(schedule_list(), many=True).data)
+        return Response(ScheduleSerializer(schedule_list(user=request.user), many=True).data)
 
     @extend_schema(request=ScheduleCreateSerializer, responses={201: ScheduleSerializer})
     def post(self, request):
@@ -150,15 +165,15 @@ class ScheduleListView(APIView):
             )
         except ScheduleError as exc:
             raise _schedule_error(exc) from None
-        row = next(s for s in schedule_list() if s["id"] == task.pk)
+        row = next(s for s in schedule_list(user=request.user) if s["id"] == task.pk)
         return Response(ScheduleSerializer(row).data, status=status.HTTP_201_CREATED)
 
 
-class ScheduleDetailView(APIView):
-    permission_classes = needs("django_celery_beat.change_periodictask")
+class ScheduleDetailView(_ScheduleView):
+    actions = {"GET": "list", "PATCH": "enable", "DELETE": "remove"}
 
     def _row(self, pk: int) -> dict:
-        row = next((s for s in schedule_list() if s["id"] == pk), None)
+        row = next((s for s in schedule_list(user=self.request.user) if s["id"] == pk), None)
         if row is None:
             raise NotFound(f"no schedule {pk}")
         return row
@@ -174,17 +189,29 @@ class ScheduleDetailView(APIView):
         body = ScheduleUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         if "enabled" in body.validated_data:
-            schedule_update(schedule_id=pk, enabled=body.validated_data["enabled"])
+            try:
+                schedule_update(
+                    schedule_id=pk, enabled=body.validated_data["enabled"], user=request.user
+                )
+            except ScheduleError as exc:
+                raise _schedule_error(exc) from None
         return Response(ScheduleSerializer(self._row(pk)).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
         self._row(pk)
-        schedule_delete(schedule_id=pk)
+        try:
+            schedule_delete(schedule_id=pk, user=request.user)
+        except ScheduleError as exc:
+            raise _schedule_error(exc) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _schedule_error(exc: ScheduleError) -> ValidationError:
+def _schedule_error(exc: ScheduleError) -> APIException:
+    if isinstance(exc, ScheduleDenied):
+        return PermissionDenied(str(exc))
+    if str(exc).startswith("no schedule "):
+        return NotFound(str(exc))
     field, _, message = str(exc).partition(": ")
     known = {"text", "cron", "name", "every"}
     return ValidationError(

@@ -2,7 +2,7 @@ from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from coordination.api.serializers import (
@@ -27,6 +27,7 @@ from coordination.selectors import (
 )
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
+    RunDenied,
     RunError,
     run_cancel,
     run_rerun,
@@ -86,7 +87,7 @@ class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
                 workflow=self.get_object(), params=body.validated_data["params"], user=request.user
             )
         except RunError as exc:
-            raise ValidationError({"params": [str(exc)]}) from None
+            raise _start_refused(exc) from None
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -154,7 +155,11 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def rerun(self, request, pk=None):
         """A new run of the same version with the same params."""
-        run = run_rerun(run=self.get_object(), user=request.user)
+        try:
+            run = run_rerun(run=self.get_object(), user=request.user)
+        except RunError as exc:
+            # A command's run (it reruns only as its command, run again).
+            raise Conflict(str(exc)) from None
         return self._detail(run, status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: RunDetailSerializer})
@@ -168,6 +173,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         """Run a failed step again, and everything after it."""
         try:
             return self._detail(step_retry(step=self._step(key), user=request.user))
+        except RunDenied as exc:
+            raise PermissionDenied(str(exc)) from None
         except RunError as exc:
             raise Conflict(str(exc)) from None
 
@@ -204,3 +211,10 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         except RunError as exc:
             raise Conflict(str(exc)) from None
         return self._detail(step.run)
+
+
+def _start_refused(exc: RunError) -> ValidationError:
+    """A run that may not start, as a 400 naming the field (params by default)."""
+    if not exc.field:
+        return ValidationError({"params": [str(exc)]})
+    return ValidationError({exc.field: [str(exc).removeprefix(f"{exc.field}: ")]})

@@ -374,7 +374,8 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"--params: not valid JSON: {exc}") from None
         except RunError as exc:
-            raise CommandError(f"--params: {exc}") from None
+            where = "" if exc.field == "workflow" else "--params: "
+            raise CommandError(f"{where}{exc}") from None
         self.stdout.write(f"run {run.pk} of {workflow}: {run.state}")
         deadline = time.monotonic() + options["timeout"]
         while options["wait"] and run.state not in Run.TERMINAL:
