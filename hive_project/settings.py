@@ -275,6 +275,12 @@ HIVE_COMMAND_DIRS = path_list("HIVE_COMMAND_DIRS")
 # The longest command text accepted, in characters: a parse error points at a
 # token, so the text must stay printable.
 HIVE_COMMAND_MAX_LENGTH = env_int("HIVE_COMMAND_MAX_LENGTH", 10_000, minimum=100)
+# Workflow, command and agent definition files (hive_project/yamlfile.py): the largest
+# file read, and how many values its YAML may hold once aliases are expanded. The shipped
+# files are at most 3.2 KB and 181 values (demo/release.md); a 603-byte alias bomb
+# expands to 9**9 values.
+HIVE_DEFINITION_MAX_BYTES = env_int("HIVE_DEFINITION_MAX_BYTES", 1024 * 1024, minimum=1024)
+HIVE_DEFINITION_MAX_VALUES = env_int("HIVE_DEFINITION_MAX_VALUES", 100_000, minimum=100)
 
 # --- Production hardening (checked by `manage.py check --deploy`) -------------
 

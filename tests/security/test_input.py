@@ -49,3 +49,99 @@ def test_a_real_cursor_still_pages(attackers, path):
     valid = _cursor("p=5")
     response = Client().get(path, {"cursor": valid}, headers=auth(attackers["admin"]))
     assert response.status_code == 200, response.content
+
+
+# --- #12: YAML alias bombs ------------------------------------------------------------
+
+
+# Nine anchors, each a list of nine aliases of the one before: 9**9 values in 600-odd
+# bytes, in a step's `with:` (any JSON goes there), the anchor expanding past the bound
+# on the 10th line.
+def _alias_bomb(indent: str = "") -> str:
+    lines = [
+        "steps:",
+        "  - id: a",
+        "    skill: noop",
+        "    with:",
+        '      a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+        *(
+            f"      {name}: &{name} [{','.join([f'*{before}'] * 9)}]"
+            for before, name in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+    ]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+def _hive(*args: str, timeout: float = 60, **env: str):
+    """`manage.py hive ARGS` as a process of its own, as an operator runs it."""
+    import subprocess
+
+    from hive_project.processes import hive_argv
+    from tests.processes import child_env
+
+    return subprocess.run(
+        hive_argv(*args), env=child_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_a_workflow_file_with_an_alias_bomb_is_refused_naming_file_and_line(
+    transactional_db, tmp_path
+):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb())
+    assert len(_alias_bomb()) < 700
+    done = _hive("workflow", "load", str(path), timeout=30)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"CommandError: {path}:10: too large: more than 100000 values once aliases are "
+        "expanded (HIVE_DEFINITION_MAX_VALUES)"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_command_file_with_an_alias_bomb_is_refused_naming_file_and_line(
+    transactional_db, tmp_path
+):
+    path = tmp_path / "bomb.md"
+    path.write_text(f"---\nworkflow:\n{_alias_bomb('  ')}---\nA bomb.\n")
+    done = _hive("load", str(path), timeout=30)
+    assert done.returncode != 0, done.stdout
+    assert done.stderr.splitlines()[0] == (
+        f"error: {path}:12: too large: more than 100000 values once aliases are expanded "
+        "(HIVE_DEFINITION_MAX_VALUES) (the loaded version, if any, stays active)"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_definition_file_nested_100000_deep_is_refused_without_a_traceback(
+    transactional_db, tmp_path
+):
+    path = tmp_path / "deep.yaml"
+    path.write_text("steps: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    done = _hive("workflow", "load", str(path), timeout=30)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"CommandError: {path}:1: too large: nested deeper than 100 levels"
+    )
+
+
+def test_a_definition_file_larger_than_the_bound_is_refused(transactional_db, tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("steps: [{id: a, skill: noop}]\n" + "#" * 2 * 1024 * 1024 + "\n")
+    done = _hive("workflow", "load", str(path), timeout=30)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"CommandError: {path}: larger than 1048576 bytes (HIVE_DEFINITION_MAX_BYTES)"
+    )
+
+
+def test_anchors_and_merge_keys_within_the_bound_still_load(transactional_db, tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        "name: anchored\n"
+        "steps:\n"
+        "  - &base {id: a, skill: noop}\n"
+        "  - {<<: *base, id: b, needs: [a]}\n"
+    )
+    done = _hive("workflow", "load", str(path), timeout=30)
+    assert done.returncode == 0, done.stderr
