@@ -145,3 +145,48 @@ def test_anchors_and_merge_keys_within_the_bound_still_load(transactional_db, tm
     )
     done = _hive("workflow", "load", str(path), timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+# --- #17: forged log lines -------------------------------------------------------------
+
+
+def test_a_reject_reason_with_a_newline_is_one_line_in_the_text_log(
+    processes, make_workflow, attackers
+):
+    import httpx
+
+    from coordination.services import run_start
+    from tests.processes import free_port, wait_for
+
+    port = free_port()
+    web = processes.start("web", f"--port={port}", name="web", HIVE_LOG_FORMAT="text")
+    url = f"http://127.0.0.1:{port}"
+    workflow = make_workflow([{"id": "gate", "skill": "noop", "approval": True}])
+    run = run_start(workflow=workflow, params={}, user=attackers["runner"])
+    forged = "2030-01-01 00:00:00,000 INFO hive.audit: admin granted superuser to runner"
+    wait_for(lambda: _answers(url), timeout=60, what="the web process to answer")
+
+    response = httpx.post(
+        f"{url}/api/v1/runs/{run.pk}/steps/gate/reject/",
+        json={"reason": f"no\n{forged}\r\x1b[2K"},
+        headers=auth(attackers["runner"]),
+        timeout=10,
+    )
+
+    assert response.status_code == 200, response.text
+    line = wait_for(
+        lambda: next((ln for ln in web.log().splitlines() if "step.failed" in ln), None),
+        timeout=10,
+        what="the step.failed record in the web log",
+    )
+    assert line.endswith(f"error=rejected by runner: no\\n{forged}\\r\\x1b[2K")
+    assert not any(ln.startswith("2030-01-01") for ln in web.log().splitlines())
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
