@@ -6,8 +6,9 @@ from pathlib import Path
 
 from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
 
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# `\Z`, not `$`: `$` also matches before a final newline (issue 15 #14).
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
+_SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]*\Z")
 
 
 @dataclass(frozen=True)

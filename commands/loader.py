@@ -33,6 +33,7 @@ from jsonschema.exceptions import SchemaError
 from coordination.models import Workflow
 from coordination.spec import STEP_DEFAULTS, spec_validate
 from coordination.templates import TemplateError, template_check
+from hive_project.jsondata import SchemaValidator
 from hive_project.yamlfile import DefinitionError, LineDict, definition_text_read, yaml_parse
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "definitions"
@@ -86,7 +87,7 @@ FRONTMATTER_SCHEMA = {
     "required": ["workflow"],
     "additionalProperties": False,
 }
-_FRONTMATTER = Draft202012Validator(FRONTMATTER_SCHEMA)
+_FRONTMATTER = SchemaValidator(FRONTMATTER_SCHEMA)
 
 
 @dataclass(frozen=True)

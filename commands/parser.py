@@ -31,12 +31,13 @@ import sys
 import unicodedata
 from dataclasses import dataclass, field
 
-from jsonschema import Draft202012Validator
+from hive_project.jsondata import SchemaValidator
 
-NAME = re.compile(r"^/([a-z0-9][a-z0-9_-]*(?::[a-z0-9][a-z0-9_-]*)*)$")
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_INTEGER = re.compile(r"^[+-]?[0-9]+$")
-_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+# `\Z`, not `$`: `$` also matches before a final newline (issue 15 #14).
+NAME = re.compile(r"^/([a-z0-9][a-z0-9_-]*(?::[a-z0-9][a-z0-9_-]*)*)\Z")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\Z")
+_INTEGER = re.compile(r"^[+-]?[0-9]+\Z")
+_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 _MAX_DIGITS = sys.get_int_max_str_digits() or sys.maxsize
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -444,7 +445,7 @@ def coerce(raw: str, schema: dict) -> object:
 
 
 def _validate(values: dict, schema: dict, where: dict, *, text: str, usage: str) -> None:
-    validator = Draft202012Validator(schema)
+    validator = SchemaValidator(schema)
     errors = sorted(validator.iter_errors(values), key=lambda e: [str(p) for p in e.path])
     if not errors:
         return

@@ -142,7 +142,7 @@ def definition_text_read(path: Path, *, source: str) -> str:
         with path.open("rb") as file:
             data = file.read(limit + 1)
     except OSError as exc:
-        raise DefinitionError(f"{source}: cannot read: {exc.strerror}") from None
+        raise DefinitionError(f"{source}: {exc.strerror}") from None
     if len(data) > limit:
         raise DefinitionError(f"{source}: larger than {limit} bytes (HIVE_DEFINITION_MAX_BYTES)")
     try:

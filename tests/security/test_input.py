@@ -190,3 +190,46 @@ def _answers(url: str) -> bool:
         return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+# --- #14: a trailing newline past `$` ----------------------------------------------------
+
+
+def test_a_version_with_a_trailing_newline_is_refused_at_its_token(attackers, transactional_db):
+    from django.conf import settings
+
+    from coordination.models import Run
+
+    artifacts = settings.HIVE_RELEASE_ARTIFACT_DIR
+    before = set(artifacts.iterdir()) if artifacts.exists() else set()
+    assert _hive("load").returncode == 0
+
+    done = _hive("run", '/demo:release "7.7.7\n"', "--user=admin")
+
+    assert done.returncode != 0, done.stdout
+    # The newline is shown as a space, so the caret stays under the token.
+    assert done.stderr.splitlines() == [
+        'CommandError: /demo:release "7.7.7 "',
+        "              ^^^^^^^^ version: '7.7.7\\n' does not match "
+        "'^[0-9]+\\\\.[0-9]+\\\\.[0-9]+$'",
+    ]
+    assert not Run.objects.exists()
+    assert (set(artifacts.iterdir()) if artifacts.exists() else set()) == before
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "valid"),
+    [
+        ("^[a-z]+$", "abc", True),
+        ("^[a-z]+$", "abc\n", False),
+        ("^a$|^$", "\n", False),
+        ("^[$]+$", "$$", True),  # a `$` in a class is a dollar sign
+        ("^\\$$", "$", True),  # and so is an escaped one
+        ("^[]$]$", "$", True),
+        ("^(https?://.+)?$", "http://x\n", False),
+    ],
+)
+def test_a_schema_pattern_ends_where_ecma_262_ends_it(pattern, text, valid):
+    from hive_project.jsondata import SchemaValidator
+
+    assert SchemaValidator({"type": "string", "pattern": pattern}).is_valid(text) is valid
