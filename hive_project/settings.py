@@ -231,6 +231,11 @@ HIVE_STEP_MAX_LOST = env_int("HIVE_STEP_MAX_LOST", 3, minimum=1)
 # The most items a foreach may expand to: its steps are made in one transaction
 # (holding the run's lock), and a list from a request's params can hold a million.
 HIVE_FOREACH_MAX = env_int("HIVE_FOREACH_MAX", 10_000, minimum=1)
+# Templates (coordination/templates.py) run in agents and, for dry runs, `when` and
+# overlap keys, in the web process: the longest string or list one may build, in
+# characters or items (and a number's bits), and the seconds one render may take.
+HIVE_TEMPLATE_MAX_LENGTH = env_int("HIVE_TEMPLATE_MAX_LENGTH", 1_000_000, minimum=1000)
+HIVE_TEMPLATE_TIMEOUT = env_int("HIVE_TEMPLATE_TIMEOUT", 2, minimum=1)
 # Seconds between a step's soft time limit (its `timeout`) and the hard kill.
 HIVE_HARD_TIMEOUT_GRACE = env_int("HIVE_HARD_TIMEOUT_GRACE", 10, minimum=1)
 

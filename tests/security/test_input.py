@@ -233,3 +233,62 @@ def test_a_schema_pattern_ends_where_ecma_262_ends_it(pattern, text, valid):
     from hive_project.jsondata import SchemaValidator
 
     assert SchemaValidator({"type": "string", "pattern": pattern}).is_valid(text) is valid
+
+
+# --- #13: runaway templates ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        ("{{ 'a' * 10**8 }}", "a value longer than 1000000 (HIVE_TEMPLATE_MAX_LENGTH)"),
+        ("{{ [0] * 10**7 }}", "a value longer than 1000000 (HIVE_TEMPLATE_MAX_LENGTH)"),
+        ("{{ 2 ** (10**8) }}", "a number longer than 1000000 bits (HIVE_TEMPLATE_MAX_LENGTH)"),
+        ("{{ 'a'.ljust(10**8) }}", "a value longer than 1000000 (HIVE_TEMPLATE_MAX_LENGTH)"),
+        ("{{ 'a' | center(10**8) }}", "a value longer than 1000000 (HIVE_TEMPLATE_MAX_LENGTH)"),
+        ("{{ '%100000000d' % 1 }}", "a value longer than 1000000 (HIVE_TEMPLATE_MAX_LENGTH)"),
+        (
+            "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
+            "a value longer than 1000000 (HIVE_TEMPLATE_MAX_LENGTH)",
+        ),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "took longer than 2 s (HIVE_TEMPLATE_TIMEOUT)",
+        ),
+    ],
+)
+def test_a_template_building_too_much_stops_at_its_bound(template, error):
+    import time
+
+    from coordination.templates import TemplateError, render
+
+    started = time.monotonic()
+    with pytest.raises(TemplateError) as raised:
+        render(template, {"params": {}})
+    assert str(raised.value) == error
+    assert time.monotonic() - started < 5
+
+
+def test_a_dry_run_with_a_runaway_overlap_key_is_a_400(attackers, tmp_path):
+    from commands.services import commands_load
+
+    (tmp_path / "bomb.md").write_text(
+        "---\n"
+        "params: {type: object, properties: {n: {type: integer}}}\n"
+        "overlap: {policy: skip, key: \"{{ 'a' * params.n }}\"}\n"
+        "workflow: {steps: [{id: a, skill: noop}]}\n"
+        "---\n"
+    )
+    commands_load(paths=[tmp_path])
+
+    response = Client().post(
+        "/api/v1/commands/execute",
+        {"text": "/bomb n=100000000 --dry-run"},
+        content_type="application/json",
+        headers=auth(attackers["admin"]),
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["message"] == (
+        "overlap key: a value longer than 1000000 (HIVE_TEMPLATE_MAX_LENGTH)"
+    )
