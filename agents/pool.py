@@ -11,10 +11,11 @@ from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
 # An agent's name and role: a lowercase slug. `hive agent`, the pool file, the admin
 # (the model's validator) and the API schema all hold this one pattern, so an admin
 # cannot rename an agent to a name its own process would refuse, or that the API's
-# schema says cannot exist. `\Z`: `$` would let a trailing newline through.
+# schema says cannot exist. `\Z`: `$` would let a trailing newline through (the
+# schema publishes it as ECMA's `$`, which drf-spectacular writes for `\Z`).
 AGENT_SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*\Z"
 _SLUG = re.compile(AGENT_SLUG_PATTERN)
-_SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]*\Z")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from coordination.models import Workflow
 from coordination.services import COMMAND_WORKFLOW_PREFIX, INTERNAL_PARAM_PREFIX
 from coordination.spec import STEP_DEFAULTS, spec_validate
 from coordination.templates import TemplateError, template_check
-from hive_project.yamlfile import DefinitionError, LineDict, yaml_parse
+from hive_project.jsondata import SchemaValidator
+from hive_project.yamlfile import DefinitionError, LineDict, definition_text_read, yaml_parse
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "definitions"
 NAME_PATTERN = "^[a-z0-9][a-z0-9_-]*(:[a-z0-9][a-z0-9_-]*)*$"
@@ -87,7 +88,7 @@ FRONTMATTER_SCHEMA = {
     "required": ["workflow"],
     "additionalProperties": False,
 }
-_FRONTMATTER = Draft202012Validator(FRONTMATTER_SCHEMA)
+_FRONTMATTER = SchemaValidator(FRONTMATTER_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,7 @@ class Definition:
 def definition_read(path: Path, *, name: str) -> Definition:
     """Read and validate one definition file; `name` is the one its path gives."""
     source = _display(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError(f"{source}: cannot read: {exc}") from None
+    text = definition_text_read(path, source=source)
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":
         raise DefinitionError(

@@ -31,16 +31,18 @@ import sys
 import unicodedata
 from dataclasses import dataclass, field
 
-from jsonschema import Draft202012Validator
+from hive_project.jsondata import SchemaValidator
 
-NAME = re.compile(r"^/([a-z0-9][a-z0-9_-]*(?::[a-z0-9][a-z0-9_-]*)*)$")
-# What every parsable text looks like (the API schema publishes it): optional leading
-# whitespace, then `/name` ending at whitespace or the end. Whether the rest binds
-# depends on the command's own params schema, which lives in the database.
+# `\Z`, not `$`: `$` also matches before a final newline (issue 15 #14).
+NAME = re.compile(r"^/([a-z0-9][a-z0-9_-]*(?::[a-z0-9][a-z0-9_-]*)*)\Z")
+# What every parsable text looks like (the API schema publishes it, in ECMA-262 where
+# `$` is the very end): optional leading whitespace, then `/name` ending at whitespace
+# or the end. Whether the rest binds depends on the command's own params schema,
+# which lives in the database; the parser does the checking.
 TEXT_PATTERN = r"^\s*/[a-z0-9][a-z0-9_-]*(:[a-z0-9][a-z0-9_-]*)*(\s|$)"
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_INTEGER = re.compile(r"^[+-]?[0-9]+$")
-_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\Z")
+_INTEGER = re.compile(r"^[+-]?[0-9]+\Z")
+_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 _MAX_DIGITS = sys.get_int_max_str_digits() or sys.maxsize
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -448,7 +450,7 @@ def coerce(raw: str, schema: dict) -> object:
 
 
 def _validate(values: dict, schema: dict, where: dict, *, text: str, usage: str) -> None:
-    validator = Draft202012Validator(schema)
+    validator = SchemaValidator(schema)
     errors = sorted(validator.iter_errors(values), key=lambda e: [str(p) for p in e.path])
     if not errors:
         return

@@ -21,7 +21,6 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from jsonschema import Draft202012Validator
 
 from agents.models import Agent
 from agents.routing import RoutingError, agent_accepts_work, route
@@ -32,7 +31,7 @@ from coordination.templates import TemplateError, evaluate, render
 from dashboard.events import event_emit, event_publish_on_commit
 from dashboard.models import Event
 from hive_project.db import prepared
-from hive_project.jsondata import json_problem
+from hive_project.jsondata import SchemaValidator, json_problem
 
 logger = logging.getLogger(__name__)
 Step = StepRun.State
@@ -164,7 +163,7 @@ def run_start(
         assert all(name.startswith(INTERNAL_PARAM_PREFIX) for name in internal), internal
         params = {**params, **internal}
     problem = json_problem(params, at="params") or schema_problem(
-        Draft202012Validator(workflow.spec["params"]), params, at="params"
+        SchemaValidator(workflow.spec["params"]), params, at="params"
     )
     if problem:
         raise RunError(problem)

@@ -17,6 +17,7 @@ from jsonschema.exceptions import SchemaError
 from agents.skills import skill_names
 from agents.skills.registry import schema_problem, skill_get
 from coordination.templates import TemplateError, template_check, template_steps
+from hive_project.jsondata import SchemaValidator
 from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
 
 _SLUG = "^[a-z0-9][a-z0-9_-]*$"
@@ -57,7 +58,7 @@ SPEC_SCHEMA = {
     "required": ["steps"],
     "additionalProperties": False,
 }
-_VALIDATOR = Draft202012Validator(SPEC_SCHEMA)
+_VALIDATOR = SchemaValidator(SPEC_SCHEMA)
 STEP_DEFAULTS = {
     "agent": "",
     "role": "",
@@ -194,7 +195,7 @@ def _check_inputs(step: dict, at: str) -> None:
         raise SpecError(f"{at}with: {skill.name} needs {missing[0]!r}")
     for name in sorted(set(inputs) & set(properties)):
         if not _has_template(inputs[name]):
-            validator = Draft202012Validator(properties[name], format_checker=FormatChecker())
+            validator = SchemaValidator(properties[name], format_checker=FormatChecker())
             problem = schema_problem(validator, inputs[name], at=f"with.{name}")
             if problem:
                 raise SpecError(f"{at}{problem}")

@@ -9,13 +9,131 @@ error in the expression (`1 / 0`), or a value that is not JSON data.
 
 import math
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Mapping, Sized
 from functools import lru_cache
 
+from django.conf import settings
 from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, safe_range
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+class _BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox, with every way a template builds a long value bounded: `'a' * 10**8`
+    and `[0] * 10**7` were built in full (in the web process, for a dry run's `when`
+    or an overlap key), and `9 ** 9 ** 9` never ended. Sizes are checked before the
+    operation where it can be known (`*`, `**`, `+`, str methods and filters taking a
+    width), and every value an operation returns is checked after; loops over `range`
+    and rendered text check the render's deadline as they go."""
+
+    intercepted_binops = frozenset(["*", "**", "+", "%"])
+
+    def call_binop(self, context, operator, left, right):
+        limit = _max_length()
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    _check_length(len(seq) * max(times, 0), limit)
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+            # The result's bits, roughly; a float power overflows by itself.
+            if abs(left) > 1 and right > 0 and right * abs(left).bit_length() > limit:
+                raise TemplateError(f"a number longer than {limit} bits (HIVE_TEMPLATE_MAX_LENGTH)")
+        elif operator == "+" and isinstance(left, Sized) and isinstance(right, Sized):
+            _check_length(len(left) + len(right), limit)
+        elif operator == "%" and isinstance(left, str):
+            for width in re.findall(r"%[-+ #0]*(\d+)?(?:\.(\d+))?", left):
+                _check_length(max(int(w) for w in width if w) if any(width) else 0, limit)
+        _deadline_check()
+        return _checked(super().call_binop(context, operator, left, right))
+
+    def call(self, __context, __obj, *args, **kwargs):
+        _deadline_check()
+        # `'a'.ljust(10**8)`, `'{:>100000000}'.format(1)`: widths are lengths too.
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool):
+                _check_length(value, _max_length())
+        if isinstance(__obj, str) or getattr(__obj, "__self__", None).__class__ is str:
+            for value in args:
+                if isinstance(value, str):
+                    for width in re.findall(r"\d+", value):
+                        _check_length(int(width), _max_length())
+        return _checked(super().call(__context, __obj, *args, **kwargs))
+
+
+def _bounded_filter(function):
+    def bounded(*args, **kwargs):
+        _deadline_check()
+        # `'a' | center(10**8)`, `'a' | indent(10**8)`: a number argument is a width.
+        for value in (*args[1:], *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool):
+                _check_length(value, _max_length())
+        return _checked(function(*args, **kwargs))
+
+    for attribute in ("jinja_pass_arg",):
+        if hasattr(function, attribute):
+            setattr(bounded, attribute, getattr(function, attribute))
+    return bounded
+
+
+class _Range:
+    """The sandbox's `range` (at most MAX_RANGE numbers), checking the render's deadline
+    at every number: nested loops over ranges are the template's way to spin."""
+
+    def __init__(self, *args):
+        self.range = safe_range(*args)
+
+    def __len__(self) -> int:
+        return len(self.range)
+
+    def __iter__(self):
+        for number in self.range:
+            _deadline_check()
+            yield number
+
+
+_ENV = _BoundedEnvironment(undefined=StrictUndefined, autoescape=False)
+_ENV.filters = {name: _bounded_filter(f) for name, f in _ENV.filters.items()}
+_ENV.globals["range"] = _Range
+
+_deadline = threading.local()
+
+
+def _max_length() -> int:
+    return settings.HIVE_TEMPLATE_MAX_LENGTH
+
+
+def _check_length(length: int, limit: int) -> None:
+    if length > limit:
+        raise TemplateError(f"a value longer than {limit} (HIVE_TEMPLATE_MAX_LENGTH)")
+
+
+def _checked(value: object) -> object:
+    if isinstance(value, str | list | tuple | dict | bytes):
+        _check_length(len(value), _max_length())
+    return value
+
+
+def _deadline_check() -> None:
+    deadline = getattr(_deadline, "at", None)
+    if deadline is not None and time.monotonic() > deadline:
+        limit = settings.HIVE_TEMPLATE_TIMEOUT
+        raise TemplateError(f"took longer than {limit} s (HIVE_TEMPLATE_TIMEOUT)")
+
+
+class _Deadline:
+    """The time a render (and everything it renders inside) must end by."""
+
+    def __enter__(self):
+        self.outer = getattr(_deadline, "at", None)
+        if self.outer is None:
+            _deadline.at = time.monotonic() + settings.HIVE_TEMPLATE_TIMEOUT
+        return self
+
+    def __exit__(self, *exc):
+        _deadline.at = self.outer
+
+
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.DOTALL)
 
 __all__ = ["TemplateError", "evaluate", "render", "template_check", "template_steps"]
@@ -51,9 +169,10 @@ def render(value: object, context: dict) -> object:
             return value
         expression = _expression_of(value)
         try:
-            if expression is not None:
-                return _json_data(_expression(expression)(**context))
-            return _template(value).render(context)
+            with _Deadline():
+                if expression is not None:
+                    return _json_data(_expression(expression)(**context))
+                return _text(_template(value), context)
         except _RUNTIME_ERRORS as exc:
             raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
     if isinstance(value, dict):
@@ -67,9 +186,22 @@ def evaluate(condition: str, context: dict) -> bool:
     """A `when` condition, with or without the braces: `params.env == 'prod'`."""
     try:
         # bool() inside: an undefined name fails only when its truth is asked.
-        return bool(_expression(_expression_of(condition) or condition)(**context))
+        with _Deadline():
+            return bool(_expression(_expression_of(condition) or condition)(**context))
     except _RUNTIME_ERRORS as exc:
         raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _text(template, context: dict) -> str:
+    """A text template rendered chunk by chunk, so a loop that writes more than the
+    bound, or for longer than the deadline, stops there."""
+    chunks, length, limit = [], 0, _max_length()
+    for chunk in template.generate(context):
+        length += len(chunk)
+        _check_length(length, limit)
+        _deadline_check()
+        chunks.append(chunk)
+    return "".join(chunks)
 
 
 def _json_data(value: object) -> object:
@@ -84,7 +216,10 @@ def _json_data(value: object) -> object:
         if not math.isfinite(value):
             raise TemplateError(f"{value} is not a JSON number")
         return value
+    if isinstance(value, _Range):
+        value = value.range
     if isinstance(value, list | tuple | range):
+        _check_length(len(value), _max_length())
         return [_json_data(item) for item in value]
     if isinstance(value, Mapping):
         if not all(isinstance(key, str) for key in value):

@@ -16,6 +16,9 @@ from hive_project.api import MAX_ID
 MAX_SUBSCRIPTIONS = 20
 # Subjects whose visibility a socket remembers (it never changes for a subject and a user).
 VISIBILITY_CACHE = 10_000
+# A client sends `{"subscribe": "run:12"}` and the like, tens of characters; a
+# 100,000-deep JSON message was a RecursionError traceback in the web process.
+MAX_MESSAGE_LENGTH = 4096
 
 _connected = 0
 
@@ -52,8 +55,16 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         # A malformed message is answered, not a crash of the socket.
+        if len(text_data or bytes_data or "") > MAX_MESSAGE_LENGTH:
+            await self.send_json(
+                {"type": "error", "error": f"longer than {MAX_MESSAGE_LENGTH} characters"}
+            )
+            return
         try:
             content = json.loads(text_data or "")
+        except RecursionError:  # `[[[[...` within the length: json recurses per level
+            await self.send_json({"type": "error", "error": "JSON nested too deep"})
+            return
         except ValueError:
             await self.send_json({"type": "error", "error": "not JSON"})
             return

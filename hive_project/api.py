@@ -1,5 +1,7 @@
 """What every API view shares: one error shape and permission checks by codename."""
 
+import re
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
@@ -157,9 +159,16 @@ class NewestFirstPagination(CursorPagination):
 
     def decode_cursor(self, request):
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound:
             raise ValidationError({"cursor": ["Invalid cursor."]}) from None
+        # DRF checks the offset and direction but passes the position (`p=`) to the
+        # query as it came: `p=abc`, `p=1e5` or `p=%00` inside a crafted cursor was a
+        # 500 from the database. The position is a row id, since the ordering is by id.
+        position = cursor.position if cursor is not None else None
+        if position is not None and not re.fullmatch(ID_PATTERN, position):
+            raise ValidationError({"cursor": ["Invalid cursor."]})
+        return cursor
 
 
 def _bounded(parameters: list[dict], bounds: dict[str, tuple[int, int]]) -> list[dict]:

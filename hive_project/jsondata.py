@@ -1,7 +1,10 @@
 """What Hive takes as JSON data, wherever it comes from (API, command line, YAML, code)."""
 
+import functools
 import math
 import re
+
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 # Cycles (a YAML alias inside itself, a list that holds itself) end here rather than
 # in a RecursionError; no definition or payload Hive takes is nested this deep.
@@ -66,3 +69,47 @@ def text_problem(text: str) -> str | None:
 def text_storable(text: str) -> str:
     """`text` with what text_problem refuses as U+FFFD, for the record of refused input."""
     return _UNSTORABLE.sub("\ufffd", text)
+
+
+def ecma_pattern(pattern: str) -> str:
+    """A JSON Schema `pattern` (ECMA-262) as a Python regex that means the same at the
+    end: ECMA's `$` matches only at the end of the text, Python's also before a final
+    newline, so `^[0-9.]+$` accepted "7.7.7\\n" (which became a directory name). Each
+    `$` outside a character class becomes `\\Z`; everything else is left as written."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            # A `]` first in a class (`[]...]`, `[^]...]`) is a literal in Python.
+            start = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            if pattern[start : start + 1] == "]":
+                out.append(pattern[i : start + 1])
+                i = start + 1
+                continue
+        elif char == "$":
+            char = r"\Z"
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ecma_compiled(pattern: str) -> re.Pattern:
+    return re.compile(ecma_pattern(pattern))
+
+
+def _pattern_keyword(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not _ecma_compiled(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Every JSON Schema Hive checks data against (params of workflows, commands and skills,
+# definition files): Draft 2020-12 with `pattern` read as ECMA-262 reads it.
+SchemaValidator = validators.extend(Draft202012Validator, {"pattern": _pattern_keyword})

@@ -271,6 +271,11 @@ HIVE_STEP_MAX_LOST = env_int("HIVE_STEP_MAX_LOST", 3, minimum=1)
 # The most items a foreach may expand to: its steps are made in one transaction
 # (holding the run's lock), and a list from a request's params can hold a million.
 HIVE_FOREACH_MAX = env_int("HIVE_FOREACH_MAX", 10_000, minimum=1)
+# Templates (coordination/templates.py) run in agents and, for dry runs, `when` and
+# overlap keys, in the web process: the longest string or list one may build, in
+# characters or items (and a number's bits), and the seconds one render may take.
+HIVE_TEMPLATE_MAX_LENGTH = env_int("HIVE_TEMPLATE_MAX_LENGTH", 1_000_000, minimum=1000)
+HIVE_TEMPLATE_TIMEOUT = env_int("HIVE_TEMPLATE_TIMEOUT", 2, minimum=1)
 # Seconds between a step's soft time limit (its `timeout`) and the hard kill.
 HIVE_HARD_TIMEOUT_GRACE = env_int("HIVE_HARD_TIMEOUT_GRACE", 10, minimum=1)
 
@@ -315,6 +320,12 @@ HIVE_COMMAND_DIRS = path_list("HIVE_COMMAND_DIRS")
 # The longest command text accepted, in characters: a parse error points at a
 # token, so the text must stay printable.
 HIVE_COMMAND_MAX_LENGTH = env_int("HIVE_COMMAND_MAX_LENGTH", 10_000, minimum=100)
+# Workflow, command and agent definition files (hive_project/yamlfile.py): the largest
+# file read, and how many values its YAML may hold once aliases are expanded. The shipped
+# files are at most 3.2 KB and 181 values (demo/release.md); a 603-byte alias bomb
+# expands to 9**9 values.
+HIVE_DEFINITION_MAX_BYTES = env_int("HIVE_DEFINITION_MAX_BYTES", 1024 * 1024, minimum=1024)
+HIVE_DEFINITION_MAX_VALUES = env_int("HIVE_DEFINITION_MAX_VALUES", 100_000, minimum=100)
 
 # --- Production hardening (checked by `manage.py check --deploy`) -------------
 
@@ -344,7 +355,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "text": {
+            "()": "hive_project.logs.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        },
         "json": {"()": "hive_project.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": HIVE_LOG_FORMAT}},

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import yaml
+from django.conf import settings
 
-from hive_project.jsondata import json_problem
+from hive_project.jsondata import MAX_DEPTH, json_problem
 
 
 class DefinitionError(ValueError):
@@ -22,6 +23,10 @@ class _NotJSON(yaml.MarkedYAMLError):
     """Valid YAML that is not JSON data: definitions are stored and compared as JSON."""
 
 
+class _TooLarge(yaml.MarkedYAMLError):
+    """YAML nested too deep, or holding too many values once its aliases are expanded."""
+
+
 # The YAML types that are JSON's; dates, binary, sets and ordered maps are not.
 _JSON_TAGS = {
     f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")
@@ -29,6 +34,28 @@ _JSON_TAGS = {
 
 
 class _LineLoader(yaml.SafeLoader):
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        # PyYAML composes recursively: `[[[[...` 100,000 deep was a RecursionError.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooLarge(problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        # An alias is a reference, so the composed graph stays small while what it stands
+        # for does not: nine anchors of nine aliases each (603 bytes) are 9**9 values that
+        # every later walk (validation, JSON, the database) expands. Count before building.
+        if node is not None:
+            _expanded_size(node, sizes={}, depth=0, limit=settings.HIVE_DEFINITION_MAX_VALUES)
+        return node
+
     def construct_object(self, node, deep=False):
         if node.tag.endswith(":timestamp"):
             raise _NotJSON(
@@ -62,16 +89,66 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
     return mapping
 
 
+def _expanded_size(node: yaml.Node, *, sizes: dict, depth: int, limit: int) -> tuple[int, int]:
+    """How many values `node` stands for with its aliases expanded, and how deep it is;
+    `sizes` remembers each node already counted, so an anchor is walked once."""
+    known = sizes.get(id(node))
+    if known is None:
+        if depth > MAX_DEPTH:  # also where an alias inside its own anchor ends
+            raise _TooLarge(
+                problem=f"nested deeper than {MAX_DEPTH} levels once aliases are expanded",
+                problem_mark=node.start_mark,
+            )
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        size, height = 1, 0
+        for child in children:
+            child_size, child_height = _expanded_size(
+                child, sizes=sizes, depth=depth + 1, limit=limit
+            )
+            size, height = size + child_size, max(height, child_height + 1)
+            if size > limit:
+                raise _TooLarge(
+                    problem=f"more than {limit} values once aliases are expanded "
+                    "(HIVE_DEFINITION_MAX_VALUES)",
+                    problem_mark=node.start_mark,
+                )
+        known = sizes[id(node)] = (size, height)
+    if depth + known[1] > MAX_DEPTH:
+        raise _TooLarge(
+            problem=f"nested deeper than {MAX_DEPTH} levels once aliases are expanded",
+            problem_mark=node.start_mark,
+        )
+    return known
+
+
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def yaml_load(path: Path) -> object:
     """Parse `path`; every mapping in the result is a LineDict."""
+    return yaml_parse(definition_text_read(path, source=str(path)), source=str(path))
+
+
+def definition_text_read(path: Path, *, source: str) -> str:
+    """The text of the definition file `path`, refused when larger than
+    HIVE_DEFINITION_MAX_BYTES (a definition is a few kilobytes; the parser holds it all)."""
+    limit = settings.HIVE_DEFINITION_MAX_BYTES
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
     except OSError as exc:
-        raise DefinitionError(f"{path}: {exc.strerror}") from None
-    return yaml_parse(text, source=str(path))
+        raise DefinitionError(f"{source}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise DefinitionError(f"{source}: larger than {limit} bytes (HIVE_DEFINITION_MAX_BYTES)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError(f"{source}: cannot read: {exc}") from None
 
 
 def yaml_parse(text: str, *, source: str, first_line: int = 1) -> object:
@@ -84,5 +161,11 @@ def yaml_parse(text: str, *, source: str, first_line: int = 1) -> object:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        what = "not JSON data" if isinstance(exc, _NotJSON) else "not valid YAML"
+        what = (
+            "not JSON data"
+            if isinstance(exc, _NotJSON)
+            else "too large"
+            if isinstance(exc, _TooLarge)
+            else "not valid YAML"
+        )
         raise DefinitionError(f"{source}{line}: {what}: {problem}") from None

@@ -12,6 +12,8 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 
+from hive_project.jsondata import SchemaValidator
+
 ANY_OBJECT: dict = {"type": "object"}
 
 
@@ -86,7 +88,7 @@ def skill(name: str, *, params: dict | None = None, description: str = ""):
             func=func,
             params=schema,
             description=description or (func.__doc__ or "").strip().split("\n")[0],
-            validator=Draft202012Validator(schema, format_checker=FormatChecker()),
+            validator=SchemaValidator(schema, format_checker=FormatChecker()),
         )
         return func
 

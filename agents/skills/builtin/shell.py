@@ -26,6 +26,7 @@ from agents.skills.registry import (
     schema_problem,
     skill,
 )
+from hive_project.jsondata import SchemaValidator
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Without a schema of the operator's, an argument is a bounded string that cannot
@@ -79,7 +80,7 @@ def shell_command(name: str) -> ShellCommand:
         name=name,
         argv=argv,
         placeholders=placeholders,
-        validator=Draft202012Validator(schema),
+        validator=SchemaValidator(schema),
         timeout=float(entry.get("timeout", settings.HIVE_SHELL_TIMEOUT)),
         cwd=entry.get("cwd"),
     )
