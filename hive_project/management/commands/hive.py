@@ -44,6 +44,20 @@ def _without_password(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
+def _shown(password: str | None, variable: str = "HIVE_ADMIN_PASSWORD") -> str:
+    """A password as the start banner prints it: only one Hive generated is shown.
+
+    One from the environment is the operator's own secret; printing it puts it in
+    terminal scrollback, `docker compose logs` and every log collector.
+    """
+    if not password:
+        return "(unchanged; reset it with: manage.py changepassword)"
+    for name in (variable, "HIVE_ADMIN_PASSWORD"):
+        if password == os.environ.get(name):
+            return f"(from {name})"
+    return password
+
+
 def _json_dumps(value: object) -> str:
     return json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
@@ -154,7 +168,7 @@ class Command(BaseCommand):
             pool = agent_pool_load(settings.HIVE_AGENTS_FILE)
         except DefinitionError as exc:
             raise CommandError(str(exc)) from None
-        password, created = self.handle_setup()
+        password, created = self.handle_setup(banner=False)
         flower_user = os.environ.get("HIVE_FLOWER_USER") or settings.HIVE_ADMIN_USER
         flower_password = os.environ.get("HIVE_FLOWER_PASSWORD") or password
         flower_password = flower_password or secrets.token_urlsafe(12)
@@ -172,11 +186,11 @@ class Command(BaseCommand):
         manager.loop()
         raise SystemExit(manager.returncode)
 
-    def handle_setup(self, **options) -> tuple[str | None, bool]:
+    def handle_setup(self, *, banner: bool = True, **options) -> tuple[str | None, bool]:
         from commands.services import commands_load
 
         call_command("migrate", interactive=False, verbosity=0)
-        result = admin_ensure(
+        password, created = admin_ensure(
             username=settings.HIVE_ADMIN_USER,
             password=os.environ.get("HIVE_ADMIN_PASSWORD", ""),
             password_file=settings.VAR_DIR / "admin_password",
@@ -186,7 +200,9 @@ class Command(BaseCommand):
         for change in commands_load():
             if change.action != "unchanged":
                 self.stdout.write(f"commands: {change}")
-        return result
+        if banner:
+            self.stdout.write(f"login       {settings.HIVE_ADMIN_USER} / {_shown(password)}")
+        return password, created
 
     def _print_banner(self, pool, password, created, flower_user, flower_password) -> None:
         # A wildcard bind is reachable on loopback; print an address a browser can open.
@@ -199,7 +215,7 @@ class Command(BaseCommand):
             if settings.REDIS_EMBEDDED
             else _without_password(settings.REDIS_URL)
         )
-        login = password or "(unchanged; reset it with: manage.py changepassword)"
+        login = _shown(password)
         new = "  (new user)" if created else ""
         lines = [
             "",
@@ -209,7 +225,7 @@ class Command(BaseCommand):
             f"  admin       {web}/admin/",
             f"  Flower      {flower}/",
             f"  login       {settings.HIVE_ADMIN_USER} / {login}{new}",
-            f"  Flower      {flower_user} / {flower_password}",
+            f"  Flower      {flower_user} / {_shown(flower_password, 'HIVE_FLOWER_PASSWORD')}",
             f"  database    {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}",
             f"  redis       {broker}",
             f"  agents      {', '.join(s.name for s in pool)} ({settings.HIVE_AGENTS_FILE.name})",

@@ -1,0 +1,133 @@
+"""Issue 15, operations: secrets on disk and in banners (#15), proxy headers (#16),
+Flower's metrics (#18), on real processes."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hive_project.config import secret_key
+from hive_project.processes import hive_argv
+from hive_project.services import admin_ensure
+from tests.processes import BASE_DIR, child_env
+
+# --- #15: var/secret_key and var/admin_password ------------------------------------
+
+_watched: list[Path] = []
+_seen_modes: list[tuple[str, str, int]] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    # Python's audit hooks see every open, chmod, link and rename: at each one, the
+    # watched files must already be private, whatever the umask.
+    for path in _watched:
+        try:
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+        except OSError:
+            continue
+        _seen_modes.append((event, path.name, mode))
+
+
+sys.addaudithook(_audit)  # cannot be removed; inert while _watched is empty
+
+
+@pytest.fixture
+def watch_files(monkeypatch):
+    """Record the mode of the given files at every audited file operation, and the
+    flags and mode of every os.open call, under a umask of 022."""
+    opened = []
+    real_open = os.open
+
+    def spy_open(path, flags, mode=0o777, *args, **kwargs):
+        if Path(path).parent in {p.parent for p in _watched}:
+            opened.append((Path(path).name, flags, mode))
+        return real_open(path, flags, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy_open)
+    old_umask = os.umask(0o022)
+
+    def watch(*paths: Path):
+        _watched[:] = paths
+        _seen_modes.clear()
+        return _seen_modes, opened
+
+    yield watch
+    _watched.clear()
+    os.umask(old_umask)
+
+
+def test_a_generated_secret_key_is_never_readable_by_others(watch_files, tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    modes, opened = watch_files(tmp_path / "secret_key")
+
+    key = secret_key(production=False, directory=tmp_path)
+
+    assert len(key) == 50 and (tmp_path / "secret_key").read_text() == key
+    assert modes, "the file was never seen"
+    assert {mode for _, _, mode in modes} == {0o600}, modes
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
+    # Created private (O_EXCL, mode 600), not chmod-ed private afterwards.
+    [(name, flags, mode)] = opened
+    assert name.startswith(".secret_key.") and mode == 0o600
+    assert flags & os.O_CREAT and flags & os.O_EXCL
+    assert list(tmp_path.iterdir()) == [tmp_path / "secret_key"]  # no temporary left
+
+
+def test_a_secret_key_already_on_disk_is_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    (tmp_path / "secret_key").write_text("k" * 50)
+
+    assert secret_key(production=False, directory=tmp_path) == "k" * 50
+
+
+@pytest.mark.django_db
+def test_a_generated_admin_password_is_never_readable_by_others(watch_files, tmp_path):
+    password_file = tmp_path / "admin_password"
+    modes, opened = watch_files(password_file)
+
+    password, created = admin_ensure(username="root", password="", password_file=password_file)
+
+    assert created and password_file.read_text() == password
+    assert modes and {mode for _, _, mode in modes} == {0o600}, modes
+    [(name, flags, mode)] = opened
+    assert name.startswith(".admin_password.") and mode == 0o600 and flags & os.O_EXCL
+
+
+def _setup(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """A real `manage.py hive setup`, under the usual umask of 022."""
+    return subprocess.run(
+        hive_argv("setup"),
+        cwd=BASE_DIR,
+        env=child_env(HIVE_VAR_DIR=str(tmp_path), **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        umask=0o022,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_setup_never_prints_a_password_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    result = _setup(tmp_path, HIVE_ADMIN_USER="boss", HIVE_ADMIN_PASSWORD="env-secret-pw-1")
+
+    assert result.returncode == 0, result.stderr
+    assert "env-secret-pw-1" not in result.stdout + result.stderr
+    assert "login       boss / (from HIVE_ADMIN_PASSWORD)" in result.stdout
+    assert not (tmp_path / "admin_password").exists()
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
+
+
+@pytest.mark.django_db(transaction=True)
+def test_setup_prints_the_password_it_generated_once_kept_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delenv("HIVE_ADMIN_PASSWORD", raising=False)
+    result = _setup(tmp_path, HIVE_ADMIN_USER="fresh")
+
+    assert result.returncode == 0, result.stderr
+    generated = (tmp_path / "admin_password").read_text()
+    assert f"login       fresh / {generated}" in result.stdout
+    assert stat.S_IMODE((tmp_path / "admin_password").stat().st_mode) == 0o600
