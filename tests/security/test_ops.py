@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hive_project.config import secret_key
 from hive_project.processes import hive_argv
 from hive_project.services import admin_ensure
-from tests.processes import BASE_DIR, child_env
+from tests.processes import BASE_DIR, child_env, free_port, wait_for
 
 # --- #15: var/secret_key and var/admin_password ------------------------------------
 
@@ -131,3 +132,44 @@ def test_setup_prints_the_password_it_generated_once_kept_private(tmp_path, monk
     generated = (tmp_path / "admin_password").read_text()
     assert f"login       fresh / {generated}" in result.stdout
     assert stat.S_IMODE((tmp_path / "admin_password").stat().st_mode) == 0o600
+
+
+# --- #18: Flower's /metrics -----------------------------------------------------------
+
+
+def test_flower_metrics_need_the_same_basic_auth_as_flower(start_agent, processes):
+    start_agent("metered", skills="noop")
+    port = free_port()
+    flower = processes.start(
+        "flower",
+        f"--port={port}",
+        name="flower",
+        HIVE_FLOWER_USER="watcher",
+        HIVE_FLOWER_PASSWORD="flower-sec-pw",
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def get(path: str, **kwargs) -> httpx.Response | None:
+        assert flower.alive(), flower.log()
+        try:
+            return httpx.get(f"{url}{path}", timeout=5, **kwargs)
+        except httpx.TransportError:
+            return None
+
+    wait_for(lambda: get("/healthcheck"), timeout=60, what="Flower to answer")
+    anonymous = get("/metrics")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == 'Basic realm="flower"'
+    assert "metered" not in anonymous.text and "flower_" not in anonymous.text
+    assert get("/metrics", auth=("watcher", "wrong")).status_code == 401
+
+    # With the credentials: the series, the agent's among them once Flower saw it.
+    def metrics() -> str:
+        response = get("/metrics", auth=("watcher", "flower-sec-pw"))
+        assert response.status_code == 200
+        return "metered@" in response.text and response.text
+
+    assert "flower_worker_online" in wait_for(metrics, timeout=60, what="the agent's series")
+    # The probe of docker-compose.yml stays open, and says nothing but OK.
+    health = get("/healthcheck")
+    assert (health.status_code, health.text) == (200, "OK")

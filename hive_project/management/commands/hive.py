@@ -28,6 +28,7 @@ from coordination.services import RunError, run_start, workflow_load
 from hive_project import __version__
 from hive_project.celery import app
 from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
+from hive_project.flower_auth import flower_metrics_protect
 from hive_project.processes import shell_line, stack_processes
 from hive_project.services import admin_ensure
 from hive_project.yamlfile import DefinitionError
@@ -316,6 +317,7 @@ class Command(BaseCommand):
             )
         # Through the environment, not argv, so the password is not in `ps`.
         os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+        flower_metrics_protect()
         app.start(["flower", f"--address={settings.HIVE_BIND}", f"--port={port}"])
 
     # --- operator commands -----------------------------------------------------
