@@ -16,6 +16,7 @@ from hive_project.config import (
     env_int,
     env_list,
     env_str,
+    ip_networks,
     path_list,
     redis_url,
     secret_key,
@@ -176,6 +177,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "hive_project.api.HivePagination",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "hive_project.schema.HiveAutoSchema",
+    # A throttle keyed by address uses REMOTE_ADDR, which only a trusted proxy sets
+    # (HIVE_TRUSTED_PROXIES); DRF's default (None) read X-Forwarded-For from anyone.
+    "NUM_PROXIES": 0,
     # Scoped throttles apply only to views that name a scope (commands' execute).
     "DEFAULT_THROTTLE_RATES": {"commands.execute": HIVE_COMMAND_THROTTLE},
 }
@@ -276,10 +280,18 @@ HIVE_COMMAND_DIRS = path_list("HIVE_COMMAND_DIRS")
 # token, so the text must stay printable.
 HIVE_COMMAND_MAX_LENGTH = env_int("HIVE_COMMAND_MAX_LENGTH", 10_000, minimum=100)
 
+# --- Proxies (hive_project/proxies.py) ---------------------------------------------
+
+# Addresses or networks (`10.0.0.0/8,127.0.0.1`) of the reverse proxies in front of
+# the web process. Only their X-Forwarded-For and X-Forwarded-Proto are believed (the
+# client's address for login and API limits, and whether the request was HTTPS);
+# empty, none are: every client is the address it connects from. No
+# SECURE_PROXY_SSL_HEADER: it would believe X-Forwarded-Proto from anyone.
+HIVE_TRUSTED_PROXIES = ip_networks("HIVE_TRUSTED_PROXIES")
+
 # --- Production hardening (checked by `manage.py check --deploy`) -------------
 
 if PRODUCTION:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("HIVE_SSL_REDIRECT", True)
     # Probes call the container's plain-HTTP port directly, behind no TLS proxy.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]

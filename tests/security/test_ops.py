@@ -13,7 +13,7 @@ import pytest
 from hive_project.config import secret_key
 from hive_project.processes import hive_argv
 from hive_project.services import admin_ensure
-from tests.processes import BASE_DIR, child_env, free_port, wait_for
+from tests.processes import BASE_DIR, ProcessGroup, child_env, free_port, wait_for
 
 # --- #15: var/secret_key and var/admin_password ------------------------------------
 
@@ -173,3 +173,72 @@ def test_flower_metrics_need_the_same_basic_auth_as_flower(start_agent, processe
     # The probe of docker-compose.yml stays open, and says nothing but OK.
     health = get("/healthcheck")
     assert (health.status_code, health.text) == (200, "OK")
+
+
+# --- #16: X-Forwarded-For and X-Forwarded-Proto --------------------------------------
+
+
+@pytest.fixture
+def web_with(transactional_db, redis_url, tmp_path):
+    """Start a real `hive web` with the given environment; return its URL and process."""
+    group = ProcessGroup(tmp_path)
+
+    def start(**env: str):
+        port = free_port()
+        web = group.start("web", f"--port={port}", name=f"web-{port}", **env)
+        url = f"http://127.0.0.1:{port}"
+
+        def answers():
+            assert web.alive(), web.log()
+            try:
+                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, timeout=60, what="the web server to answer")
+        return url, web
+
+    yield start
+    group.stop_all()
+
+
+def _failed_login(url: str, username: str, **headers: str) -> httpx.Response:
+    """A browser's failed sign-in: the form (for its CSRF cookie), then a wrong password."""
+    with httpx.Client(base_url=url, timeout=10) as browser:
+        csrf = browser.get("/accounts/login/").cookies["csrftoken"]
+        return browser.post(
+            "/accounts/login/",
+            data={"username": username, "password": "wrong", "csrfmiddlewaretoken": csrf},
+            headers=headers,
+        )
+
+
+def test_a_client_cannot_choose_its_address_or_claim_https_without_a_trusted_proxy(web_with):
+    url, web = web_with()
+
+    answer = _failed_login(
+        url, "mallory", **{"X-Forwarded-For": "1.2.3.4", "X-Forwarded-Proto": "https"}
+    )
+
+    # Plain HTTP stays plain: were it taken for HTTPS, CSRF would demand a Referer (403).
+    assert answer.status_code == 200 and "didn't match" in answer.text
+    assert "Referer checking failed" not in web.log()
+    wait_for(lambda: "login failed for 'mallory'" in web.log(), timeout=10, what="the log line")
+    assert "login failed for 'mallory' from 127.0.0.1" in web.log()
+    assert "1.2.3.4" not in web.log()
+
+
+def test_a_trusted_proxy_forwards_the_client_address_and_https(web_with):
+    url, web = web_with(HIVE_TRUSTED_PROXIES="10.0.0.0/8,127.0.0.1")
+    forwarded = {"X-Forwarded-For": "9.9.9.9, 1.2.3.4", "X-Forwarded-Proto": "https"}
+
+    # The request is HTTPS to Django now: CSRF checks the Referer as it does on HTTPS.
+    no_referer = _failed_login(url, "alice", **forwarded)
+    assert no_referer.status_code == 403
+    wait_for(lambda: "Referer checking failed - no Referer" in web.log(), timeout=10, what="CSRF")
+    answer = _failed_login(url, "alice", **forwarded, Referer=f"https://{url[7:]}/accounts/login/")
+
+    assert answer.status_code == 200 and "didn't match" in answer.text
+    # The rightmost address the trusted proxy appended; 9.9.9.9 is the client's own claim.
+    wait_for(lambda: "login failed for 'alice'" in web.log(), timeout=10, what="the log line")
+    assert "login failed for 'alice' from 1.2.3.4" in web.log()

@@ -239,10 +239,11 @@ class Command(BaseCommand):
     def handle_web(self, *, port: int, **options) -> None:
         from daphne.cli import CommandLineInterface
 
+        # No --proxy-headers: daphne would believe X-Forwarded-* from any client.
+        # hive_project.proxies reads them from HIVE_TRUSTED_PROXIES only.
         CommandLineInterface().run(
-            ["--bind", settings.HIVE_BIND, "--port", str(port), "--proxy-headers",
-             "hive_project.asgi:application"]
-        )  # fmt: skip
+            ["--bind", settings.HIVE_BIND, "--port", str(port), "hive_project.asgi:application"]
+        )
 
     def handle_agent(
         self, *, name: str, role: str | None, skills: str, concurrency: int, **options
