@@ -367,7 +367,8 @@ def command_execute(
         try:
             output = builtin_run(name=command.builtin, args=args, user=user)
         except BuiltinError as exc:
-            raise attempt.refuse(Outcome.FAILED, str(exc)) from None
+            outcome = Outcome.DENIED if exc.denied else Outcome.FAILED
+            raise attempt.refuse(outcome, str(exc)) from None
         return attempt.record(Outcome.DONE, output=output)
     if command.workflow is None:
         raise attempt.refuse(Outcome.FAILED, f"/{command.name} has no workflow")

@@ -235,6 +235,10 @@ HIVE_STEP_MAX_LOST = env_int("HIVE_STEP_MAX_LOST", 3, minimum=1)
 # The most items a foreach may expand to: its steps are made in one transaction
 # (holding the run's lock), and a list from a request's params can hold a million.
 HIVE_FOREACH_MAX = env_int("HIVE_FOREACH_MAX", 10_000, minimum=1)
+# May the user who started a run approve its approval gates? Convenient alone in
+# development; in production a gate is a second person's decision (API 403
+# `self_approval`, a `denied` /hive:approve, an error in the admin).
+HIVE_ALLOW_SELF_APPROVAL = env_bool("HIVE_ALLOW_SELF_APPROVAL", not PRODUCTION)
 # Seconds between a step's soft time limit (its `timeout`) and the hard kill.
 HIVE_HARD_TIMEOUT_GRACE = env_int("HIVE_HARD_TIMEOUT_GRACE", 10, minimum=1)
 

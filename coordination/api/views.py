@@ -2,7 +2,7 @@ from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from coordination.api.serializers import (
@@ -28,6 +28,7 @@ from coordination.selectors import (
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
     RunError,
+    RunForbidden,
     run_cancel,
     run_rerun,
     run_start,
@@ -182,6 +183,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         """Let a step waiting for approval run."""
         try:
             step = step_approve(step=self._step(key), user=request.user)
+        except RunForbidden as exc:
+            raise PermissionDenied(str(exc), code="self_approval") from None
         except RunError as exc:
             raise Conflict(str(exc)) from None
         return self._detail(step.run)

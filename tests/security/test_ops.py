@@ -14,6 +14,7 @@ from hive_project.config import secret_key
 from hive_project.processes import hive_argv
 from hive_project.services import admin_ensure
 from tests.processes import BASE_DIR, ProcessGroup, child_env, free_port, wait_for
+from tests.security.conftest import auth
 
 # --- #15: var/secret_key and var/admin_password ------------------------------------
 
@@ -242,3 +243,104 @@ def test_a_trusted_proxy_forwards_the_client_address_and_https(web_with):
     # The rightmost address the trusted proxy appended; 9.9.9.9 is the client's own claim.
     wait_for(lambda: "login failed for 'alice'" in web.log(), timeout=10, what="the log line")
     assert "login failed for 'alice' from 1.2.3.4" in web.log()
+
+
+# --- #19c: approving one's own run ----------------------------------------------------
+
+
+@pytest.fixture
+def own_gate(attackers, make_workflow):
+    """A run the runner started, waiting at an approval gate."""
+    from coordination.services import run_start
+
+    gate = make_workflow([{"id": "gate", "skill": "noop", "approval": True}])
+    return run_start(workflow=gate, params={}, user=attackers["runner"])
+
+
+_SELF = "you started this run, and HIVE_ALLOW_SELF_APPROVAL is off; another approver must"
+
+
+def test_without_self_approval_the_api_and_hive_approve_refuse_the_runs_starter(
+    web_with, attackers, own_gate
+):
+    from commands.models import Invocation
+
+    url, _ = web_with(HIVE_ALLOW_SELF_APPROVAL="false")
+    runner, admin = attackers["runner"], attackers["admin"]
+    approve = f"{url}/api/v1/runs/{own_gate.pk}/steps/gate/approve/"
+
+    refused = httpx.post(approve, headers=auth(runner), timeout=10)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "self_approval"
+    assert refused.json()["error"]["message"] == (
+        f"step 'gate' of run {own_gate.pk}: {_SELF} approve it"
+    )
+    command = httpx.post(
+        f"{url}/api/v1/commands/execute",
+        json={"text": f"/hive:approve {own_gate.pk}"},
+        headers=auth(runner),
+        timeout=10,
+    )
+    assert command.status_code == 403, command.text
+    assert _SELF in command.json()["error"]["message"]
+    assert Invocation.objects.get(text=f"/hive:approve {own_gate.pk}").outcome == "denied"
+    assert own_gate.steps.get(key="gate").state == "waiting"
+
+    # Someone else may.
+    assert httpx.post(approve, headers=auth(admin), timeout=10).status_code == 200
+
+
+def test_without_self_approval_the_dashboard_and_admin_refuse_the_runs_starter(
+    client, settings, attackers, own_gate
+):
+    settings.HIVE_ALLOW_SELF_APPROVAL = False
+    runner = attackers["runner"]
+    runner.is_staff = True
+    runner.save()
+    client.force_login(runner)
+
+    # The dashboard's Approve button posts to the API with the session.
+    page = client.get(f"/runs/{own_gate.pk}/")
+    assert b'data-action="approve"' in page.content
+    button = client.post(f"/api/v1/runs/{own_gate.pk}/steps/gate/approve/")
+    assert button.status_code == 403 and button.json()["error"]["code"] == "self_approval"
+    # The admin's bulk action reports the refusal and approves nothing.
+    step = own_gate.steps.get(key="gate")
+    admin = client.post(
+        "/admin/coordination/steprun/",
+        {"action": "approve", "_selected_action": [step.pk]},
+        follow=True,
+    )
+    assert _SELF in admin.content.decode().replace("&#x27;", "'")
+    step.refresh_from_db()
+    assert step.state == "waiting"
+
+
+def test_with_self_approval_on_the_starter_may_approve(client, settings, attackers, own_gate):
+    settings.HIVE_ALLOW_SELF_APPROVAL = True
+    client.force_login(attackers["runner"])
+
+    answer = client.post(f"/api/v1/runs/{own_gate.pk}/steps/gate/approve/")
+
+    assert answer.status_code == 200
+    assert answer.json()["steps"][0]["history"][0]["approved_by"] == "runner"
+
+
+def test_self_approval_is_off_by_default_in_production(tmp_path):
+    script = "from django.conf import settings; print(settings.HIVE_ALLOW_SELF_APPROVAL)"
+    environments = {"development": "True", "production": "False"}
+    for hive_env, expected in environments.items():
+        result = subprocess.run(
+            [sys.executable, str(BASE_DIR / "manage.py"), "shell", "-c", script],
+            cwd=BASE_DIR,
+            env=child_env(
+                HIVE_ENV=hive_env,
+                HIVE_VAR_DIR=str(tmp_path),
+                SECRET_KEY="k7#Qm2$vX9pL!wR4tY8uI0oP3aS6dF1gH5jK-zN_cB+eM^xV&q8Wr5Ty1Ui",
+                ALLOWED_HOSTS="hive.example.com",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.stdout.split()[-1] == expected, result.stderr
