@@ -32,3 +32,12 @@ def admin_ensure(*, username: str, password: str, password_file: Path) -> tuple[
     elif password_file.exists():
         password = password_file.read_text().strip()
     return password or None, created
+
+
+@transaction.atomic
+def token_rotate(*, user):
+    """Give `user` a new API token (its TTL starts now); the old key stops working."""
+    from rest_framework.authtoken.models import Token
+
+    Token.objects.filter(user=user).delete()
+    return Token.objects.create(user=user)

@@ -164,11 +164,16 @@ CHANNEL_LAYERS = {
 # Slash commands a user may execute through the API, per user (DRF rate: N/s|m|h|d).
 HIVE_COMMAND_THROTTLE = throttle_rate("HIVE_COMMAND_THROTTLE", "60/min")
 
+# An API token is refused this many days after it was made or rotated (dashboard
+# "API token" page, POST /api/v1/auth/token/rotate/, `hive token USER --rotate`);
+# 0 = never expires.
+HIVE_TOKEN_TTL = env_int("HIVE_TOKEN_TTL", 90)
+
 REST_FRAMEWORK = {
     # Token first: DRF answers an anonymous request with the first class's
     # WWW-Authenticate challenge, which makes it a 401 rather than a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "hive_project.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -344,3 +345,90 @@ def test_self_approval_is_off_by_default_in_production(tmp_path):
             timeout=60,
         )
         assert result.stdout.split()[-1] == expected, result.stderr
+
+
+# --- #19b: API tokens expire and can be rotated ---------------------------------------
+
+
+def _age(user, days: int) -> None:
+    from django.utils import timezone
+    from rest_framework.authtoken.models import Token
+
+    Token.objects.filter(user=user).update(created=timezone.now() - timedelta(days=days))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_older_than_its_ttl_is_refused_naming_how_to_renew(live_server_url, attackers):
+    runner = attackers["runner"]
+    _age(runner, 89)
+    assert httpx.get(f"{live_server_url}/api/v1/runs/", headers=auth(runner)).status_code == 200
+
+    _age(runner, 91)
+    refused = httpx.get(f"{live_server_url}/api/v1/runs/", headers=auth(runner))
+
+    assert refused.status_code == 401
+    message = refused.json()["error"]["message"]
+    assert message.startswith("API token expired on ")
+    assert message.endswith(
+        "(HIVE_TOKEN_TTL is 90 days); get a new one on the dashboard's token page or "
+        "with: manage.py hive token runner --rotate"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_user_rotates_their_own_token_through_the_api(live_server_url, attackers):
+    runner, old = attackers["runner"], attackers["runner"].token
+    _age(runner, 80)
+
+    rotated = httpx.post(f"{live_server_url}/api/v1/auth/token/rotate/", headers=auth(runner))
+
+    assert rotated.status_code == 201
+    new = rotated.json()["token"]
+    assert new != old and rotated.json()["expires_at"]
+    get = lambda key: httpx.get(  # noqa: E731
+        f"{live_server_url}/api/v1/runs/", headers={"Authorization": f"Token {key}"}
+    )
+    assert get(old).status_code == 401 and get(new).status_code == 200
+    # The admin's token is untouched: one rotates one's own only.
+    assert get(attackers["admin"].token).status_code == 200
+    schema = httpx.get(
+        f"{live_server_url}/api/schema/?format=json", headers=auth(attackers["admin"])
+    )
+    assert "post" in schema.json()["paths"]["/api/v1/auth/token/rotate/"]
+
+
+def test_a_signed_in_user_rotates_their_token_on_the_dashboard_once_shown(attackers):
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    runner, old = attackers["runner"], attackers["runner"].token
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(runner)
+
+    page = browser.get("/token/")
+    assert page.status_code == 200 and old.encode() not in page.content
+    assert browser.post("/token/").status_code == 403  # no CSRF token: refused
+    csrf = page.cookies["csrftoken"].value
+    answer = browser.post("/token/", {"csrfmiddlewaretoken": csrf})
+
+    new = Token.objects.get(user=runner).key
+    assert new != old and f'<code id="new-token">{new}</code>' in answer.content.decode()
+    assert new.encode() not in browser.get("/token/").content  # shown once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hive_token_rotate_replaces_the_users_token(attackers):
+    old = attackers["executor"].token
+    result = subprocess.run(
+        hive_argv("token", "executor", "--rotate"),
+        cwd=BASE_DIR,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    from rest_framework.authtoken.models import Token
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == Token.objects.get(user=attackers["executor"]).key != old

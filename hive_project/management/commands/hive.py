@@ -30,7 +30,7 @@ from hive_project.celery import app
 from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
 from hive_project.flower_auth import flower_metrics_protect
 from hive_project.processes import shell_line, stack_processes
-from hive_project.services import admin_ensure
+from hive_project.services import admin_ensure, token_rotate
 from hive_project.yamlfile import DefinitionError
 
 # The long-running processes: they start the embedded Redis if it is not up yet, and
@@ -142,6 +142,9 @@ class Command(BaseCommand):
 
         token = sub.add_parser("token", help="Print the API token of a user (created if needed).")
         token.add_argument("user", help="Username.")
+        token.add_argument(
+            "--rotate", action="store_true", help="Replace it with a new one (the old one stops)."
+        )
 
     def handle(self, *args, action: str, **options):
         started_redis = False
@@ -485,11 +488,14 @@ class Command(BaseCommand):
             return f"{head} (dry run, nothing started)\n{_json_dumps(invocation.output)}"
         return f"{head}{': ' + invocation.error if invocation.error else ''}"
 
-    def handle_token(self, *, user: str, **options) -> None:
+    def handle_token(self, *, user: str, rotate: bool, **options) -> None:
         from rest_framework.authtoken.models import Token
 
         account = get_user_model().objects.filter(username=user).first()
         if account is None:
             raise CommandError(f"user: no user named {user!r}")
-        token, _ = Token.objects.get_or_create(user=account)
+        if rotate:
+            token = token_rotate(user=account)
+        else:
+            token, _ = Token.objects.get_or_create(user=account)
         self.stdout.write(token.key)
