@@ -22,6 +22,7 @@ from coordination.services import (
     RUN_ACTION_PERMISSIONS,
     RunDenied,
     RunError,
+    RunForbidden,
     run_cancel,
     step_approve,
     step_reject,
@@ -37,7 +38,12 @@ _AGENT = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "maxLength": 64}
 
 
 class BuiltinError(Exception):
-    """The built-in could not do what was asked; the message says why."""
+    """The built-in could not do what was asked; the message says why. `denied`: the
+    user may not do it (a 403 through the API, a `denied` invocation)."""
+
+    def __init__(self, message: str, *, denied: bool = False):
+        super().__init__(message)
+        self.denied = denied
 
 
 class BuiltinDenied(BuiltinError):
@@ -384,7 +390,7 @@ def _control(service, **kwargs):
     except RunDenied as exc:
         raise BuiltinDenied(str(exc)) from None
     except (RunError, AgentControlError) as exc:
-        raise BuiltinError(str(exc)) from None
+        raise BuiltinError(str(exc), denied=isinstance(exc, RunForbidden)) from None
 
 
 def _get_run(pk: int, *, user) -> Run:

@@ -387,7 +387,8 @@ def command_execute(
         except BuiltinDenied as exc:
             raise attempt.refuse(Outcome.DENIED, str(exc)) from None
         except BuiltinError as exc:
-            raise attempt.refuse(Outcome.FAILED, str(exc)) from None
+            outcome = Outcome.DENIED if exc.denied else Outcome.FAILED
+            raise attempt.refuse(outcome, str(exc)) from None
         return attempt.record(Outcome.DONE, output=output)
     if command.workflow is None:
         raise attempt.refuse(Outcome.FAILED, f"/{command.name} has no workflow")

@@ -83,6 +83,10 @@ INTERNAL_PARAM_PREFIX = "_"
 COMMAND_WORKFLOW_PREFIX = "cmd:"
 
 
+class RunForbidden(RunError):
+    """The user may take this action on runs, but not on this one; nothing changed."""
+
+
 # The permission each action on a run needs, for the API's run actions and the
 # /hive:* built-ins alike: the built-ins once asked change_run for all of them, so a
 # user the API refused an approval (403) approved with /hive:approve.
@@ -229,14 +233,30 @@ def step_retry(*, step: StepRun, user=None) -> Run:
 
 
 def step_approve(*, step: StepRun, user=None) -> StepRun:
+    """Let a step waiting for approval run; every door (API, /hive:approve, the
+    dashboard's button, the admin's action) approves through here."""
     with transaction.atomic():
         engine = _Engine(step.run_id)
         step = engine.waiting_for_approval(step.pk)
+        _approver_check(step=step, user=user)
         engine.note(step, approved_by=str(user or ""), at=timezone.now().isoformat())
         _emit_step(step, "step.approved", by=str(user or ""))
         engine.start(step)
         engine.settle()
     return StepRun.objects.get(pk=step.pk)
+
+
+def _approver_check(*, step: StepRun, user) -> None:
+    """An approval gate is a second pair of eyes: with HIVE_ALLOW_SELF_APPROVAL off, the
+    user who started the run may not open it. (Rejecting one's own run stays allowed.)"""
+    if settings.HIVE_ALLOW_SELF_APPROVAL or user is None:
+        return
+    started_by = Run.objects.values_list("created_by_id", flat=True).get(pk=step.run_id)
+    if started_by is not None and started_by == user.pk:
+        raise RunForbidden(
+            f"step {step.key!r} of run {step.run_id}: you started this run, and "
+            "HIVE_ALLOW_SELF_APPROVAL is off; another approver must approve it"
+        )
 
 
 def step_reject(*, step: StepRun, user=None, reason: str = "") -> StepRun:

@@ -87,3 +87,21 @@ def messages(request):
         "dead": list(message_list(user=request.user, state="dead")[:50]),
         "recent": list(message_list(user=request.user)[:50]),
     })  # fmt: skip
+
+
+@login_required
+def token(request):
+    """The signed-in user's API token: when it expires, and a button that replaces it.
+    The new key is shown once, in the answer to that POST (CSRF-checked); a GET never
+    shows a key."""
+    from rest_framework.authtoken.models import Token
+
+    from hive_project.services import token_rotate
+    from hive_project.tokens import token_body
+
+    new = None
+    if request.method == "POST":
+        new = token_body(token_rotate(user=request.user))
+    current = Token.objects.filter(user=request.user).first()
+    context = {"new": new, "current": token_body(current) if current else None}
+    return render(request, "dashboard/token.html", context)

@@ -6,6 +6,7 @@ message naming the variable instead of a traceback.
 """
 
 import hashlib
+import ipaddress
 import json
 import os
 import tempfile
@@ -193,6 +194,43 @@ def secret_key(*, production: bool, directory: Path) -> str:
     if not path.exists():
         from django.core.management.utils import get_random_secret_key
 
-        path.write_text(get_random_secret_key())
-        path.chmod(0o600)
+        # Not `replace`: processes starting together keep the first key written, so
+        # no one's sessions are signed with a key that is then thrown away.
+        private_file_write(path, get_random_secret_key(), replace=False)
     return path.read_text().strip()
+
+
+def private_file_write(path: Path, text: str, *, replace: bool) -> bool:
+    """Write a secret readable by its owner only, at every moment; return whether written.
+
+    write_text-then-chmod leaves the file world-readable (umask 022) until the chmod.
+    The text goes to a temporary file created with mode 600 (O_EXCL: never someone
+    else's file or link), then takes the name in one step, so no reader ever sees the
+    secret with other modes, nor half written. Without `replace` an existing file wins.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def ip_networks(name: str) -> tuple:
+    """A list of addresses or CIDR networks (`10.0.0.0/8,127.0.0.1`), as ip_network objects."""
+    networks = []
+    for item in env_list(name, []):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an IP address or network") from None
+    return tuple(networks)

@@ -8,9 +8,9 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
+from hive_project.auth import ExpiringTokenAuthentication
 from hive_project.metrics import registry
 from hive_project.redis_client import redis_probe_client
 
@@ -70,7 +70,7 @@ def _metrics_allowed(request) -> bool | None:
     if header.startswith("Token "):
         # A staff user's API token, as the rest of the API takes it.
         try:
-            found = TokenAuthentication().authenticate(request)
+            found = ExpiringTokenAuthentication().authenticate(request)
         except AuthenticationFailed:
             return None
         return found[0].is_staff if found else None

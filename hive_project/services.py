@@ -6,6 +6,8 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from hive_project.config import private_file_write
+
 
 @transaction.atomic
 def admin_ensure(*, username: str, password: str, password_file: Path) -> tuple[str | None, bool]:
@@ -22,8 +24,7 @@ def admin_ensure(*, username: str, password: str, password_file: Path) -> tuple[
         user = User(username=username, is_staff=True, is_superuser=True)
     if not password and created:
         password = secrets.token_urlsafe(12)
-        password_file.write_text(password)
-        password_file.chmod(0o600)
+        private_file_write(password_file, password, replace=True)
     if password and (created or not user.check_password(password)):
         # Only on a change: a new hash would log every open session out.
         user.set_password(password)
@@ -31,3 +32,12 @@ def admin_ensure(*, username: str, password: str, password_file: Path) -> tuple[
     elif password_file.exists():
         password = password_file.read_text().strip()
     return password or None, created
+
+
+@transaction.atomic
+def token_rotate(*, user):
+    """Give `user` a new API token (its TTL starts now); the old key stops working."""
+    from rest_framework.authtoken.models import Token
+
+    Token.objects.filter(user=user).delete()
+    return Token.objects.create(user=user)

@@ -18,6 +18,7 @@ from hive_project.config import (
     env_int,
     env_list,
     env_str,
+    ip_networks,
     path_list,
     redis_url,
     secret_key,
@@ -197,11 +198,16 @@ CACHES = {
     }
 }
 
+# An API token is refused this many days after it was made or rotated (dashboard
+# "API token" page, POST /api/v1/auth/token/rotate/, `hive token USER --rotate`);
+# 0 = never expires.
+HIVE_TOKEN_TTL = env_int("HIVE_TOKEN_TTL", 90)
+
 REST_FRAMEWORK = {
     # Token first: DRF answers an anonymous request with the first class's
     # WWW-Authenticate challenge, which makes it a 401 rather than a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "hive_project.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -210,6 +216,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "hive_project.api.HivePagination",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "hive_project.schema.HiveAutoSchema",
+    # A throttle keyed by address uses REMOTE_ADDR, which only a trusted proxy sets
+    # (HIVE_TRUSTED_PROXIES); DRF's default (None) read X-Forwarded-For from anyone.
+    "NUM_PROXIES": 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Hive API",
@@ -276,6 +285,10 @@ HIVE_FOREACH_MAX = env_int("HIVE_FOREACH_MAX", 10_000, minimum=1)
 # characters or items (and a number's bits), and the seconds one render may take.
 HIVE_TEMPLATE_MAX_LENGTH = env_int("HIVE_TEMPLATE_MAX_LENGTH", 1_000_000, minimum=1000)
 HIVE_TEMPLATE_TIMEOUT = env_int("HIVE_TEMPLATE_TIMEOUT", 2, minimum=1)
+# May the user who started a run approve its approval gates? Convenient alone in
+# development; in production a gate is a second person's decision (API 403
+# `self_approval`, a `denied` /hive:approve, an error in the admin).
+HIVE_ALLOW_SELF_APPROVAL = env_bool("HIVE_ALLOW_SELF_APPROVAL", not PRODUCTION)
 # Seconds between a step's soft time limit (its `timeout`) and the hard kill.
 HIVE_HARD_TIMEOUT_GRACE = env_int("HIVE_HARD_TIMEOUT_GRACE", 10, minimum=1)
 
@@ -327,10 +340,18 @@ HIVE_COMMAND_MAX_LENGTH = env_int("HIVE_COMMAND_MAX_LENGTH", 10_000, minimum=100
 HIVE_DEFINITION_MAX_BYTES = env_int("HIVE_DEFINITION_MAX_BYTES", 1024 * 1024, minimum=1024)
 HIVE_DEFINITION_MAX_VALUES = env_int("HIVE_DEFINITION_MAX_VALUES", 100_000, minimum=100)
 
+# --- Proxies (hive_project/proxies.py) ---------------------------------------------
+
+# Addresses or networks (`10.0.0.0/8,127.0.0.1`) of the reverse proxies in front of
+# the web process. Only their X-Forwarded-For and X-Forwarded-Proto are believed (the
+# client's address for login and API limits, and whether the request was HTTPS);
+# empty, none are: every client is the address it connects from. No
+# SECURE_PROXY_SSL_HEADER: it would believe X-Forwarded-Proto from anyone.
+HIVE_TRUSTED_PROXIES = ip_networks("HIVE_TRUSTED_PROXIES")
+
 # --- Production hardening (checked by `manage.py check --deploy`) -------------
 
 if PRODUCTION:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("HIVE_SSL_REDIRECT", True)
     # Probes call the container's plain-HTTP port directly, behind no TLS proxy.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]

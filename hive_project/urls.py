@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from dashboard.api import EventListView
 from hive_project import ops
 from hive_project.middleware import api_not_found
+from hive_project.tokens import TokenRotateView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -17,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include("coordination.api.urls")),
     path("api/v1/", include("commands.api.urls")),
     path("api/v1/events/", EventListView.as_view(), name="event-list"),
+    path("api/v1/auth/token/rotate/", TokenRotateView.as_view(), name="token-rotate"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The docs page is for browsers: a login page rather than a 401.
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema"))),

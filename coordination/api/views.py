@@ -29,6 +29,7 @@ from coordination.services import (
     RUN_ACTION_PERMISSIONS,
     RunDenied,
     RunError,
+    RunForbidden,
     run_cancel,
     run_rerun,
     run_start,
@@ -189,6 +190,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         """Let a step waiting for approval run."""
         try:
             step = step_approve(step=self._step(key), user=request.user)
+        except RunForbidden as exc:
+            raise PermissionDenied(str(exc), code="self_approval") from None
         except RunError as exc:
             raise Conflict(str(exc)) from None
         return self._detail(step.run)

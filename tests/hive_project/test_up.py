@@ -48,7 +48,9 @@ def test_up_runs_web_agents_coordinator_and_flower_then_stops_cleanly(processes,
         }
 
     wait_for(agents_online, timeout=90, what="both agents to come online")
-    assert "login       admin / up-test-password" in up.log()
+    # The password came from the environment: the banner names it, never prints it.
+    assert "login       admin / (from HIVE_ADMIN_PASSWORD)" in up.log()
+    assert "up-test-password" not in up.log()
 
     # The web process: login page, and the API with the admin's token.
     wait_for(lambda: _get(f"{web}/accounts/login/") == 200, timeout=30, what="the web server")

@@ -28,8 +28,9 @@ from coordination.services import RunError, run_start, workflow_load
 from hive_project import __version__
 from hive_project.celery import app
 from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
+from hive_project.flower_auth import flower_metrics_protect
 from hive_project.processes import shell_line, stack_processes
-from hive_project.services import admin_ensure
+from hive_project.services import admin_ensure, token_rotate
 from hive_project.yamlfile import DefinitionError
 
 # The long-running processes: they start the embedded Redis if it is not up yet, and
@@ -42,6 +43,20 @@ def _without_password(url: str) -> str:
     if not parts.password:
         return url
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
+def _shown(password: str | None, variable: str = "HIVE_ADMIN_PASSWORD") -> str:
+    """A password as the start banner prints it: only one Hive generated is shown.
+
+    One from the environment is the operator's own secret; printing it puts it in
+    terminal scrollback, `docker compose logs` and every log collector.
+    """
+    if not password:
+        return "(unchanged; reset it with: manage.py changepassword)"
+    for name in (variable, "HIVE_ADMIN_PASSWORD"):
+        if password == os.environ.get(name):
+            return f"(from {name})"
+    return password
 
 
 def _json_dumps(value: object) -> str:
@@ -127,6 +142,9 @@ class Command(BaseCommand):
 
         token = sub.add_parser("token", help="Print the API token of a user (created if needed).")
         token.add_argument("user", help="Username.")
+        token.add_argument(
+            "--rotate", action="store_true", help="Replace it with a new one (the old one stops)."
+        )
 
     def handle(self, *args, action: str, **options):
         started_redis = False
@@ -154,7 +172,7 @@ class Command(BaseCommand):
             pool = agent_pool_load(settings.HIVE_AGENTS_FILE)
         except DefinitionError as exc:
             raise CommandError(str(exc)) from None
-        password, created = self.handle_setup()
+        password, created = self.handle_setup(banner=False)
         flower_user = os.environ.get("HIVE_FLOWER_USER") or settings.HIVE_ADMIN_USER
         flower_password = os.environ.get("HIVE_FLOWER_PASSWORD") or password
         flower_password = flower_password or secrets.token_urlsafe(12)
@@ -172,11 +190,11 @@ class Command(BaseCommand):
         manager.loop()
         raise SystemExit(manager.returncode)
 
-    def handle_setup(self, **options) -> tuple[str | None, bool]:
+    def handle_setup(self, *, banner: bool = True, **options) -> tuple[str | None, bool]:
         from commands.services import commands_load
 
         call_command("migrate", interactive=False, verbosity=0)
-        result = admin_ensure(
+        password, created = admin_ensure(
             username=settings.HIVE_ADMIN_USER,
             password=os.environ.get("HIVE_ADMIN_PASSWORD", ""),
             password_file=settings.VAR_DIR / "admin_password",
@@ -186,7 +204,9 @@ class Command(BaseCommand):
         for change in commands_load():
             if change.action != "unchanged":
                 self.stdout.write(f"commands: {change}")
-        return result
+        if banner:
+            self.stdout.write(f"login       {settings.HIVE_ADMIN_USER} / {_shown(password)}")
+        return password, created
 
     def _print_banner(self, pool, password, created, flower_user, flower_password) -> None:
         # A wildcard bind is reachable on loopback; print an address a browser can open.
@@ -199,7 +219,7 @@ class Command(BaseCommand):
             if settings.REDIS_EMBEDDED
             else _without_password(settings.REDIS_URL)
         )
-        login = password or "(unchanged; reset it with: manage.py changepassword)"
+        login = _shown(password)
         new = "  (new user)" if created else ""
         lines = [
             "",
@@ -209,7 +229,7 @@ class Command(BaseCommand):
             f"  admin       {web}/admin/",
             f"  Flower      {flower}/",
             f"  login       {settings.HIVE_ADMIN_USER} / {login}{new}",
-            f"  Flower      {flower_user} / {flower_password}",
+            f"  Flower      {flower_user} / {_shown(flower_password, 'HIVE_FLOWER_PASSWORD')}",
             f"  database    {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}",
             f"  redis       {broker}",
             f"  agents      {', '.join(s.name for s in pool)} ({settings.HIVE_AGENTS_FILE.name})",
@@ -222,10 +242,11 @@ class Command(BaseCommand):
     def handle_web(self, *, port: int, **options) -> None:
         from daphne.cli import CommandLineInterface
 
+        # No --proxy-headers: daphne would believe X-Forwarded-* from any client.
+        # hive_project.proxies reads them from HIVE_TRUSTED_PROXIES only.
         CommandLineInterface().run(
-            ["--bind", settings.HIVE_BIND, "--port", str(port), "--proxy-headers",
-             "hive_project.asgi:application"]
-        )  # fmt: skip
+            ["--bind", settings.HIVE_BIND, "--port", str(port), "hive_project.asgi:application"]
+        )
 
     def handle_agent(
         self, *, name: str, role: str | None, skills: str, concurrency: int, **options
@@ -300,6 +321,7 @@ class Command(BaseCommand):
             )
         # Through the environment, not argv, so the password is not in `ps`.
         os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+        flower_metrics_protect()
         app.start(["flower", f"--address={settings.HIVE_BIND}", f"--port={port}"])
 
     # --- operator commands -----------------------------------------------------
@@ -467,11 +489,14 @@ class Command(BaseCommand):
             return f"{head} (dry run, nothing started)\n{_json_dumps(invocation.output)}"
         return f"{head}{': ' + invocation.error if invocation.error else ''}"
 
-    def handle_token(self, *, user: str, **options) -> None:
+    def handle_token(self, *, user: str, rotate: bool, **options) -> None:
         from rest_framework.authtoken.models import Token
 
         account = get_user_model().objects.filter(username=user).first()
         if account is None:
             raise CommandError(f"user: no user named {user!r}")
-        token, _ = Token.objects.get_or_create(user=account)
+        if rotate:
+            token = token_rotate(user=account)
+        else:
+            token, _ = Token.objects.get_or_create(user=account)
         self.stdout.write(token.key)
