@@ -3,7 +3,7 @@
 Django's ASGI handler runs each HTTP request's sync code (middleware, views, the ORM)
 on a new thread of its own, and a Django connection belongs to a thread: under daphne
 every request opened a connection and left it behind for CONN_MAX_AGE (60 s). 150
-message POSTs, 20 at a time, held 94 of PostgreSQL's connections here, and the
+API requests, 20 at a time, held 66 to 94 of PostgreSQL's connections here, and
 requests past `max_connections` failed with 500 "too many clients already".
 
 `DatabaseBound` runs requests on a fixed set of single-thread executors instead,
@@ -15,16 +15,19 @@ Retry-After. WebSocket consumers reach the database only through
 `database_sync_to_async`, on asgiref's one shared thread: one connection more, which
 the bound counts.
 
-Measured here (PostgreSQL 16 on the same 2-core host, 300 serial requests after a
-warm-up, p50): runs list 31.7 -> 13.3 ms, agents list 24.2 -> 10.4 ms, message POST
-23.7 -> 11.6 ms; the old per-request thread paid a new PostgreSQL connection on every
-request. The same 150 POSTs 20 at a time held 94 connections before, at most 4 with
-HIVE_WEB_DB_CONNECTIONS=4 after, with no 500.
+Measured here (PostgreSQL on the same 2-core host, shared and loaded, 300 serial
+requests after a warm-up; p50, median of three alternating runs): runs list 31.7 ->
+21.1 ms, agents list 24.7 -> 17.1 ms, message POST 26.9 -> 18.6 ms, as the old
+per-request thread paid a new PostgreSQL connection on every request. The same 150
+requests held at most 19 connections with the default bound of 20, and no 500;
+`python -m bench web_load` puts 200 requests in flight.
 
 Why not Django 5.2's pooled connections: they need psycopg 3, whose presence switches
 every process (agents included) off psycopg2, whose SQL-level PREPARE the agents' hot
 path relies on (hive_project/db.py), and psycopg_pool's threads must not cross the
-fork into Celery's prefork children. This bound lives only in the web process.
+fork into Celery's prefork children. This bound lives only in the web process. Nor
+a semaphore with CONN_MAX_AGE=0: it bounds as well, but pays the connect that the
+figures above saved on every request.
 """
 
 import asyncio
@@ -36,7 +39,7 @@ from django.db import OperationalError, connection
 from django.http import HttpResponse
 
 # Seconds a client is told to wait before trying again: a burst that filled the
-# bound drains in well under that (a request takes ~10 ms), and a PostgreSQL that
+# bound drains in well under that (a request takes ~20 ms), and a PostgreSQL that
 # refused a connection is usually one whose other clients are finishing.
 RETRY_AFTER = 2
 
