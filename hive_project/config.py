@@ -136,6 +136,10 @@ def database_config(url: str, *, default_sqlite: Path) -> dict:
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
         config["TEST"] = {"NAME": str(Path(config["NAME"]).with_name("test.sqlite3"))}
+    else:
+        # pg_stat_activity names the process of each connection; the web, agent,
+        # coordinator and Flower processes rename theirs (hive_project/db.py).
+        config.setdefault("OPTIONS", {})["application_name"] = "hive"
     return config
 
 

@@ -4,7 +4,7 @@ import hashlib
 import re
 import weakref
 
-from django.db import connection
+from django.db import connection, connections
 
 # The names prepared on each open psycopg2 connection: a statement lasts as long as
 # its connection (a rollback keeps it), and a new connection starts with none.
@@ -36,3 +36,18 @@ def prepared(sql: str, params: list) -> tuple[str, list]:
             cursor.execute(f"PREPARE {name} AS {text}")
         names.add(name)
     return f"EXECUTE {name}({', '.join(['%s'] * len(params))})", params
+
+
+def connections_name(*, name: str) -> None:
+    """Name this process's PostgreSQL connections `name` from now on, so operators
+    (and the tests) count each process's connections in pg_stat_activity's
+    application_name. Call it before the process opens its first connection; one
+    already open is closed so the next carries the name."""
+    for alias in connections:
+        wrapper = connections[alias]
+        if wrapper.vendor != "postgresql":
+            continue
+        # libpq cuts application_name at 63 bytes (NAMEDATALEN).
+        wrapper.settings_dict.setdefault("OPTIONS", {})["application_name"] = name[:63]
+        if wrapper.connection is not None:
+            wrapper.close()

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "hive_project.web_bound.DatabaseUnavailableMiddleware",
     "hive_project.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -98,6 +99,13 @@ DATABASES = {
     "default": database_config(env_str("DATABASE_URL"), default_sqlite=VAR_DIR / "hive.sqlite3")
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The web process opens at most this many database connections, whatever the number
+# of concurrent requests: one per request thread and one for WebSockets
+# (hive_project/web_bound.py). A request waits up to HIVE_WEB_DB_WAIT_MS for a free
+# thread, then gets a 503 with Retry-After. Size PostgreSQL's max_connections with
+# it (README, "Sizing PostgreSQL").
+HIVE_WEB_DB_CONNECTIONS = env_int("HIVE_WEB_DB_CONNECTIONS", 20, minimum=2)
+HIVE_WEB_DB_WAIT_MS = env_int("HIVE_WEB_DB_WAIT_MS", 5000)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -27,6 +27,7 @@ from coordination.models import Run, Workflow
 from coordination.services import RunError, run_start, workflow_load
 from hive_project import __version__
 from hive_project.celery import app
+from hive_project.db import connections_name
 from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
 from hive_project.flower_auth import flower_metrics_protect
 from hive_project.processes import shell_line, stack_processes
@@ -262,6 +263,8 @@ class Command(BaseCommand):
             )
         except DefinitionError as exc:
             raise CommandError(str(exc)) from None
+        # Its pool processes, forked later, keep the name: one connection each.
+        connections_name(name=f"hive-agent:{spec.name}")
         # The bootstep and the pool processes (forked later) read who they are here.
         worker.identity = spec
         agent_register(
@@ -290,6 +293,7 @@ class Command(BaseCommand):
         )
 
     def handle_coordinator(self, **options) -> None:
+        connections_name(name="hive-coordinator")
         # Its passes run every HIVE_REAPER_INTERVAL, three INFO lines each (sent,
         # received, succeeded) burying everything else in `hive up`'s output; a pass
         # that recovers something says so itself (coordination.tasks).
@@ -313,6 +317,7 @@ class Command(BaseCommand):
         )
 
     def handle_flower(self, *, port: int, **options) -> None:
+        connections_name(name="hive-flower")
         user = os.environ.get("HIVE_FLOWER_USER") or settings.HIVE_ADMIN_USER
         password = os.environ.get("HIVE_FLOWER_PASSWORD") or os.environ.get("HIVE_ADMIN_PASSWORD")
         if not password:
