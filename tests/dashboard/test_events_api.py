@@ -83,9 +83,13 @@ def test_a_schedules_events_go_to_its_owner_and_to_those_who_see_all():
     ada, bob = User.objects.create_user("ada"), User.objects.create_user("bob")
     boss = User.objects.create_user("boss", is_staff=True)
     ada.user_permissions.add(Permission.objects.get(codename="execute_command"))
+    ada.user_permissions.add(
+        *Permission.objects.filter(codename__in=["add_periodictask", "change_periodictask",
+                                                 "delete_periodictask"])
+    )  # fmt: skip
     made = schedule_create(text="/hive:status", user=ada, every=60)  # the text is ada's
-    schedule_update(schedule_id=made.pk, enabled=False)
-    schedule_delete(schedule_id=made.pk)
+    schedule_update(schedule_id=made.pk, enabled=False, user=ada)
+    schedule_delete(schedule_id=made.pk, user=ada)
     subject = f"schedule:{made.pk}"
 
     def schedule_kinds(user):

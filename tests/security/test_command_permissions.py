@@ -164,7 +164,7 @@ def test_a_schedule_made_in_the_admin_cannot_run_as_the_user_its_kwargs_name(
     attackers, deploy, client
 ):
     admin, scheduler = attackers["admin"], attackers["scheduler"]
-    assert client.login(username="scheduler", password=scheduler.password_plain)
+    client.force_login(scheduler)  # the admin form is the door; axes guards the login
 
     response = _admin_add_schedule(
         client, name="as admin", kwargs={"text": "/deploy target=prod", "user_id": admin.pk}
@@ -186,7 +186,7 @@ def test_a_schedule_saved_in_the_admin_runs_as_who_saved_it_not_its_kwargs(
     executor.save()
     for codename in ("add_periodictask", "view_periodictask", "add_intervalschedule"):
         executor.user_permissions.add(Permission.objects.get(codename=codename))
-    assert client.login(username="executor", password=executor.password_plain)
+    client.force_login(executor)
 
     response = _admin_add_schedule(
         client, name="mine", kwargs={"text": "/deploy target=x", "user_id": admin.pk}
