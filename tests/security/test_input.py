@@ -5,6 +5,7 @@ a 4xx or an error naming what was wrong, never a 500, a hang or a forged record.
 import base64
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from tests.security.conftest import auth
@@ -292,3 +293,14 @@ def test_a_dry_run_with_a_runaway_overlap_key_is_a_400(attackers, tmp_path):
     assert response.json()["error"]["message"] == (
         "overlap key: a value longer than 1000000 (HIVE_TEMPLATE_MAX_LENGTH)"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("command", [["workflow", "start", "any", "--params"],
+                                     ["skill", "noop", "--inputs"]])  # fmt: skip
+def test_json_nested_past_the_stack_on_the_command_line_is_one_error_line(command, make_workflow):
+    make_workflow([{"id": "a", "skill": "noop"}], name="any")
+    deep = "[" * 100_000 + "]" * 100_000
+
+    with pytest.raises(CommandError, match=r"^--(params|inputs): not valid JSON: maximum rec"):
+        call_command("hive", *command, deep)

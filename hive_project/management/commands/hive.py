@@ -366,7 +366,7 @@ class Command(BaseCommand):
 
         try:
             arguments = json.loads(inputs)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nested past Python's stack
             raise CommandError(f"--inputs: not valid JSON: {exc}") from None
         try:
             skill_get(skill).validate(arguments)
@@ -398,7 +398,7 @@ class Command(BaseCommand):
             raise CommandError(f"no workflow named {options['name']!r}; load it first")
         try:
             run = run_start(workflow=workflow, params=json.loads(options["params"]))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nested past Python's stack
             raise CommandError(f"--params: not valid JSON: {exc}") from None
         except RunError as exc:
             where = "" if exc.field == "workflow" else "--params: "
