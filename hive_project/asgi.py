@@ -11,13 +11,13 @@ django_asgi = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from hive_project.db import connections_name  # noqa: E402
 from hive_project.proxies import TrustedProxyMiddleware  # noqa: E402
 from hive_project.web_bound import DatabaseBound  # noqa: E402
+from hive_project.websocket_origin import SameOriginValidator  # noqa: E402
 
 # Only the web process loads this module, whatever server runs it.
 connections_name(name=f"hive-web:{os.getpid()}")
@@ -35,10 +35,9 @@ application = TrustedProxyMiddleware(
                 wait=settings.HIVE_WEB_DB_WAIT_MS / 1000,
             ),
             # A page of another site must not open a socket with the user's session
-            # cookie: the Origin must be one of ALLOWED_HOSTS (and one without is refused).
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            ),
+            # cookie: the Origin must be the request's own (scheme, host and port) or
+            # one of CSRF_TRUSTED_ORIGINS, and one without is refused.
+            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )

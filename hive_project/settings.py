@@ -38,6 +38,13 @@ DEBUG = env_bool("HIVE_DEBUG", default=False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ConfigError("ALLOWED_HOSTS: production needs the host names Hive is served on")
+if PRODUCTION and "*" in ALLOWED_HOSTS:
+    # `*` turns Django's Host check off, and with it the WebSocket origin check's
+    # defence against DNS rebinding (hive_project/websocket_origin.py).
+    raise ConfigError(
+        "ALLOWED_HOSTS: '*' accepts any Host header; in production list the host names "
+        "Hive is served on (e.g. hive.example.com)"
+    )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
