@@ -65,6 +65,8 @@ def test_the_api_docs_script_is_a_file_of_the_same_origin_not_inline(client, att
     assert "<script>" not in body and "<style>" not in body
     script = client.get("/api/docs/?script=")
     assert script.status_code == 200 and "SwaggerUIBundle" in script.content.decode()
+    # Nor an image from validator.swagger.io, which img-src 'self' would refuse.
+    assert '"validatorUrl": null' in script.content.decode()
 
 
 # --- In Chromium: no violation, and each page still does its work ----------------
