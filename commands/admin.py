@@ -179,6 +179,9 @@ admin.site.unregister(PeriodicTask)
 @admin.register(PeriodicTask)
 class ScheduleAdmin(PeriodicTaskAdmin):
     form = ScheduleForm
+    # django-celery-beat's form page with its inline script moved to a file: the
+    # Content-Security-Policy (script-src 'self') refuses inline scripts.
+    change_form_template = "commands/admin/schedule_change_form.html"
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change, **kwargs)
