@@ -14,7 +14,6 @@ import statistics
 import threading
 import time
 
-import httpx
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -24,7 +23,7 @@ from bench._table import Result
 from coordination.models import Run, StepRun, Workflow
 from dashboard.events import event_emit
 from tests.e2e.conftest import CHROMIUM_ARGS
-from tests.processes import ProcessGroup, free_port, wait_for
+from tests.processes import ProcessGroup
 
 STEPS = 20
 RATES = [10, 200]
@@ -39,18 +38,7 @@ def run(group: ProcessGroup) -> list[Result]:
     if not chromium:
         print("bench dashboard: skipped, no Chromium (apt-get install -y chromium)")
         return []
-    port = free_port()
-    web = group.start("web", f"--port={port}", name="web", HIVE_LOG_LEVEL="WARNING")
-    url = f"http://127.0.0.1:{port}"
-
-    def answers():
-        assert web.alive(), web.log()
-        try:
-            return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(answers, timeout=60, what="the web server")
+    _, url = group.start_web(HIVE_LOG_LEVEL="WARNING")
     user = _user()
     runs = [_run(user) for _ in RATES]
     raw = {rate: _raw_latency(url, user, rate) for rate in RATES}

@@ -28,7 +28,7 @@ from agents.models import Agent, Message
 from agents.services import agent_register
 from bench._table import Result
 from tests.pg_connections import ConnectionWatch, server_dsn
-from tests.processes import ProcessGroup, free_port, wait_for
+from tests.processes import ProcessGroup
 
 CLIENTS = 200  # requests in flight at once
 EACH = 3  # requests each client sends, one after another
@@ -59,12 +59,8 @@ def run(group: ProcessGroup) -> list[Result]:
     token, _ = Token.objects.get_or_create(user=user)
     agent_register(name=AGENT, role="bench", skills=["noop"], concurrency=1, host="bench",
                    pid=0, version="bench")  # fmt: skip
-    port = free_port()
-    web = group.start("web", f"--port={port}", name="web", HIVE_LOG_LEVEL="WARNING")
-    url = f"http://127.0.0.1:{port}"
+    web, url = group.start_web(HIVE_LOG_LEVEL="WARNING")
     try:
-        wait_for(lambda: web.alive() and _answers(f"{url}/healthz"), timeout=60,
-                 what="the web server")  # fmt: skip
         headers = {"Authorization": f"Token {token.key}"}
         idle_health = _serial(f"{url}/healthz", {}, PROBES)
         idle_api = _serial(f"{url}/api/v1/runs/", headers, PROBES)
@@ -107,13 +103,6 @@ def run(group: ProcessGroup) -> list[Result]:
 
 # Counted among the statuses: a 503 without its retry hint (always a failure).
 _NO_RETRY_AFTER = -503
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _serial(url: str, headers: dict, count: int) -> list[float]:

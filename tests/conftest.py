@@ -3,7 +3,6 @@ database, and real agent, coordinator and web processes."""
 
 import itertools
 
-import httpx
 import pytest
 import redis
 from django.conf import settings
@@ -12,7 +11,7 @@ from agents.models import Agent
 from coordination.services import workflow_save
 from coordination.spec import spec_validate
 from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
-from tests.processes import ProcessGroup, free_port, wait_for
+from tests.processes import ProcessGroup, wait_for
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -96,19 +95,8 @@ def live_server_url(redis_url, django_db_setup, django_db_blocker, tmp_path_fact
     It reads the test database on every request, so each test sees its own rows.
     """
     group = ProcessGroup(tmp_path_factory.mktemp("web"))
-    port = free_port()
     with django_db_blocker.unblock():  # child_env reads the test database's settings
-        web = group.start("web", f"--port={port}", name="web")
-    url = f"http://127.0.0.1:{port}"
-
-    def answers():
-        assert web.alive(), f"web exited:\n{web.log()}"
-        try:
-            return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(answers, timeout=60, what="the web server to answer")
+        _, url = group.start_web()
     yield url
     group.stop_all()
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from django.conf import settings
 from django.db import connection
 
@@ -140,6 +141,22 @@ class ProcessGroup:
         process = ManagedProcess(argv, log_dir=self.log_dir, name=name, env=child_env(**env))
         self.processes.append(process)
         return process
+
+    def start_web(self, **env: str) -> tuple[ManagedProcess, str]:
+        """Start `hive web` on a free port; return it and its URL once it answers."""
+        port = free_port()
+        web = self.start("web", f"--port={port}", name=f"web-{port}", **env)
+        url = f"http://127.0.0.1:{port}"
+
+        def answers():
+            assert web.alive(), f"web exited:\n{web.log()}"
+            try:
+                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, timeout=60, what="the web server to answer")
+        return web, url
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

@@ -22,22 +22,6 @@ pytestmark = pytest.mark.skipif(
 BOUND = 4
 
 
-def start_web(processes, **env: str) -> tuple:
-    port = free_port()
-    web = processes.start("web", f"--port={port}", name=f"web-{port}", **env)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers():
-        assert web.alive(), f"web exited:\n{web.log()}"
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(answers, timeout=60, what="the web server to answer")
-    return web, url
-
-
 def assert_unavailable(response: httpx.Response, *, api: bool) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == "2"
@@ -50,7 +34,7 @@ def test_sixty_concurrent_requests_never_take_more_connections_than_the_bound(pr
     admin = attackers["admin"]
     agent_register(name="target", role="t", skills=["noop"], concurrency=1, host="h", pid=1,
                    version="test")  # fmt: skip
-    web, url = start_web(processes, HIVE_WEB_DB_CONNECTIONS=str(BOUND))
+    web, url = processes.start_web(HIVE_WEB_DB_CONNECTIONS=str(BOUND))
     requests = [
         ("GET", "/api/v1/runs/", None),
         ("POST", "/api/v1/messages/", {"to": "target", "kind": "ping"}),
@@ -88,7 +72,7 @@ def test_a_request_that_finds_the_bound_full_is_a_503_with_retry_after(processes
     """One request thread (a bound of 2, one for WebSockets) held by a query that waits
     on a lock: the next request waits 0.2 s, then is told to come back."""
     admin = attackers["admin"]
-    _, url = start_web(processes, HIVE_WEB_DB_CONNECTIONS="2", HIVE_WEB_DB_WAIT_MS="200")
+    _, url = processes.start_web(HIVE_WEB_DB_CONNECTIONS="2", HIVE_WEB_DB_WAIT_MS="200")
     locker = psycopg2.connect(server_dsn(connection.settings_dict).replace(
         "dbname='postgres'", f"dbname='{connection.settings_dict['NAME']}'"))  # fmt: skip
     try:
@@ -129,7 +113,7 @@ def test_postgresql_refusing_a_connection_is_a_503_not_a_500(processes, attacker
     PostgreSQL has no slot left ("too many clients already")."""
     admin = attackers["admin"]
     nowhere = f"postgres://postgres@127.0.0.1:{free_port()}/hive"
-    _, url = start_web(processes, DATABASE_URL=nowhere)
+    _, url = processes.start_web(DATABASE_URL=nowhere)
     with httpx.Client(timeout=30) as client:
         api = client.get(f"{url}/api/v1/runs/", headers=auth(admin))
         assert_unavailable(api, api=True)

@@ -157,15 +157,12 @@ def test_a_reject_reason_with_a_newline_is_one_line_in_the_text_log(
     import httpx
 
     from coordination.services import run_start
-    from tests.processes import free_port, wait_for
+    from tests.processes import wait_for
 
-    port = free_port()
-    web = processes.start("web", f"--port={port}", name="web", HIVE_LOG_FORMAT="text")
-    url = f"http://127.0.0.1:{port}"
+    web, url = processes.start_web(HIVE_LOG_FORMAT="text")
     workflow = make_workflow([{"id": "gate", "skill": "noop", "approval": True}])
     run = run_start(workflow=workflow, params={}, user=attackers["runner"])
     forged = "2030-01-01 00:00:00,000 INFO hive.audit: admin granted superuser to runner"
-    wait_for(lambda: _answers(url), timeout=60, what="the web process to answer")
 
     response = httpx.post(
         f"{url}/api/v1/runs/{run.pk}/steps/gate/reject/",
@@ -182,15 +179,6 @@ def test_a_reject_reason_with_a_newline_is_one_line_in_the_text_log(
     )
     assert line.endswith(f"error=rejected by runner: no\\n{forged}\\r\\x1b[2K")
     assert not any(ln.startswith("2030-01-01") for ln in web.log().splitlines())
-
-
-def _answers(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 # --- #14: a trailing newline past `$` ----------------------------------------------------

@@ -186,18 +186,7 @@ def web_with(transactional_db, redis_url, tmp_path):
     group = ProcessGroup(tmp_path)
 
     def start(**env: str):
-        port = free_port()
-        web = group.start("web", f"--port={port}", name=f"web-{port}", **env)
-        url = f"http://127.0.0.1:{port}"
-
-        def answers():
-            assert web.alive(), web.log()
-            try:
-                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, timeout=60, what="the web server to answer")
+        web, url = group.start_web(**env)
         return url, web
 
     yield start
