@@ -143,13 +143,16 @@ class Relay:
             reply = await client.xread(
                 {EVENTS_STREAM: self.last_id}, block=BLOCK_MS, count=READ_COUNT
             )
+            if reply:
+                entries = reply[0][1]
+                self.last_id = entries[-1][0]
+                # Sent even if the lock ran out meanwhile: a new holder starts from the
+                # stream's end, so dropping them here lost them for every open page
+                # (a test saw an event emitted just as the lock went never arrive). At
+                # worst another holder sent some of them too, which clients resync.
+                await self.send(get_channel_layer(), [event_from_entry(f) for _, f in entries])
             if not await client.eval(_RENEW, 1, LOCK_KEY, self.token, LOCK_TTL_MS):
                 return  # lost the lock (a long pause): start over
-            if not reply:
-                continue
-            entries = reply[0][1]
-            self.last_id = entries[-1][0]
-            await self.send(get_channel_layer(), [event_from_entry(f) for _, f in entries])
 
     async def send(self, layer, events: list[dict]) -> None:
         events = events_coalesce(events)
