@@ -181,7 +181,7 @@ def sent(attackers, redis_url, empty_streams, client):
     from agents.models import Message
     from agents.services import message_bury
 
-    typed = Message.objects.get(payload={"text": "console secret"})
+    typed = Message.objects.get(payload__text="console secret")  # exact JSON: not on SQLite
     message_bury(message_id=typed.pk, stream_id="1-0", agent="inbox", consumer="inbox:1",
                  error="choked on console secret", deliveries=5)  # fmt: skip
     return alice, [api.json()["id"], typed.pk]
