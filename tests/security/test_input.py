@@ -114,26 +114,24 @@ def test_a_command_file_with_an_alias_bomb_is_refused_naming_file_and_line(
     assert "Traceback" not in done.stderr
 
 
-def test_a_definition_file_nested_100000_deep_is_refused_without_a_traceback(
-    transactional_db, tmp_path
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("steps: " + "[" * 100_000 + "]" * 100_000 + "\n",
+         "{path}:1: too large: nested deeper than 100 levels"),
+        ("steps: [{id: a, skill: noop}]\n" + "#" * 2 * 1024 * 1024 + "\n",
+         "{path}: larger than 1048576 bytes (HIVE_DEFINITION_MAX_BYTES)"),
+    ],
+    ids=["nested-100000-deep", "larger-than-the-bound"],
+)  # fmt: skip
+def test_a_definition_file_too_deep_or_too_large_is_refused_without_a_traceback(
+    text, error, transactional_db, tmp_path
 ):
-    path = tmp_path / "deep.yaml"
-    path.write_text("steps: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    path = tmp_path / "definition.yaml"
+    path.write_text(text)
     done = _hive("workflow", "load", str(path), timeout=30)
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"CommandError: {path}:1: too large: nested deeper than 100 levels"
-    )
-
-
-def test_a_definition_file_larger_than_the_bound_is_refused(transactional_db, tmp_path):
-    path = tmp_path / "big.yaml"
-    path.write_text("steps: [{id: a, skill: noop}]\n" + "#" * 2 * 1024 * 1024 + "\n")
-    done = _hive("workflow", "load", str(path), timeout=30)
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"CommandError: {path}: larger than 1048576 bytes (HIVE_DEFINITION_MAX_BYTES)"
-    )
+    assert done.stderr.strip().splitlines()[-1] == f"CommandError: {error.format(path=path)}"
 
 
 def test_anchors_and_merge_keys_within_the_bound_still_load(transactional_db, tmp_path):
