@@ -27,9 +27,10 @@ run: $(STAMP) ## Migrate, create the admin, start web, agents, coordinator and F
 test: $(STAMP) ## Run the whole test suite (real Redis, database and agent processes)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## Check the code with ruff
+lint: $(STAMP) ## Check the code with ruff, and the apps' layers with import-linter
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## Format the code with ruff
 	$(VENV)/bin/ruff check --fix .

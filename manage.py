@@ -7,7 +7,7 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hive_project.settings")
-    from hive_project.config import ConfigError
+    from hive_core.config import ConfigError
 
     try:
         from django.core.management import execute_from_command_line

@@ -8,7 +8,7 @@ class AgentsConfig(AppConfig):
     def ready(self) -> None:
         from agents import handlers  # noqa: F401 - registers the built-in message handlers
         from agents.skills import skills_load
-        from hive_project.config import ConfigError
+        from hive_core.config import ConfigError
 
         # Every process knows every skill and message handler: agents run them, the web
         # and the CLI validate against them. Skill modules may register handlers too.

@@ -13,7 +13,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
-from hive_project.redis_client import redis_client
+from hive_core.redis_client import redis_client
 
 
 def live_key(name: str) -> str:

@@ -32,8 +32,8 @@ from django.utils import timezone
 
 from agents import worker
 from agents.models import Agent, Message
-from hive_project.jsondata import json_problem
-from hive_project.redis_client import redis_blocking_client, redis_client
+from hive_core.jsondata import json_problem
+from hive_core.redis_client import redis_blocking_client, redis_client
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
+from hive_core.yamlfile import DefinitionError, LineDict, yaml_load
 
 # An agent's name and role: a lowercase slug. `hive agent`, the pool file, the admin
 # (the model's validator) and the API schema all hold this one pattern, so an admin

@@ -5,7 +5,7 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 from agents.mailbox import user_sender
 from agents.models import Agent, Message
 from agents.skills import skill_get, skill_names
-from hive_project.visibility import user_sees_all
+from hive_core.visibility import user_sees_all
 
 
 def agent_list() -> QuerySet[Agent]:

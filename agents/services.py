@@ -11,9 +11,9 @@ from agents.liveness import agents_live, live_key
 from agents.models import Agent, Message
 from agents.pool import concurrency_problem
 from agents.routing import agent_queues
-from dashboard.events import event_emit
+from events.services import event_emit
+from hive_core.redis_client import redis_client
 from hive_project.celery import app
-from hive_project.redis_client import redis_client
 
 Status = Agent.Status
 # How long a control command waits for the agent's answer.

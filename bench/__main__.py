@@ -29,7 +29,7 @@ def main() -> None:
 
     import bench
     from bench._table import render
-    from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
+    from hive_core.embedded_redis import embedded_redis_ensure, embedded_redis_stop
     from tests.processes import ProcessGroup
 
     started_redis = settings.REDIS_EMBEDDED and embedded_redis_ensure(

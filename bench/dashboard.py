@@ -21,7 +21,7 @@ from django.test import Client
 
 from bench._table import Result
 from coordination.models import Run, StepRun, Workflow
-from dashboard.events import event_emit
+from events.services import event_emit
 from tests.e2e.conftest import CHROMIUM_ARGS
 from tests.processes import ProcessGroup
 

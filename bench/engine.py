@@ -15,7 +15,7 @@ from bench._table import Result
 from coordination.models import Run, StepRun
 from coordination.services import run_start, workflow_save
 from coordination.spec import spec_validate
-from dashboard.models import Event
+from events.models import Event
 from tests.processes import ProcessGroup, wait_for
 
 FANOUT = 2000

@@ -15,7 +15,7 @@ from commands.services import (
     schedule_saved,
     schedule_text_check,
 )
-from hive_project.yamlfile import DefinitionError
+from hive_core.yamlfile import DefinitionError
 
 
 class CommandForm(forms.ModelForm):

@@ -28,7 +28,7 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
-from hive_project.api import ID_PATTERN
+from hive_core.api import ID_PATTERN
 
 AGENT_CONTROL = "agents.change_agent"
 MESSAGE_SEND = "agents.add_message"

@@ -34,8 +34,8 @@ from coordination.models import Workflow
 from coordination.services import COMMAND_WORKFLOW_PREFIX, INTERNAL_PARAM_PREFIX
 from coordination.spec import STEP_DEFAULTS, spec_validate
 from coordination.templates import TemplateError, template_check
-from hive_project.jsondata import SchemaValidator
-from hive_project.yamlfile import DefinitionError, LineDict, definition_text_read, yaml_parse
+from hive_core.jsondata import SchemaValidator
+from hive_core.yamlfile import DefinitionError, LineDict, definition_text_read, yaml_parse
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "definitions"
 NAME_PATTERN = "^[a-z0-9][a-z0-9_-]*(:[a-z0-9][a-z0-9_-]*)*$"

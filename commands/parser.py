@@ -31,7 +31,7 @@ import sys
 import unicodedata
 from dataclasses import dataclass, field
 
-from hive_project.jsondata import SchemaValidator
+from hive_core.jsondata import SchemaValidator
 
 # `\Z`, not `$`: `$` also matches before a final newline (issue 15 #14).
 NAME = re.compile(r"^/([a-z0-9][a-z0-9_-]*(?::[a-z0-9][a-z0-9_-]*)*)\Z")

@@ -42,9 +42,9 @@ from commands.selectors import (
 from coordination.selectors import run_visible_ids
 from coordination.services import RunError, run_cancel, run_start, workflow_save
 from coordination.templates import TemplateError, evaluate, render
-from dashboard.events import event_emit
-from hive_project.jsondata import text_storable
-from hive_project.yamlfile import DefinitionError
+from events.services import event_emit
+from hive_core.jsondata import text_storable
+from hive_core.yamlfile import DefinitionError
 
 Outcome = Invocation.Outcome
 

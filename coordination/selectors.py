@@ -6,7 +6,7 @@ from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 from django.utils import timezone
 
 from coordination.models import Run, StepRun, Workflow
-from hive_project.visibility import user_sees_all
+from hive_core.visibility import user_sees_all
 
 
 def workflow_latest_list() -> QuerySet[Workflow]:

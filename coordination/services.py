@@ -25,13 +25,14 @@ from django.utils import timezone
 from agents.models import Agent
 from agents.routing import RoutingError, agent_accepts_work, route
 from agents.skills.registry import schema_problem
+from coordination import dispatch
 from coordination.models import Run, StepRun, Workflow
 from coordination.spec import spec_dependents, spec_digest, spec_load
 from coordination.templates import TemplateError, evaluate, render
-from dashboard.events import event_emit, event_publish_on_commit
-from dashboard.models import Event
-from hive_project.db import prepared
-from hive_project.jsondata import SchemaValidator, json_problem
+from events.models import Event
+from events.services import event_emit, event_publish_on_commit
+from hive_core.db import prepared
+from hive_core.jsondata import SchemaValidator, json_problem
 
 logger = logging.getLogger(__name__)
 Step = StepRun.State
@@ -698,26 +699,6 @@ def _workflow_graph(digest: str, workflow_id: int) -> tuple[dict, dict]:
     return {s["id"]: s for s in spec["steps"]}, spec_dependents(spec)
 
 
-SEND_BATCH = 100
-_queues_bound: dict[str, float] = {}
-
-
-def _queue_bind(name: str, channel) -> None:
-    """Bind the queue again if this process has not for a second.
-
-    kombu remembers what it declared, but the bindings live in Redis, and after
-    a FLUSHALL a message published to an unbound exchange is routed nowhere (the
-    reaper sends it again once HIVE_DISPATCH_TIMEOUT has passed). Binding on
-    every send cost a chain step a Redis round trip.
-    """
-    from hive_project.celery import app
-
-    now = time.monotonic()
-    if now - _queues_bound.get(name, -1.0) >= 1:
-        app.amqp.queues[name].bind(channel).declare()
-        _queues_bound[name] = now
-
-
 class _Engine:
     """One run's DAG inside a transaction that holds the run's row lock."""
 
@@ -1064,31 +1045,14 @@ class _Engine:
     def _send(self) -> None:
         """After commit: hand the queued steps to Celery (or the kept one to the calling
         task), stop the cancelled ones."""
-        from coordination.tasks import execute_step_task
-        from hive_project.celery import app
-
         if self._kept:
             self._here.keep(self._kept)
-        if self._outbox:
-            # One producer, and Redis pipelines of SEND_BATCH messages: a foreach
-            # sends thousands at once, and the first agents start after the first
-            # pipeline rather than after the last message.
-            with app.producer_or_acquire() as producer, producer.batch(max_size=SEND_BATCH):
-                for name in {step.queue for step in self._outbox}:
-                    _queue_bind(name, producer.channel)
-                for step in self._outbox:
-                    timeout = self.spec[step.step_id]["timeout"]
-                    execute_step_task.apply_async(
-                        (step.pk, step.attempt),
-                        queue=step.queue,
-                        task_id=step.task_id,
-                        producer=producer,
-                        soft_time_limit=timeout,
-                        # The hard limit backs up a skill that ignores the soft one.
-                        time_limit=timeout + settings.HIVE_HARD_TIMEOUT_GRACE if timeout else None,
-                    )
-        if self._revoke:
-            app.control.revoke(self._revoke, terminate=True, signal="SIGTERM")
+        dispatch.send([
+            dispatch.Outgoing(step.pk, step.attempt, step.task_id, step.queue,
+                              self.spec[step.step_id]["timeout"])
+            for step in self._outbox
+        ])  # fmt: skip
+        dispatch.revoke(self._revoke)
 
 
 # --- messaging (agents/mailbox.py) ---------------------------------------------------

@@ -17,8 +17,8 @@ from jsonschema.exceptions import SchemaError
 from agents.skills import skill_names
 from agents.skills.registry import schema_problem, skill_get
 from coordination.templates import TemplateError, template_check, template_steps
-from hive_project.jsondata import SchemaValidator
-from hive_project.yamlfile import DefinitionError, LineDict, yaml_load
+from hive_core.jsondata import SchemaValidator
+from hive_core.yamlfile import DefinitionError, LineDict, yaml_load
 
 _SLUG = "^[a-z0-9][a-z0-9_-]*$"
 STEP_SCHEMA = {

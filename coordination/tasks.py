@@ -20,8 +20,8 @@ from coordination.services import (
     step_succeed,
     steps_reap,
 )
-from hive_project.metrics import REAPER_COUNTS_KEY
-from hive_project.redis_client import redis_client
+from hive_core.redis_client import redis_client
+from ops.metrics import REAPER_COUNTS_KEY
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from rest_framework.generics import ListAPIView
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
-from dashboard.models import Event
 from dashboard.selectors import event_list
-from hive_project.api import MAX_ID, query_params
+from events.models import Event
+from hive_core.api import MAX_ID, query_params
 
 
 class EventSerializer(serializers.ModelSerializer):

@@ -10,7 +10,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from dashboard.relay import OVERVIEW_GROUP, relay, run_group
 from dashboard.selectors import event_sees_all, event_subjects_visible
-from hive_project.api import MAX_ID
+from hive_core.api import MAX_ID
 
 # A page watches one run or two; more from one socket is a misbehaving client.
 MAX_SUBSCRIPTIONS = 20

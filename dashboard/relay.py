@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from dashboard.events import EVENTS_STREAM
+from events.services import EVENTS_STREAM
 
 logger = logging.getLogger(__name__)
 

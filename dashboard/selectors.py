@@ -6,9 +6,9 @@ from django.db.models.functions import Cast, Concat
 from agents.selectors import message_visible_list
 from commands.models import Invocation
 from coordination.selectors import run_visible_list
-from dashboard.models import Event
-from hive_project.api import MAX_ID
-from hive_project.visibility import user_sees_all
+from events.models import Event
+from hive_core.api import MAX_ID
+from hive_core.visibility import user_sees_all
 
 # Events about one user's work: a run's are shown to those who may see the run, an
 # invocation's (it carries the text they typed) to its user, a message's (sent from
@@ -21,7 +21,7 @@ PRIVATE_SUBJECTS = ("run", "invocation", "message", "schedule")
 def event_sees_all(*, user) -> bool:
     """Whether `user` sees every event. Seeing every run is not enough: the events
     of others' commands and messages carry what those people typed."""
-    return user_sees_all(user=user, permission="dashboard.view_event")
+    return user_sees_all(user=user, permission="events.view_event")
 
 
 def _visible_objects(*, user) -> dict[str, QuerySet]:

@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 
 from dashboard import views
-from hive_project.api import ID_PATTERN
+from hive_core.api import ID_PATTERN
 
 app_name = "dashboard"
 

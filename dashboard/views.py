@@ -96,8 +96,8 @@ def token(request):
     shows a key."""
     from rest_framework.authtoken.models import Token
 
-    from hive_project.services import token_rotate
-    from hive_project.tokens import token_body
+    from hive_core.services import token_rotate
+    from hive_core.tokens import token_body
 
     new = None
     if request.method == "POST":

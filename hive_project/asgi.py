@@ -14,10 +14,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
-from hive_project.db import connections_name  # noqa: E402
-from hive_project.proxies import TrustedProxyMiddleware  # noqa: E402
-from hive_project.web_bound import DatabaseBound  # noqa: E402
-from hive_project.websocket_origin import SameOriginValidator  # noqa: E402
+from hive_core.db import connections_name  # noqa: E402
+from hive_core.proxies import TrustedProxyMiddleware  # noqa: E402
+from hive_core.web_bound import DatabaseBound  # noqa: E402
+from hive_core.websocket_origin import SameOriginValidator  # noqa: E402
 
 # Only the web process loads this module, whatever server runs it.
 connections_name(name=f"hive-web:{os.getpid()}")

@@ -8,7 +8,7 @@ import os
 import warnings
 from datetime import timedelta
 
-from hive_project.config import (
+from hive_core.config import (
     BASE_DIR,
     ConfigError,
     celery_url,
@@ -40,7 +40,7 @@ if PRODUCTION and not ALLOWED_HOSTS:
     raise ConfigError("ALLOWED_HOSTS: production needs the host names Hive is served on")
 if PRODUCTION and "*" in ALLOWED_HOSTS:
     # `*` turns Django's Host check off, and with it the WebSocket origin check's
-    # defence against DNS rebinding (hive_project/websocket_origin.py).
+    # defence against DNS rebinding (hive_core/websocket_origin.py).
     raise ConfigError(
         "ALLOWED_HOSTS: '*' accepts any Host header; in production list the host names "
         "Hive is served on (e.g. hive.example.com)"
@@ -62,19 +62,22 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "axes",
     "csp",
-    "hive_project",
+    "hive_core",
+    "events",
     "agents",
     "coordination",
     "commands",
     "dashboard",
+    "ops",
+    "hive_project",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Early, so every response (the 503 below aside: JSON) carries the policy.
     "csp.middleware.CSPMiddleware",
-    "hive_project.web_bound.DatabaseUnavailableMiddleware",
-    "hive_project.middleware.RejectNulMiddleware",
+    "hive_core.web_bound.DatabaseUnavailableMiddleware",
+    "hive_core.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -99,7 +102,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "hive_project.context_processors.ops_links",
+                "hive_core.context_processors.ops_links",
             ],
         },
     },
@@ -111,7 +114,7 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The web process opens at most this many database connections, whatever the number
 # of concurrent requests: one per request thread and one for WebSockets
-# (hive_project/web_bound.py). A request waits up to HIVE_WEB_DB_WAIT_MS for a free
+# (hive_core/web_bound.py). A request waits up to HIVE_WEB_DB_WAIT_MS for a free
 # thread, then gets a 503 with Retry-After. Size PostgreSQL's max_connections with
 # it (README, "Sizing PostgreSQL").
 HIVE_WEB_DB_CONNECTIONS = env_int("HIVE_WEB_DB_CONNECTIONS", 20, minimum=2)
@@ -139,7 +142,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # The address the server gives the request (daphne applies X-Forwarded-For as it is
 # told to), never a header read here that any client may write.
-AXES_CLIENT_IP_CALLABLE = "hive_project.middleware.client_address"
+AXES_CLIENT_IP_CALLABLE = "hive_core.middleware.client_address"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -225,15 +228,15 @@ REST_FRAMEWORK = {
     # Token first: DRF answers an anonymous request with the first class's
     # WWW-Authenticate challenge, which makes it a 401 rather than a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "hive_project.auth.ExpiringTokenAuthentication",
+        "hive_core.auth.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "EXCEPTION_HANDLER": "hive_project.api.api_exception_handler",
-    "DEFAULT_PARSER_CLASSES": ["hive_project.parsers.HiveJSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "hive_project.api.HivePagination",
+    "EXCEPTION_HANDLER": "hive_core.api.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["hive_core.parsers.HiveJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "hive_core.api.HivePagination",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_SCHEMA_CLASS": "hive_project.schema.HiveAutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "hive_core.schema.HiveAutoSchema",
     # A throttle keyed by address uses REMOTE_ADDR, which only a trusted proxy sets
     # (HIVE_TRUSTED_PROXIES); DRF's default (None) read X-Forwarded-For from anyone.
     "NUM_PROXIES": 0,
@@ -354,14 +357,14 @@ HIVE_COMMAND_DIRS = path_list("HIVE_COMMAND_DIRS")
 # The longest command text accepted, in characters: a parse error points at a
 # token, so the text must stay printable.
 HIVE_COMMAND_MAX_LENGTH = env_int("HIVE_COMMAND_MAX_LENGTH", 10_000, minimum=100)
-# Workflow, command and agent definition files (hive_project/yamlfile.py): the largest
+# Workflow, command and agent definition files (hive_core/yamlfile.py): the largest
 # file read, and how many values its YAML may hold once aliases are expanded. The shipped
 # files are at most 3.2 KB and 181 values (demo/release.md); a 603-byte alias bomb
 # expands to 9**9 values.
 HIVE_DEFINITION_MAX_BYTES = env_int("HIVE_DEFINITION_MAX_BYTES", 1024 * 1024, minimum=1024)
 HIVE_DEFINITION_MAX_VALUES = env_int("HIVE_DEFINITION_MAX_VALUES", 100_000, minimum=100)
 
-# --- Proxies (hive_project/proxies.py) ---------------------------------------------
+# --- Proxies (hive_core/proxies.py) ---------------------------------------------
 
 # Addresses or networks (`10.0.0.0/8,127.0.0.1`) of the reverse proxies in front of
 # the web process. Only their X-Forwarded-For and X-Forwarded-Proto are believed (the
@@ -421,10 +424,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "text": {
-            "()": "hive_project.logs.TextFormatter",
+            "()": "hive_core.logs.TextFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
         },
-        "json": {"()": "hive_project.logs.JsonFormatter"},
+        "json": {"()": "hive_core.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": HIVE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": HIVE_LOG_LEVEL},

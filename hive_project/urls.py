@@ -6,9 +6,9 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from dashboard.api import EventListView
-from hive_project import ops
-from hive_project.middleware import api_not_found
-from hive_project.tokens import TokenRotateView
+from hive_core.middleware import api_not_found
+from hive_core.tokens import TokenRotateView
+from ops import views as ops
 
 urlpatterns = [
     path("admin/", admin.site.urls),

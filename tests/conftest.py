@@ -10,7 +10,7 @@ from django.conf import settings
 from agents.models import Agent
 from coordination.services import workflow_save
 from coordination.spec import spec_validate
-from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
+from hive_core.embedded_redis import embedded_redis_ensure, embedded_redis_stop
 from tests.processes import ProcessGroup, wait_for
 
 

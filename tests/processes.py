@@ -12,7 +12,7 @@ import httpx
 from django.conf import settings
 from django.db import connection
 
-from hive_project.processes import hive_argv
+from ops.processes import hive_argv
 
 BASE_DIR = Path(settings.BASE_DIR)
 

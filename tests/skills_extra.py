@@ -23,7 +23,7 @@ def upper(ctx, *, text: str) -> dict:
 def flaky(ctx, *, key: str, failures: int) -> dict:
     """Fail the first `failures` tries (counted in Redis), then succeed."""
     from agents.skills import SkillError
-    from hive_project.redis_client import redis_client
+    from hive_core.redis_client import redis_client
 
     tries = redis_client().incr(f"test:flaky:{key}")
     if tries <= failures:
@@ -65,7 +65,7 @@ def record(ctx, message) -> dict:
     Takes `ms` milliseconds first when the payload says so (messages in hand longer)."""
     import time
 
-    from dashboard.models import Event
+    from events.models import Event
 
     if isinstance(message.payload, dict) and message.payload.get("ms"):
         time.sleep(message.payload["ms"] / 1000)
@@ -81,7 +81,7 @@ def record(ctx, message) -> dict:
 @handler("test.poison")
 def poison(ctx, message) -> None:
     """Fail on every delivery, after recording the attempt (outside the transaction)."""
-    from hive_project.redis_client import redis_client
+    from hive_core.redis_client import redis_client
 
     redis_client().incr(f"test:poison:{message.id}")
     raise HandlerError(f"poisoned message {message.id}")

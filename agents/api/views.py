@@ -27,7 +27,7 @@ from agents.services import (
     message_broadcast,
     message_send,
 )
-from hive_project.api import ID_PATTERN, NewestFirstPagination, needs, query_params
+from hive_core.api import ID_PATTERN, NewestFirstPagination, needs, query_params
 
 CONTROL = needs("agents.change_agent")
 

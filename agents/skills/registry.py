@@ -12,7 +12,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 
-from hive_project.jsondata import SchemaValidator
+from hive_core.jsondata import SchemaValidator
 
 ANY_OBJECT: dict = {"type": "object"}
 

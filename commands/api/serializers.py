@@ -5,7 +5,7 @@ from commands.models import Command, Invocation
 from commands.parser import TEXT_PATTERN
 from commands.selectors import run_outputs
 from coordination.models import Run
-from hive_project.api import MAX_ID
+from hive_core.api import MAX_ID
 
 
 class CommandSerializer(serializers.ModelSerializer):

@@ -1,7 +1,7 @@
 from django.urls import path, re_path, register_converter
 
 from commands.api import views
-from hive_project.api import IdConverter
+from hive_core.api import IdConverter
 
 register_converter(IdConverter, "id")
 

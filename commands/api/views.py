@@ -33,7 +33,7 @@ from commands.services import (
     schedule_update,
 )
 from commands.throttles import CommandThrottle
-from hive_project.api import needs, query_params
+from hive_core.api import needs, query_params
 
 
 class CommandRefused(APIException):

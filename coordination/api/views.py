@@ -37,7 +37,7 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
-from hive_project.api import ID_PATTERN, Conflict, NewestFirstPagination, needs, query_params
+from hive_core.api import ID_PATTERN, Conflict, NewestFirstPagination, needs, query_params
 
 
 class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):

@@ -13,7 +13,7 @@ from agents import mailbox
 from agents.inbox import Inbox
 from agents.mailbox import GROUP, MessageError, Outgoing
 from agents.models import Message
-from dashboard.models import Event
+from events.models import Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 STREAM = "hive:inbox:agent:solo"

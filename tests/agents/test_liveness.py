@@ -13,7 +13,7 @@ from agents.models import Agent
 from agents.routing import agent_queue
 from agents.services import agent_drain, agent_resume, agent_scale
 from agents.tasks import skill_run_task
-from dashboard.models import Event
+from events.models import Event
 from hive_project.celery import app
 from tests.processes import wait_for
 

@@ -7,7 +7,7 @@ from agents.mailbox import GROUP, RequestFailed, RequestTimeout
 from agents.models import Message
 from coordination.models import StepRun
 from coordination.services import run_start
-from dashboard.models import Event
+from events.models import Event
 from tests.processes import wait_for
 from tests.runs import wait_run
 

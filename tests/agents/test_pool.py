@@ -4,7 +4,7 @@ import pytest
 from django.conf import settings
 
 from agents.pool import AgentSpec, agent_pool_load
-from hive_project.yamlfile import DefinitionError
+from hive_core.yamlfile import DefinitionError
 
 
 def test_the_shipped_pool_has_a_planner_a_builder_and_a_reviewer():

@@ -5,8 +5,8 @@ import json
 from collections import Counter
 
 from coordination.models import Run, StepRun
-from dashboard.models import Event
-from hive_project.metrics import REAPER_COUNTS_KEY
+from events.models import Event
+from ops.metrics import REAPER_COUNTS_KEY
 from tests.processes import wait_for
 
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from coordination.models import StepRun
-from hive_project.processes import hive_argv
+from ops.processes import hive_argv
 from tests.chaos.support import fan_out, run_counts, start_run_on, under_way
 from tests.processes import database_url, free_port, wait_for
 from tests.redis_server import private_redis_server

@@ -13,7 +13,7 @@ import redis
 from agents import mailbox
 from agents.mailbox import GROUP, Outgoing
 from agents.models import Message
-from dashboard.models import Event
+from events.models import Event
 from tests.processes import wait_for
 
 pytestmark = [

@@ -18,7 +18,7 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
-from dashboard.models import Event
+from events.models import Event
 from tests.processes import wait_for
 from tests.runs import steps_of, wait_run
 

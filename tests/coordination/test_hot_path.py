@@ -9,7 +9,7 @@ from agents import routing
 from agents.models import Agent
 from coordination.models import StepRun
 from coordination.services import run_start, step_claim, step_succeed
-from dashboard.models import Event
+from events.models import Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

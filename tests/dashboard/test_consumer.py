@@ -11,7 +11,7 @@ from websockets.sync.client import connect
 
 from commands.models import Invocation
 from coordination.models import Run
-from dashboard.events import event_emit
+from events.services import event_emit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

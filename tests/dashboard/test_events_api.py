@@ -8,9 +8,9 @@ from rest_framework.test import APIClient
 from commands.models import Invocation
 from commands.services import schedule_create, schedule_delete, schedule_update
 from coordination.services import run_start
-from dashboard.events import event_emit
-from dashboard.models import Event
 from dashboard.selectors import event_subjects_visible
+from events.models import Event
+from events.services import event_emit
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import transaction
 
-from dashboard.events import EVENTS_STREAM, event_emit
+from events.services import EVENTS_STREAM, event_emit
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +41,7 @@ def test_a_process_exits_promptly_with_every_event_it_emitted_published(redis_cl
     publisher thread (frozen mid-send, it held the Redis pool's lock: a hang)."""
     script = (
         "import django; django.setup()\n"
-        "from dashboard.events import _publisher\n"
+        "from events.services import _publisher\n"
         "for i in range(3000):\n"
         "    _publisher.put(({'seq': i, 'kind': 'test.exit', 'subject': 'test:exit',"
         " 'data': '{}', 'at': ''}, {}))\n"

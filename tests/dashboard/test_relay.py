@@ -8,8 +8,8 @@ import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from dashboard.events import EVENTS_STREAM
 from dashboard.relay import CLIENT_NAME, OVERVIEW_GROUP, Relay, events_coalesce
+from events.services import EVENTS_STREAM
 
 
 def event(seq: int, subject: str, kind: str, **data) -> dict:

@@ -10,7 +10,7 @@ from coordination.services import run_start
 pytestmark = pytest.mark.django_db
 
 MODELS = ["agents_agent", "coordination_workflow", "coordination_run", "coordination_steprun",
-          "dashboard_event"]  # fmt: skip
+          "events_event"]  # fmt: skip
 
 
 @pytest.mark.parametrize("model", MODELS)

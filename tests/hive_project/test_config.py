@@ -7,7 +7,7 @@ import sys
 import pytest
 from django.conf import settings
 
-from hive_project.config import ConfigError, celery_url, database_config, redis_url
+from hive_core.config import ConfigError, celery_url, database_config, redis_url
 
 SQLITE = settings.VAR_DIR / "x.sqlite3"
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from coordination.services import run_start
-from hive_project.logs import JsonFormatter
+from hive_core.logs import JsonFormatter
 from tests.processes import wait_for
 from tests.runs import wait_run
 

@@ -130,8 +130,8 @@ def test_metrics_series_exist_and_move_when_a_run_happens(
 def test_metrics_count_messages_and_reaper_redispatches(client, metrics_token, redis_url):
     from agents import mailbox
     from agents.models import Message
-    from hive_project.metrics import REAPER_COUNTS_KEY
-    from hive_project.redis_client import redis_client
+    from hive_core.redis_client import redis_client
+    from ops.metrics import REAPER_COUNTS_KEY
 
     before = scrape(client)
     sent = mailbox.send(to="nobody", kind="test.record", sender="ops")
@@ -226,7 +226,7 @@ def test_the_dashboard_links_to_flower(client, settings):
 
 def test_websocket_clients_come_from_the_dashboards_consumers(monkeypatch):
     from dashboard import consumers
-    from hive_project.metrics import websocket_clients
+    from ops.metrics import websocket_clients
 
     assert websocket_clients() == 0
     monkeypatch.setattr(consumers, "_connected", 3)

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from agents.models import Agent
 from commands.models import Invocation
-from dashboard.models import Event
+from events.models import Event
 from tests.processes import child_env
 from tests.security.conftest import auth
 
@@ -125,7 +125,7 @@ def test_hive_agent_refuses_a_concurrency_past_the_bound():
 
 def test_the_agents_file_refuses_a_concurrency_past_the_bound(bounded, tmp_path):
     from agents.pool import agent_pool_load
-    from hive_project.yamlfile import DefinitionError
+    from hive_core.yamlfile import DefinitionError
 
     path = tmp_path / "hive.agents.yaml"
     path.write_text("agents:\n  - name: a\n  - name: b\n    concurrency: 255\n")
@@ -266,7 +266,7 @@ def test_the_live_feed_sends_a_message_event_only_to_who_may_see_it(
 ):
     import httpx
 
-    from dashboard.events import event_emit
+    from events.services import event_emit
     from tests.dashboard.test_consumer import events_until, open_socket, receive, session_cookie
     from tests.security.conftest import _user
 

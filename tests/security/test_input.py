@@ -77,7 +77,7 @@ def _hive(*args: str, timeout: float = 60, **env: str):
     """`manage.py hive ARGS` as a process of its own, as an operator runs it."""
     import subprocess
 
-    from hive_project.processes import hive_argv
+    from ops.processes import hive_argv
     from tests.processes import child_env
 
     return subprocess.run(
@@ -217,7 +217,7 @@ def test_a_version_with_a_trailing_newline_is_refused_at_its_token(attackers, tr
     ],
 )
 def test_a_schema_pattern_ends_where_ecma_262_ends_it(pattern, text, valid):
-    from hive_project.jsondata import SchemaValidator
+    from hive_core.jsondata import SchemaValidator
 
     assert SchemaValidator({"type": "string", "pattern": pattern}).is_valid(text) is valid
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hive_project.config import secret_key
-from hive_project.processes import hive_argv
-from hive_project.services import admin_ensure
+from hive_core.config import secret_key
+from hive_core.services import admin_ensure
+from ops.processes import hive_argv
 from tests.processes import BASE_DIR, ProcessGroup, child_env, free_port, wait_for
 from tests.security.conftest import auth
 

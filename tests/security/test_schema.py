@@ -9,7 +9,7 @@ from django.test import Client
 
 from agents.models import Agent
 from agents.services import agent_register
-from hive_project.api import MAX_ID
+from hive_core.api import MAX_ID
 from tests.security.conftest import auth
 
 pytestmark = pytest.mark.django_db(transaction=True)

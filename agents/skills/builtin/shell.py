@@ -26,7 +26,7 @@ from agents.skills.registry import (
     schema_problem,
     skill,
 )
-from hive_project.jsondata import SchemaValidator
+from hive_core.jsondata import SchemaValidator
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Without a schema of the operator's, an argument is a bounded string that cannot

@@ -25,14 +25,14 @@ from agents.services import agent_register
 from agents.skills import SkillError, skill_get
 from coordination.models import Run, Workflow
 from coordination.services import RunError, run_start, workflow_load
+from hive_core.db import connections_name
+from hive_core.embedded_redis import embedded_redis_ensure, embedded_redis_stop
+from hive_core.services import admin_ensure, token_rotate
+from hive_core.yamlfile import DefinitionError
 from hive_project import __version__
 from hive_project.celery import app
-from hive_project.db import connections_name
-from hive_project.embedded_redis import embedded_redis_ensure, embedded_redis_stop
-from hive_project.flower_auth import flower_metrics_protect
-from hive_project.processes import shell_line, stack_processes
-from hive_project.services import admin_ensure, token_rotate
-from hive_project.yamlfile import DefinitionError
+from ops.flower_auth import flower_metrics_protect
+from ops.processes import shell_line, stack_processes
 
 # The long-running processes: they start the embedded Redis if it is not up yet, and
 # log every event they publish.
@@ -244,7 +244,7 @@ class Command(BaseCommand):
         from daphne.cli import CommandLineInterface
 
         # No --proxy-headers: daphne would believe X-Forwarded-* from any client.
-        # hive_project.proxies reads them from HIVE_TRUSTED_PROXIES only.
+        # hive_core.proxies reads them from HIVE_TRUSTED_PROXIES only.
         CommandLineInterface().run(
             ["--bind", settings.HIVE_BIND, "--port", str(port), "hive_project.asgi:application"]
         )

@@ -6,7 +6,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from hive_project.jsondata import json_problem
+from hive_core.jsondata import json_problem
 
 # Deeper than any request Hive takes; Python's json would recurse until it failed.
 MAX_JSON_DEPTH = 32

@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
-from hive_project.jsondata import MAX_DEPTH, json_problem
+from hive_core.jsondata import MAX_DEPTH, json_problem
 
 
 class DefinitionError(ValueError):

@@ -10,7 +10,10 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from hive_core.errors import HiveError
 
 
 def api_exception_handler(exc, context):
@@ -24,6 +27,9 @@ def api_exception_handler(exc, context):
         exc = BodyTooLarge(f"the request body is larger than {limit} bytes")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = PermissionDenied()
+    if isinstance(exc, HiveError):
+        body = {"code": exc.code, "message": exc.message, "fields": exc.fields}
+        return Response({"error": body}, status=exc.status)
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from hive_project.services import token_rotate
+from hive_core.services import token_rotate
 
 
 class TokenRotateView(APIView):

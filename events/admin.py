@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from dashboard.models import Event
+from events.models import Event
 
 
 @admin.register(Event)

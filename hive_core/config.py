@@ -138,7 +138,7 @@ def database_config(url: str, *, default_sqlite: Path) -> dict:
         config["TEST"] = {"NAME": str(Path(config["NAME"]).with_name("test.sqlite3"))}
     else:
         # pg_stat_activity names the process of each connection; the web, agent,
-        # coordinator and Flower processes rename theirs (hive_project/db.py).
+        # coordinator and Flower processes rename theirs (hive_core/db.py).
         config.setdefault("OPTIONS", {})["application_name"] = "hive"
     return config
 

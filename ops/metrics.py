@@ -26,7 +26,7 @@ from agents.models import Agent, Message
 from agents.routing import agent_queues
 from agents.selectors import agent_status_counts
 from coordination.models import Run, StepRun
-from hive_project.redis_client import redis_probe_client
+from hive_core.redis_client import redis_probe_client
 
 logger = logging.getLogger(__name__)
 

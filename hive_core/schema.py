@@ -3,7 +3,7 @@
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
-from hive_project.api import HasPerm
+from hive_core.api import HasPerm
 
 
 class _ErrorBody(serializers.Serializer):
@@ -36,7 +36,7 @@ class HiveAutoSchema(AutoSchema):
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         writes = self.method in ("POST", "PUT", "PATCH")
-        # Any request can be a 400 (a NUL in the URL: hive_project/middleware.py).
+        # Any request can be a 400 (a NUL in the URL: hive_core/middleware.py).
         codes = {"400", "401"}
         # Writes need a permission (HasPerm, or the command's own, checked inside).
         if writes or any(isinstance(p, HasPerm) for p in self.view.get_permissions()):

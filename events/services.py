@@ -11,8 +11,8 @@ import threading
 import redis
 from django.db import transaction
 
-from dashboard.models import Event
-from hive_project.redis_client import redis_client
+from events.models import Event
+from hive_core.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 # One line per state change, from the publisher thread (off the engine's hot path).

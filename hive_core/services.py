@@ -6,7 +6,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from hive_project.config import private_file_write
+from hive_core.config import private_file_write
 
 
 @transaction.atomic

@@ -10,9 +10,9 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.exceptions import AuthenticationFailed
 
-from hive_project.auth import ExpiringTokenAuthentication
-from hive_project.metrics import registry
-from hive_project.redis_client import redis_probe_client
+from hive_core.auth import ExpiringTokenAuthentication
+from hive_core.redis_client import redis_probe_client
+from ops.metrics import registry
 
 # /healthz and /readyz answer anyone: load balancers, docker and kubelet probes
 # carry no credentials. They say only "ok" or which dependency is unreachable,

@@ -24,7 +24,7 @@ requests held at most 19 connections with the default bound of 20, and no 500;
 
 Why not Django 5.2's pooled connections: they need psycopg 3, whose presence switches
 every process (agents included) off psycopg2, whose SQL-level PREPARE the agents' hot
-path relies on (hive_project/db.py), and psycopg_pool's threads must not cross the
+path relies on (hive_core/db.py), and psycopg_pool's threads must not cross the
 fork into Celery's prefork children. This bound lives only in the web process. Nor
 a semaphore with CONN_MAX_AGE=0: it bounds as well, but pays the connect that the
 figures above saved on every request.
