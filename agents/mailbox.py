@@ -34,6 +34,7 @@ from agents import worker
 from agents.models import Agent, Message
 from hive_core.jsondata import json_problem
 from hive_core.redis_client import redis_blocking_client, redis_client
+from hive_core.sql import insert_sql
 
 logger = logging.getLogger(__name__)
 
@@ -192,18 +193,16 @@ def _insert(values: list[tuple]) -> list[int]:
     Both databases return the ids of a multi-row INSERT ... RETURNING in row order,
     as Django's bulk_create relies on too.
     """
-    qn = connection.ops.quote_name
-    row = f"({', '.join(['%s'] * len(_COLUMNS))})"
     ids: list[int] = []
     with connection.cursor() as cursor:
         for start in range(0, len(values), 1000):  # well under SQLite's 32,766 parameters
-            chunk = values[start : start + 1000]
-            # Only quoted names from the model are formatted in; values are parameters.
             cursor.execute(
-                f"INSERT INTO {qn(Message._meta.db_table)} "  # noqa: S608
-                f"({', '.join(qn(c) for c in _COLUMNS)}) VALUES {', '.join([row] * len(chunk))} "
-                f"RETURNING {qn('id')}",
-                [value for entry in chunk for value in entry],
+                *insert_sql(
+                    Message._meta.db_table,
+                    columns=_COLUMNS,
+                    rows=values[start : start + 1000],
+                    returning=["id"],
+                )
             )
             ids += [r[0] for r in cursor.fetchall()]
     return ids

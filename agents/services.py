@@ -13,6 +13,7 @@ from agents.pool import concurrency_problem
 from agents.routing import agent_queues
 from events.services import event_emit
 from hive_core.redis_client import redis_client
+from hive_core.sql import case, update_sql
 from hive_project.celery import app
 
 Status = Agent.Status
@@ -264,29 +265,23 @@ def messages_claim(*, entries: dict[int, tuple[str, int]], consumer: str) -> set
     That is normal; the caller only acknowledges it. One UPDATE ... RETURNING for the
     batch (PostgreSQL and SQLite 3.35+).
     """
-    qn = connection.ops.quote_name
-    table = qn(Message._meta.db_table)
     now = Message._meta.get_field("handled_at").get_db_prep_save(timezone.now(), connection)
-    ids = list(entries)
-    cases_id = " ".join(["WHEN %s THEN %s"] * len(ids))
-    params: list = [Message.State.HANDLED, now, consumer]
-    for pk in ids:
-        params += [pk, entries[pk][0]]
     counts = {count for _, count in entries.values()}
     if len(counts) == 1:  # the usual batch, read fresh: one count for all
-        deliveries, count_params = "%s", [counts.pop()]
+        deliveries = counts.pop()
     else:
-        deliveries = f"CASE {qn('id')} {' '.join(['WHEN %s THEN %s'] * len(ids))} END"
-        count_params = [value for pk in ids for value in (pk, entries[pk][1])]
-    params += count_params
-    params += [*ids, Message.State.PENDING]
-    # Only quoted names from the model are formatted in; every value is a parameter.
-    sql = (
-        f"UPDATE {table} SET {qn('state')} = %s, {qn('handled_at')} = %s, "  # noqa: S608
-        f"{qn('consumer')} = %s, {qn('stream_id')} = CASE {qn('id')} {cases_id} END, "
-        f"{qn('deliveries')} = {deliveries} "
-        f"WHERE {qn('id')} IN ({', '.join(['%s'] * len(ids))}) AND {qn('state')} = %s "
-        f"RETURNING {qn('id')}"
+        deliveries = case("id", {pk: count for pk, (_, count) in entries.items()})
+    sql, params = update_sql(
+        Message._meta.db_table,
+        values={
+            "state": Message.State.HANDLED,
+            "handled_at": now,
+            "consumer": consumer,
+            "stream_id": case("id", {pk: stream_id for pk, (stream_id, _) in entries.items()}),
+            "deliveries": deliveries,
+        },
+        where={"id": list(entries), "state": Message.State.PENDING},
+        returning=["id"],
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
