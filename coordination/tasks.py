@@ -2,7 +2,6 @@ import json
 import logging
 import traceback
 
-import redis
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -12,16 +11,11 @@ from agents import worker
 from agents.routing import agent_queues
 from agents.services import agents_reap
 from agents.skills import SkillContext, SkillError, skill_execute
+from coordination.dispatch import Continuation
 from coordination.models import StepRun
-from coordination.services import (
-    Continuation,
-    step_claim,
-    step_fail,
-    step_succeed,
-    steps_reap,
-)
+from coordination.reaper import reaper_counts_add, steps_reap
+from coordination.services import step_claim, step_fail, step_succeed
 from hive_core.redis_client import redis_client
-from ops.metrics import REAPER_COUNTS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +84,7 @@ def reap_task() -> dict:
     then recover their steps and anything Redis lost, and send what is due."""
     offline = agents_reap(timeout=settings.HIVE_AGENT_TIMEOUT)
     counts = steps_reap(queue_lengths=_queue_lengths)
-    _reaper_counts_add(counts)
+    reaper_counts_add(counts)
     if offline or any(counts.values()):
         logger.info("reaper: offline %s, steps %s", offline, counts)
     return {"offline": offline, **counts}
-
-
-def _reaper_counts_add(counts: dict[str, int]) -> None:
-    """Add what this pass recovered to the counters /metrics reports (in Redis: the
-    coordinator restarts, and /metrics is served by another process)."""
-    done = {reason: n for reason, n in counts.items() if n}
-    if not done:
-        return
-    try:
-        pipe = redis_client().pipeline(transaction=False)
-        for reason, n in done.items():
-            pipe.hincrby(REAPER_COUNTS_KEY, reason, n)
-        pipe.execute()
-    except redis.RedisError as exc:
-        # The recovery itself is done; only its count is lost.
-        logger.warning("reaper: counts not recorded: %s", exc)

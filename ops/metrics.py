@@ -26,14 +26,10 @@ from agents.models import Agent, Message
 from agents.routing import agent_queues
 from agents.selectors import agent_status_counts
 from coordination.models import Run, StepRun
+from coordination.reaper import REAPER_COUNTS_KEY
 from hive_core.redis_client import redis_probe_client
 
 logger = logging.getLogger(__name__)
-
-# The reaper adds what it recovered to this hash (coordination/tasks.py), so the
-# count survives the coordinator's restarts; a FLUSHALL resets it, which
-# Prometheus's rate() reads as a counter reset.
-REAPER_COUNTS_KEY = "hive:metrics:reaper"
 
 # Seconds. Steps run from milliseconds (noop, ~2 ms here) to minutes (builds).
 STEP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

@@ -1,0 +1,490 @@
+"""The DAG state machine: runs and steps change state here, and only here.
+
+Every change to a run's DAG happens inside an `Engine`, a transaction holding the
+run's row lock (SQLite's IMMEDIATE transactions serialize writers the same way), so
+fan-in counting and run completion are decided in the database, never by Celery
+chords. Steps are sent to agents after commit (coordination.dispatch); a delivery is
+only a hint: the agent claims the step with a conditional update, and a result is
+stored only if the step is still running the same attempt.
+
+A step that finished takes one path: `step_end` stores a try's result; `Engine.done`
+counts down what waited for a step that succeeded (or was skipped, or failed with
+on_failure: continue), be it the steps needing it or its foreach group, and starts
+what that readied; `Engine.fail` retries or fails a step, and maybe the run.
+"""
+
+import random
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.routing import RoutingError
+from coordination import dispatch
+from coordination.errors import RunError
+from coordination.models import Run, StepRun, Workflow
+from coordination.spec import spec_dependents
+from coordination.sql import step_event_emit, step_update, steps_update
+from coordination.templates import TemplateError, evaluate, render
+from events.services import event_emit
+from hive_core.sql import Add
+
+# States that let the steps needing this one go ahead ("none failed").
+SATISFIED = frozenset({StepRun.State.SUCCEEDED, StepRun.State.SKIPPED})
+# What a step's dispatch writes to its row.
+_DISPATCH_FIELDS = (
+    "state", "queue", "waiting_reason", "attempt", "task_id", "queued_at", "next_attempt_at",
+    "inputs",
+)  # fmt: skip
+
+
+def step_end(
+    *,
+    step: StepRun,
+    state: str,
+    here: dispatch.Continuation | None = None,
+    retryable: bool = True,
+    **values,
+) -> bool:
+    """A running try of `step` (as claimed) ended in `state`, succeeded or failed:
+    store it with `values` (its output; its error and traceback) and carry the run on;
+    False if the step has moved on (a stale result). With `here`, a step this
+    dispatches may be kept for the calling task to run.
+
+    The run's lock, the step's end and its event, and the count down of what waits
+    for it (the steps needing it) are one statement on PostgreSQL (see
+    `sql.step_update`): a chain's every step waits on these round trips.
+    """
+    succeeded = state == StepRun.State.SUCCEEDED
+    if succeeded and step.group_id is not None:
+        return _item_succeed(step, values)
+    graph, count_down = None, None
+    if succeeded:
+        graph = workflow_graph(step.workflow_digest, step.workflow_id)
+        waiting = graph[1][step.step_id]
+        # A top-level step's key is its id: the (run, key) index finds them.
+        if waiting:
+            count_down = {"run_id": step.run_id, "group_id": None, "key": waiting}
+    with transaction.atomic():
+        ended = _try_end(step, state, values, lock_run=step.run_id, count_down=count_down)
+        if ended is None:
+            return False
+        graph = graph or workflow_graph(ended.workflow_digest, ended.workflow_id)
+        engine = Engine(step.run_id, run=ended.run, graph=graph, here=here)
+        if succeeded:
+            engine.done(ended, counted=ended.counted)
+        else:
+            engine.fail(ended, ended.error, retryable=retryable, finished=True)
+        engine.settle()
+    return True
+
+
+def _item_succeed(item: StepRun, values: dict) -> bool:
+    """A foreach item succeeded: count it down on its group, without the run's lock.
+
+    Items of one group finish side by side on many agents. Only the group's
+    counter row is shared, decremented last so its row lock is held until an
+    immediate commit. The item that brings the count to zero completes the
+    group in a second transaction that takes the run's lock first, as every
+    other change to the run does, so no two transactions wait on each other
+    in opposite order. Should this process die between the two, the reaper
+    completes the group.
+    """
+    state = StepRun.State.SUCCEEDED
+    ended = _try_end(item, state, values, lock_run=None, count_down={"id": item.group_id})
+    if ended is None:
+        return False
+    if ended.counted[0].pending_deps == 0:
+        group_complete(group_id=item.group_id)
+    return True
+
+
+def _try_end(step: StepRun, state: str, values: dict, **statement) -> StepRun | None:
+    return step_update(
+        step.pk,
+        where={"state": StepRun.State.RUNNING, "attempt": step.attempt},
+        announce=f"step.{state}",
+        state=state,
+        finished_at=timezone.now(),
+        lease_until=None,
+        **statement,
+        **values,
+    )
+
+
+def group_complete(*, group_id: int) -> None:
+    """Every item of a foreach group has finished: complete it and carry the run on."""
+    with transaction.atomic():
+        engine = Engine(StepRun.objects.values_list("run_id", flat=True).get(pk=group_id))
+        engine.group_complete(engine.step(group_id))
+        engine.settle()
+
+
+@lru_cache(maxsize=256)
+def workflow_graph(digest: str, workflow_id: int) -> tuple[dict, dict]:
+    """A spec's steps by id and who needs each, cached by the spec's digest: a digest
+    always means the same spec, even if a row id is ever reused."""
+    spec = Workflow.objects.values_list("spec", flat=True).get(pk=workflow_id)
+    return {s["id"]: s for s in spec["steps"]}, spec_dependents(spec)
+
+
+class _StepResults(Mapping):
+    """`steps.<id>.output` and `.state` for templates, read only when a template asks."""
+
+    def __init__(self, queryset):
+        self._queryset = queryset
+        self._loaded: dict | None = None
+
+    def _rows(self) -> dict:
+        if self._loaded is None:
+            rows = self._queryset.values_list("key", "output", "state")
+            self._loaded = {key: {"output": out, "state": state} for key, out, state in rows}
+        return self._loaded
+
+    def __getitem__(self, key):
+        return self._rows()[key]
+
+    def __iter__(self):
+        return iter(self._rows())
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+
+class Engine:
+    """One run's DAG inside a transaction that holds the run's row lock."""
+
+    def __init__(
+        self,
+        run_id: int,
+        *,
+        run: Run | None = None,
+        graph: tuple | None = None,
+        here: dispatch.Continuation | None = None,
+    ):
+        """Lock run `run_id`'s row; or take `run` and its `graph` (of `workflow_graph`)
+        from a statement of the caller's that has locked it already. With `here`, one
+        step dispatched may be kept for the calling task (see dispatch.Continuation)."""
+        if run is None:
+            # Lock the run's row only (`of`): locking the workflow's too would make every
+            # run of the workflow queue on it. The spec itself comes from the cache.
+            run = (
+                Run.objects.select_for_update(of=("self",))
+                .select_related("workflow")
+                .defer("workflow__spec")
+                .get(pk=run_id)
+            )
+            graph = workflow_graph(run.workflow.digest, run.workflow_id)
+        self.run = run
+        self.spec, self.dependents = graph
+        self._maybe_waiting = self.run.state == Run.State.WAITING
+        self._outbox: list[StepRun] = []
+        self._here, self._kept = here, None
+        self._revoke: list[str] = []
+        self._router = dispatch.Router()
+        transaction.on_commit(self._send)
+
+    # reading
+
+    def steps(self, **filters):
+        return StepRun.objects.filter(run=self.run, **filters).order_by("id")
+
+    def step(self, pk: int) -> StepRun:
+        return StepRun.objects.get(pk=pk, run=self.run)
+
+    def context(self, item: object = None) -> dict:
+        steps = _StepResults(self.steps(group=None))
+        return {"params": self.run.params, "steps": steps, "run": {"id": self.run.pk}, "item": item}
+
+    def waiting_for_approval(self, pk: int) -> StepRun:
+        step = self.step(pk)
+        if step.state != StepRun.State.WAITING:
+            raise RunError(f"step {step.key!r} is {step.state}, not waiting for approval")
+        return step
+
+    # moving steps along
+
+    def ready(self, step: StepRun) -> None:
+        """Every dependency of `step` is done: skip it, hold it for approval, or start it."""
+        spec = self.spec[step.step_id]
+        if spec["when"]:
+            try:
+                go = evaluate(spec["when"], self.context())
+            except TemplateError as exc:
+                return self.fail(step, f"when: {exc}", retryable=False)
+            if not go:
+                self._set(step, StepRun.State.SKIPPED, finished_at=timezone.now())
+                step_event_emit(step, "step.skipped", when=spec["when"])
+                return self.done(step)
+        if spec["approval"]:
+            self._set(step, StepRun.State.WAITING, waiting_reason="waiting for approval")
+            self._maybe_waiting = True
+            step_event_emit(step, "step.waiting", reason="approval")
+            return None
+        return self.start(step)
+
+    def start(self, step: StepRun) -> None:
+        spec = self.spec[step.step_id]
+        context = self.context()
+        if spec["foreach"] is not None:
+            return self._expand(step, context)
+        try:
+            step.inputs = render(spec["with"], context)
+        except TemplateError as exc:
+            return self.fail(step, f"with: {exc}", retryable=False)
+        return self.dispatch(step)
+
+    def _expand(self, group: StepRun, context: dict) -> None:
+        """A foreach step: one item step per element; the group waits for all of them.
+
+        The items are rendered first and created already queued, in one insert.
+        """
+        spec = self.spec[group.step_id]
+        try:
+            items = render(spec["foreach"], context)
+            if not isinstance(items, list):
+                raise TemplateError(f"expected a list, got {type(items).__name__}")
+            if len(items) > settings.HIVE_FOREACH_MAX:
+                raise TemplateError(
+                    f"{len(items)} items, more than HIVE_FOREACH_MAX ({settings.HIVE_FOREACH_MAX})"
+                )
+            inputs = [render(spec["with"], {**context, "item": item}) for item in items]
+        except TemplateError as exc:
+            return self.fail(group, f"foreach: {exc}", retryable=False)
+        self._set(group, StepRun.State.RUNNING, pending_deps=len(items), started_at=timezone.now())
+        step_event_emit(group, "step.expanded", items=len(items))
+        if not items:
+            return self.group_complete(group)
+        children = [
+            self._prepare(
+                StepRun(
+                    run=self.run,
+                    step_id=group.step_id,
+                    key=f"{group.key}[{i}]",
+                    group=group,
+                    item_index=i,
+                    item=item,
+                    skill=group.skill,
+                    inputs=inputs[i],
+                )
+            )
+            for i, item in enumerate(items)
+        ]
+        StepRun.objects.bulk_create(children)
+        self._outbox += [child for child in children if child.state == StepRun.State.QUEUED]
+        return None
+
+    def dispatch(self, step: StepRun) -> None:
+        """Queue the step (sent after commit, or kept for the calling task), or leave it
+        waiting for an agent."""
+        self._prepare(step)
+        queued = step.state == StepRun.State.QUEUED
+        here = self._here
+        if (
+            queued
+            and here
+            and not self._kept
+            and here.takes(step, self.spec[step.step_id]["timeout"])
+        ):
+            step.task_id, self._kept = here.task_id, step
+        StepRun.objects.filter(pk=step.pk).update(**{f: getattr(step, f) for f in _DISPATCH_FIELDS})
+        if queued and step is not self._kept:
+            self._outbox.append(step)
+
+    def _prepare(self, step: StepRun) -> StepRun:
+        queue = self._router.route(step, self.spec[step.step_id])
+        if isinstance(queue, RoutingError):
+            reason = f"waiting for an agent: {queue}"
+            if reason != step.waiting_reason:  # the reaper asks again every pass
+                step_event_emit(step, "step.waiting", reason=reason)
+            self._maybe_waiting = True
+            step.state, step.waiting_reason = StepRun.State.PENDING, reason
+        else:
+            dispatch.step_queue(step, queue=queue)
+        return step
+
+    # a step finished
+
+    def done(self, step: StepRun, *, counted: list[StepRun] | None = None) -> None:
+        """`step` succeeded, was skipped, or failed with on_failure: continue. Count down
+        what waits for it (the steps needing it; an item's group) and go on with what
+        has nothing left to wait for. `counted`: the rows the statement that ended the
+        step has counted down already."""
+        if counted is None:
+            counted = self._count_down(step)
+        for waiting in sorted(counted, key=lambda s: s.pk):
+            if waiting.pending_deps != 0:
+                continue
+            if waiting.pk == step.group_id:
+                self.group_complete(waiting)
+            elif waiting.state == StepRun.State.PENDING:
+                self.ready(waiting)
+
+    def _count_down(self, step: StepRun) -> list[StepRun]:
+        if step.group_id is not None:
+            return steps_update({"id": step.group_id}, pending_deps=Add(-1))
+        waiting = self.dependents[step.step_id]
+        if not waiting:
+            return []
+        # A top-level step's key is its id: the (run, key) index finds them.
+        where = {"run_id": self.run.pk, "group_id": None, "key": waiting}
+        return steps_update(where, pending_deps=Add(-1))
+
+    def group_complete(self, group: StepRun) -> None:
+        """When every item of a foreach group has finished, the group succeeds with
+        their outputs, in item order."""
+        if group.pending_deps != 0 or group.state != StepRun.State.RUNNING:
+            return
+        outputs = list(self.steps(group=group).values_list("output", flat=True))
+        self._set(group, StepRun.State.SUCCEEDED, output=outputs, finished_at=timezone.now())
+        step_event_emit(group, "step.succeeded", items=len(outputs))
+        self.done(group)
+
+    def fail(self, step: StepRun, error: str, *, retryable: bool, finished: bool = False) -> None:
+        """A try failed: schedule a retry if allowed, else fail the step and apply on_failure."""
+        spec = self.spec[step.step_id]
+        now = timezone.now()
+        if retryable and step.tries < spec["retries"] + 1:
+            # Exponential backoff with jitter, so retries of many steps do not align.
+            delay = spec["backoff"] * 2 ** (step.tries - 1) * random.uniform(0.8, 1.2)  # noqa: S311
+            self._archive(step)
+            self._set(step, StepRun.State.PENDING, next_attempt_at=now + timedelta(seconds=delay),
+                      error=error)  # fmt: skip
+            step_event_emit(step, "step.retrying", error=error, delay=round(delay, 2))
+            return None
+        if not finished:
+            self._set(step, StepRun.State.FAILED, error=error, finished_at=now)
+            step_event_emit(step, "step.failed", error=error)
+        if spec["on_failure"] == "continue":
+            return self.done(step)
+        if step.group_id is not None:
+            # The group fails with its item (rather than be cancelled with the rest), so
+            # it shows the failure and can be retried: items are retried as their group.
+            group = self.step(step.group_id)
+            self._set(group, StepRun.State.FAILED, error=f"{step.key}: {error}", finished_at=now)
+            step_event_emit(group, "step.failed", error=group.error)
+        return self.finish_run(Run.State.FAILED, f"step {step.key!r} failed: {error}")
+
+    def lost(self, step: StepRun) -> None:
+        """Its agent died or stopped renewing the lease while it ran: try again, up to a cap."""
+        cap = max(self.spec[step.step_id]["retries"] + 1, settings.HIVE_STEP_MAX_LOST)
+        why = f"lost its worker on agent {step.agent!r} while running"
+        self._archive(step, error=why)
+        if step.tries >= cap:
+            self._set(step, StepRun.State.FAILED, finished_at=timezone.now(), lease_until=None,
+                      error=f"{why}, {step.tries} times; giving up")  # fmt: skip
+            step_event_emit(step, "step.failed", error=step.error)
+            self.fail(step, step.error, retryable=False, finished=True)
+            return
+        step_event_emit(step, "step.lost", agent=step.agent)
+        self.dispatch(step)
+
+    def retry_from(self, step: StepRun, *, by: str) -> None:
+        """Reset `step`, its downstream steps and the steps a failure cancelled."""
+        reset = {step.step_id}
+        cancelled = self.steps(group=None, state=StepRun.State.CANCELLED)
+        reset |= set(cancelled.values_list("step_id", flat=True))
+        frontier = list(reset)
+        while frontier:
+            for dependent in self.dependents[frontier.pop()]:
+                if dependent not in reset:
+                    reset.add(dependent)
+                    frontier.append(dependent)
+        done = set(self.steps(group=None, state__in=SATISFIED).values_list("step_id", flat=True))
+        done -= reset
+        for old in self.steps(group=None, step_id__in=reset):
+            self._archive(old, retried_by=by)
+            self.steps(group=old).delete()
+            needs = self.spec[old.step_id]["needs"]
+            self._set(
+                old, StepRun.State.PENDING, pending_deps=sum(n not in done for n in needs),
+                tries=0, output=None, error="", traceback="", inputs=None, agent="",
+                waiting_reason="", next_attempt_at=None, started_at=None, finished_at=None,
+            )  # fmt: skip
+        Run.objects.filter(pk=self.run.pk).update(
+            state=Run.State.RUNNING, error="", finished_at=None
+        )
+        self.run.state = Run.State.RUNNING
+        event_emit(
+            kind="run.retried", subject=f"run:{self.run.pk}", data={"from": step.key, "by": by}
+        )
+        pending = StepRun.State.PENDING
+        for ready in self.steps(group=None, step_id__in=reset, pending_deps=0, state=pending):
+            self.ready(ready)
+        self.settle()
+
+    # the run
+
+    def finish_run(self, state: str, error: str = "") -> None:
+        """End the run: every step not finished is cancelled, running ones are stopped."""
+        # Lock the open steps in id order, as lease renewals do, so two multi-row
+        # updates never wait on each other in opposite order.
+        rows = self.steps(state__in=StepRun.OPEN).select_for_update().order_by("id")
+        rows = list(rows.values_list("pk", "state", "task_id"))
+        running = StepRun.State.RUNNING
+        self._revoke += [task for _, state, task in rows if state == running and task]
+        StepRun.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+            state=StepRun.State.CANCELLED, finished_at=timezone.now(), lease_until=None
+        )
+        Run.objects.filter(pk=self.run.pk).update(
+            state=state, error=error, finished_at=timezone.now()
+        )
+        self.run.state = state
+        event_emit(kind=f"run.{state}", subject=f"run:{self.run.pk}", data={"error": error})
+
+    def settle(self) -> None:
+        """Finish the run when no step is left, or say whether it waits (approval, agents)."""
+        if self.run.state in Run.TERMINAL:
+            return
+        # A step queued in this transaction is open: no need to ask the database.
+        queued = self._outbox or self._kept
+        if not queued and not self.steps(state__in=StepRun.OPEN).exists():
+            return self.finish_run(Run.State.SUCCEEDED)
+        if not self._maybe_waiting:
+            return None  # nothing this transaction did can have started or ended a wait
+        waiting = self.steps(state=StepRun.State.WAITING).exists() or (
+            self.steps(state=StepRun.State.PENDING).exclude(waiting_reason="").exists()
+        )
+        state = Run.State.WAITING if waiting else Run.State.RUNNING
+        if state != self.run.state:
+            Run.objects.filter(pk=self.run.pk).update(state=state)
+            event_emit(kind=f"run.{state}", subject=f"run:{self.run.pk}", data={})
+            self.run.state = state
+        return None
+
+    # helpers
+
+    def _set(self, step: StepRun, state: str, **fields) -> None:
+        fields["state"] = state
+        for name, value in fields.items():
+            setattr(step, name, value)
+        StepRun.objects.filter(pk=step.pk).update(**fields)
+
+    def _archive(self, step: StepRun, **extra) -> None:
+        """Keep the try that just ended in the step's history."""
+        entry = {
+            "attempt": step.attempt, "try": step.tries, "state": step.state, "agent": step.agent,
+            "error": step.error, "started_at": step.started_at and step.started_at.isoformat(),
+            "finished_at": step.finished_at and step.finished_at.isoformat(),
+        }  # fmt: skip
+        self.note(step, **{**entry, **extra})
+
+    def note(self, step: StepRun, **entry) -> None:
+        """Add an entry to the step's history (tries, approvals, retries)."""
+        step.history = [*step.history, entry]
+        StepRun.objects.filter(pk=step.pk).update(history=step.history)
+
+    def _send(self) -> None:
+        """After commit: hand the queued steps to Celery (or the kept one to the calling
+        task), stop the cancelled ones."""
+        if self._kept:
+            self._here.keep(self._kept)
+        dispatch.send([
+            dispatch.Outgoing(step.pk, step.attempt, step.task_id, step.queue,
+                              self.spec[step.step_id]["timeout"])
+            for step in self._outbox
+        ])  # fmt: skip
+        dispatch.revoke(self._revoke)

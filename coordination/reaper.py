@@ -1,0 +1,93 @@
+"""The reaper: the coordinator's pass that recovers what Redis or a dead agent lost, and
+sends what is due (coordination.tasks.reap_task runs it every HIVE_REAPER_INTERVAL)."""
+
+import logging
+from datetime import timedelta
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.models import Agent
+from coordination.engine import Engine, group_complete
+from coordination.models import StepRun
+from hive_core.redis_client import redis_client
+
+logger = logging.getLogger(__name__)
+
+# The reaper adds what it recovered to this hash (`reaper_counts_add`), so the count
+# survives the coordinator's restarts; a FLUSHALL resets it, which Prometheus's
+# rate() reads as a counter reset (ops/metrics.py reports it).
+REAPER_COUNTS_KEY = "hive:metrics:reaper"
+
+
+def steps_reap(*, queue_lengths) -> dict[str, int]:
+    """Recover what Redis or a dead agent lost, and send what is due.
+
+    - running steps whose agent is offline or whose lease ran out: tried again
+      (a step that keeps losing its worker fails after HIVE_STEP_MAX_LOST tries);
+    - queued steps unclaimed for HIVE_DISPATCH_TIMEOUT whose queue is empty
+      (`queue_lengths(queues)` asks Redis): the message was lost, send it again;
+    - retries whose backoff has passed, and steps waiting for an agent: sent;
+    - foreach groups whose items all finished but were not completed: completed.
+    """
+    now = timezone.now()
+    offline = Agent.objects.filter(status=Agent.Status.OFFLINE).values("name")
+    lost = StepRun.objects.filter(state=StepRun.State.RUNNING).filter(
+        Q(agent__in=offline) | Q(lease_until__lt=now)
+    )
+    stale_cutoff = now - timedelta(seconds=settings.HIVE_DISPATCH_TIMEOUT)
+    stale = list(StepRun.objects.filter(state=StepRun.State.QUEUED, queued_at__lt=stale_cutoff))
+    lengths = queue_lengths(sorted({s.queue for s in stale})) if stale else {}
+    unsent = [s for s in stale if not lengths.get(s.queue)]
+    due = StepRun.objects.filter(state=StepRun.State.PENDING, pending_deps=0).filter(
+        Q(next_attempt_at__lte=now) | ~Q(waiting_reason="")
+    )
+    # A foreach group whose last item's process died before completing it.
+    for group_id in StepRun.objects.filter(
+        state=StepRun.State.RUNNING, pending_deps=0, agent=""
+    ).values_list("pk", flat=True):
+        group_complete(group_id=group_id)
+    counts = {"lost": 0, "resent": 0, "due": 0}
+    work = [("lost", s) for s in lost] + [("resent", s) for s in unsent] + [("due", s) for s in due]
+    for kind, found in work:
+        try:
+            if _step_recover(found, kind):
+                counts[kind] += 1
+        except Exception:
+            # One step the reaper cannot handle must not stop it recovering the rest.
+            logger.exception("reaper: could not handle step %s (%s)", found.pk, kind)
+    return counts
+
+
+def _step_recover(found: StepRun, kind: str) -> bool:
+    """Try a lost step again, or send a step again; False if it moved on meanwhile."""
+    with transaction.atomic():
+        engine = Engine(found.run_id)
+        step = engine.step(found.pk)
+        if (step.state, step.attempt) != (found.state, found.attempt):
+            return False  # it moved on while we looked
+        if kind == "lost":
+            engine.lost(step)
+        else:
+            engine.dispatch(step)
+        engine.settle()
+    return True
+
+
+def reaper_counts_add(counts: dict[str, int]) -> None:
+    """Add what this pass recovered to the counters /metrics reports (in Redis: the
+    coordinator restarts, and /metrics is served by another process)."""
+    done = {reason: n for reason, n in counts.items() if n}
+    if not done:
+        return
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for reason, n in done.items():
+            pipe.hincrby(REAPER_COUNTS_KEY, reason, n)
+        pipe.execute()
+    except redis.RedisError as exc:
+        # The recovery itself is done; only its count is lost.
+        logger.warning("reaper: counts not recorded: %s", exc)
