@@ -2,13 +2,13 @@ from django.contrib import admin, messages
 
 from coordination.models import Run, StepRun, Workflow
 from coordination.services import (
-    RunError,
     run_cancel,
     run_rerun,
     step_approve,
     step_reject,
     step_retry,
 )
+from hive_core.errors import HiveError
 
 
 @admin.register(Workflow)
@@ -33,7 +33,7 @@ def _each(modeladmin, request, objects, service, done: str) -> None:
     for obj in objects:
         try:
             service(obj)
-        except RunError as exc:
+        except HiveError as exc:
             modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
         else:
             modeladmin.message_user(request, f"{obj}: {done}", messages.SUCCESS)

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from agents.routing import RoutingError
 from coordination import dispatch
-from coordination.errors import RunError
+from coordination.errors import RunConflict
 from coordination.models import Run, StepRun, Workflow
 from coordination.spec import spec_dependents
 from coordination.sql import step_event_emit, step_update, steps_update
@@ -202,7 +202,7 @@ class Engine:
     def waiting_for_approval(self, pk: int) -> StepRun:
         step = self.step(pk)
         if step.state != StepRun.State.WAITING:
-            raise RunError(f"step {step.key!r} is {step.state}, not waiting for approval")
+            raise RunConflict(f"step {step.key!r} is {step.state}, not waiting for approval")
         return step
 
     # moving steps along

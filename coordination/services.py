@@ -4,7 +4,7 @@ the agents' tasks call to change runs and steps.
 The DAG moves in coordination.engine, under the run's row lock; the hot path's
 statements are in coordination.sql, the sending of steps in coordination.dispatch,
 the recovery of lost work in coordination.reaper. Every refusal is a RunError
-(coordination.errors).
+(coordination.errors), a HiveError of the kind that says why.
 """
 
 from collections.abc import Mapping
@@ -18,7 +18,7 @@ from django.utils import timezone
 from agents.skills.registry import schema_problem
 from coordination.dispatch import Continuation
 from coordination.engine import Engine, group_complete, step_end
-from coordination.errors import RunDenied, RunError, RunForbidden
+from coordination.errors import RunConflict, RunDenied, RunError, RunForbidden, RunInvalid
 from coordination.models import Run, StepRun, Workflow
 from coordination.reaper import steps_reap
 from coordination.spec import spec_digest, spec_load
@@ -31,8 +31,8 @@ from hive_core.sql import Add
 # above and are only passed on).
 __all__ = [
     "COMMAND_WORKFLOW_PREFIX", "INTERNAL_PARAM_PREFIX", "RUN_ACTION_CHECKS",
-    "RUN_ACTION_PERMISSIONS", "Continuation", "RunDenied", "RunError",
-    "RunForbidden", "group_complete", "run_cancel", "run_rerun", "run_start",
+    "RUN_ACTION_PERMISSIONS", "Continuation", "RunConflict", "RunDenied", "RunError",
+    "RunForbidden", "RunInvalid", "group_complete", "run_cancel", "run_rerun", "run_start",
     "step_approve", "step_claim", "step_fail", "step_handoff_record", "step_leases_renew",
     "step_reject", "step_retry", "step_succeed", "steps_reap", "workflow_load",
     "workflow_save",
@@ -162,10 +162,10 @@ def _run_params(*, workflow: Workflow, params: dict, internal: Mapping | None) -
     """The params a run of `workflow` starts with: the caller's, checked, and Hive's own."""
     # A workflow without a params schema takes any params, but they are always named.
     if not isinstance(params, dict):
-        raise RunError(f"params: must be a JSON object, not {type(params).__name__}")
+        raise RunInvalid(f"params: must be a JSON object, not {type(params).__name__}")
     if workflow.name.startswith(COMMAND_WORKFLOW_PREFIX) and internal is None:
         command = workflow.name.removeprefix(COMMAND_WORKFLOW_PREFIX)
-        raise RunError(
+        raise RunInvalid(
             f"{workflow.name} is the workflow of /{command}: it starts only as that "
             f"command (POST /api/v1/commands/execute with the text /{command} ...), "
             "which checks its permission, overlap and approval and audits it",
@@ -173,7 +173,7 @@ def _run_params(*, workflow: Workflow, params: dict, internal: Mapping | None) -
         )
     forged = sorted(name for name in params if str(name).startswith(INTERNAL_PARAM_PREFIX))
     if forged:
-        raise RunError(
+        raise RunInvalid(
             f"params.{forged[0]}: reserved for Hive (params named "
             f"'{INTERNAL_PARAM_PREFIX}...' are set by Hive, never by a caller)",
             field=f"params.{forged[0]}",
@@ -185,7 +185,7 @@ def _run_params(*, workflow: Workflow, params: dict, internal: Mapping | None) -
         SchemaValidator(workflow.spec["params"]), params, at="params"
     )
     if problem:
-        raise RunError(problem)
+        raise RunInvalid(problem)
     return params
 
 
@@ -193,7 +193,7 @@ def run_cancel(*, run: Run, user=None) -> Run:
     with transaction.atomic():
         engine = Engine(run.pk)
         if engine.run.state in Run.TERMINAL:
-            raise RunError(f"run {run.pk} is already {engine.run.state}")
+            raise RunConflict(f"run {run.pk} is already {engine.run.state}")
         who = f" by {user}" if user else ""
         engine.finish_run(Run.State.CANCELLED, f"cancelled{who}")
     return Run.objects.get(pk=run.pk)
@@ -201,7 +201,12 @@ def run_cancel(*, run: Run, user=None) -> Run:
 
 def run_rerun(*, run: Run, user=None) -> Run:
     """A new run of the same workflow version with the same params."""
-    return run_start(workflow=run.workflow, params=run.params, user=user, rerun_of=run)
+    try:
+        return run_start(workflow=run.workflow, params=run.params, user=user, rerun_of=run)
+    except RunInvalid as exc:
+        # A rerun brings no params of its own: what refuses it is the run it repeats
+        # (a command's run, which runs again only as its command), a conflict.
+        raise RunConflict(str(exc), field=exc.field) from None
 
 
 def step_retry(*, step: StepRun, user=None) -> Run:
@@ -214,7 +219,9 @@ def step_retry(*, step: StepRun, user=None) -> Run:
         if step.group_id is not None:
             step = engine.step(step.group_id)
         if step.state != StepRun.State.FAILED:
-            raise RunError(f"step {step.key!r} is {step.state}; only a failed step can be retried")
+            raise RunConflict(
+                f"step {step.key!r} is {step.state}; only a failed step can be retried"
+            )
         engine.retry_from(step, by=str(user or ""))
     return Run.objects.get(pk=step.run_id)
 

@@ -123,7 +123,7 @@ def _announcing_sql(pk, where, announce, count_down, lock_run, values) -> tuple[
     params += [*update_params, announce]
     counted = ""
     if count_down:
-        # Counted rows are locked last, as on every other path (see engine.item_succeed).
+        # Counted rows are locked last, as on every other path (see engine._item_succeed).
         down, down_params = _update_sql(count_down, {"pending_deps": Add(-1)}, after="s")
         ctes.append(f"c AS ({down})")
         params += down_params

@@ -87,14 +87,6 @@ def needs(codename: str) -> list:
     return [IsAuthenticated, HasPerm(codename)]
 
 
-class Conflict(APIException):
-    """The request cannot be carried out in the object's present state (a finished run
-    cannot be cancelled); nothing changed."""
-
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-
-
 class BodyTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "too_large"

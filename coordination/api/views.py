@@ -2,7 +2,6 @@ from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from coordination.api.serializers import (
@@ -27,9 +26,6 @@ from coordination.selectors import (
 )
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
-    RunDenied,
-    RunError,
-    RunForbidden,
     run_cancel,
     run_rerun,
     run_start,
@@ -37,7 +33,7 @@ from coordination.services import (
     step_reject,
     step_retry,
 )
-from hive_core.api import ID_PATTERN, Conflict, NewestFirstPagination, needs, query_params
+from hive_core.api import ID_PATTERN, NewestFirstPagination, needs, query_params
 
 
 class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
@@ -83,12 +79,9 @@ class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
         """Start a run of the newest version with `params`."""
         body = StartSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            run = run_start(
-                workflow=self.get_object(), params=body.validated_data["params"], user=request.user
-            )
-        except RunError as exc:
-            raise _start_refused(exc) from None
+        run = run_start(
+            workflow=self.get_object(), params=body.validated_data["params"], user=request.user
+        )
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -145,10 +138,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def cancel(self, request, pk=None):
         """Cancel the run: queued steps never start, running ones are stopped."""
-        try:
-            return self._detail(run_cancel(run=self.get_object(), user=request.user))
-        except RunError as exc:
-            raise Conflict(str(exc)) from None
+        return self._detail(run_cancel(run=self.get_object(), user=request.user))
 
     @extend_schema(request=None, responses={201: RunDetailSerializer})
     @action(
@@ -156,11 +146,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def rerun(self, request, pk=None):
         """A new run of the same version with the same params."""
-        try:
-            run = run_rerun(run=self.get_object(), user=request.user)
-        except RunError as exc:
-            # A command's run (it reruns only as its command, run again).
-            raise Conflict(str(exc)) from None
+        run = run_rerun(run=self.get_object(), user=request.user)
         return self._detail(run, status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: RunDetailSerializer})
@@ -172,12 +158,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def retry(self, request, pk=None, key=None):
         """Run a failed step again, and everything after it."""
-        try:
-            return self._detail(step_retry(step=self._step(key), user=request.user))
-        except RunDenied as exc:
-            raise PermissionDenied(str(exc)) from None
-        except RunError as exc:
-            raise Conflict(str(exc)) from None
+        return self._detail(step_retry(step=self._step(key), user=request.user))
 
     @extend_schema(request=None, responses={200: RunDetailSerializer})
     @action(
@@ -188,12 +169,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def approve(self, request, pk=None, key=None):
         """Let a step waiting for approval run."""
-        try:
-            step = step_approve(step=self._step(key), user=request.user)
-        except RunForbidden as exc:
-            raise PermissionDenied(str(exc), code="self_approval") from None
-        except RunError as exc:
-            raise Conflict(str(exc)) from None
+        step = step_approve(step=self._step(key), user=request.user)
         return self._detail(step.run)
 
     @extend_schema(request=RejectSerializer, responses={200: RunDetailSerializer})
@@ -207,17 +183,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         """Refuse a step waiting for approval: it fails, and so does the run."""
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            step = step_reject(
-                step=self._step(key), user=request.user, reason=body.validated_data["reason"]
-            )
-        except RunError as exc:
-            raise Conflict(str(exc)) from None
+        step = step_reject(
+            step=self._step(key), user=request.user, reason=body.validated_data["reason"]
+        )
         return self._detail(step.run)
-
-
-def _start_refused(exc: RunError) -> ValidationError:
-    """A run that may not start, as a 400 naming the field (params by default)."""
-    if not exc.field:
-        return ValidationError({"params": [str(exc)]})
-    return ValidationError({exc.field: [str(exc).removeprefix(f"{exc.field}: ")]})
