@@ -28,15 +28,21 @@ class StepRunInline(admin.TabularInline):
     show_change_link = True
 
 
-def _each(modeladmin, request, objects, service, done: str) -> None:
-    """Apply an engine service to each selected object, reporting each outcome."""
-    for obj in objects:
-        try:
-            service(obj)
-        except HiveError as exc:
-            modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
-        else:
-            modeladmin.message_user(request, f"{obj}: {done}", messages.SUCCESS)
+def _action(service, *, target: str, done: str, description: str, permission: str):
+    """An admin action applying an engine service (`service(<target>=obj, user=...)`) to
+    each selected object, reporting each outcome; a refusal is reported, not raised."""
+
+    @admin.action(description=description, permissions=[permission])
+    def act(modeladmin, request, queryset) -> None:
+        for obj in queryset:
+            try:
+                service(**{target: obj}, user=request.user)
+            except HiveError as exc:
+                modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
+            else:
+                modeladmin.message_user(request, f"{obj}: {done}", messages.SUCCESS)
+
+    return act
 
 
 @admin.register(Run)
@@ -49,15 +55,10 @@ class RunAdmin(admin.ModelAdmin):
     inlines = [StepRunInline]
     actions = ["cancel", "rerun"]
 
-    @admin.action(description="Cancel: stop running steps, start no more", permissions=["change"])
-    def cancel(self, request, queryset):
-        _each(self, request, queryset, lambda run: run_cancel(run=run, user=request.user),
-              "cancelled")  # fmt: skip
-
-    @admin.action(description="Rerun with the same version and params", permissions=["add"])
-    def rerun(self, request, queryset):
-        _each(self, request, queryset, lambda run: run_rerun(run=run, user=request.user),
-              "started again")  # fmt: skip
+    cancel = _action(run_cancel, target="run", done="cancelled", permission="change",
+                     description="Cancel: stop running steps, start no more")  # fmt: skip
+    rerun = _action(run_rerun, target="run", done="started again", permission="add",
+                    description="Rerun with the same version and params")  # fmt: skip
 
 
 @admin.register(StepRun)
@@ -72,18 +73,9 @@ class StepRunAdmin(admin.ModelAdmin):
     def has_approve_permission(self, request) -> bool:
         return request.user.has_perm("coordination.approve_steprun")
 
-    @admin.action(description="Retry a failed step and everything after it",
-                  permissions=["change"])  # fmt: skip
-    def retry(self, request, queryset):
-        _each(self, request, queryset, lambda step: step_retry(step=step, user=request.user),
-              "retrying")  # fmt: skip
-
-    @admin.action(description="Approve steps waiting for approval", permissions=["approve"])
-    def approve(self, request, queryset):
-        _each(self, request, queryset, lambda step: step_approve(step=step, user=request.user),
-              "approved")  # fmt: skip
-
-    @admin.action(description="Reject steps waiting for approval", permissions=["approve"])
-    def reject(self, request, queryset):
-        _each(self, request, queryset, lambda step: step_reject(step=step, user=request.user),
-              "rejected")  # fmt: skip
+    retry = _action(step_retry, target="step", done="retrying", permission="change",
+                    description="Retry a failed step and everything after it")  # fmt: skip
+    approve = _action(step_approve, target="step", done="approved", permission="approve",
+                      description="Approve steps waiting for approval")  # fmt: skip
+    reject = _action(step_reject, target="step", done="rejected", permission="approve",
+                     description="Reject steps waiting for approval")  # fmt: skip
