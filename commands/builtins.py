@@ -333,15 +333,14 @@ def _schedule(
     `/hive:schedule add "/demo:pipeline items=5" every=60`, or `cron="0 6 * * 1-5"`;
     `/hive:schedule list`; `/hive:schedule disable|enable|remove <id>`.
     """
-    from commands.selectors import schedule_list
-    from commands.services import (
-        ScheduleDenied,
-        ScheduleError,
+    from commands.errors import ScheduleDenied, ScheduleError
+    from commands.schedules import (
         schedule_check,
         schedule_create,
         schedule_delete,
         schedule_update,
     )
+    from commands.selectors import schedule_list
 
     try:
         schedule_check(user=user, action=action)

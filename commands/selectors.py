@@ -7,6 +7,7 @@ from django_celery_beat.models import PeriodicTask
 
 from commands.models import Command, Invocation, Schedule
 from coordination.models import Run, StepRun
+from coordination.selectors import run_visible_ids
 
 SCHEDULE_TASK = "commands.command_schedule_task"
 # The permission each action on schedules needs, for the API and /hive:schedule alike:
@@ -125,3 +126,20 @@ def schedule_list(*, user) -> list[dict]:
             }
         )
     return rows
+
+
+def invocation_open_list(*, key: str) -> QuerySet[Invocation]:
+    """The invocations whose run is open and holds overlap key `key`, oldest first."""
+    return (
+        Invocation.objects.filter(overlap_key=key, run__state__in=Invocation.OPEN_RUN_STATES)
+        .select_related("run")
+        .order_by("id")
+    )
+
+
+def invocation_runs_seen(*, user, invocations: list[Invocation]) -> set[int]:
+    """The ids of the runs of `invocations` that `user` may see."""
+    ids = [i.run_id for i in invocations]
+    if not ids or not getattr(user, "pk", None):
+        return set()
+    return run_visible_ids(user=user, ids=ids)
