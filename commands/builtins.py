@@ -1,21 +1,20 @@
 """The built-in commands, `/hive:*`: operating Hive through the same services as the
 API and the admin. Each is registered here with its parameters and permission and
 synced into the Command table (`builtins_sync`), so it is listed, permission-checked
-and audited like any command."""
+and audited like any command. `CommandsConfig.ready` imports this module, which
+registers them in `commands.registry`."""
 
-import json
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count
 
 from agents.mailbox import MessageError, user_sender
 from agents.models import Agent
 from agents.services import AgentControlError, agent_drain, agent_resume, message_send
-from commands.models import EXECUTE_PERMISSION, Command
+from commands.errors import BuiltinDenied, BuiltinError
+from commands.models import Command
 from commands.parser import hint_names
+from commands.registry import builtin
 from coordination.models import Run, StepRun
 from coordination.selectors import run_get, run_list, run_visible_list, step_get
 from coordination.services import (
@@ -35,73 +34,6 @@ MESSAGE_SEND = "agents.add_message"
 _RUN = {"type": "integer", "minimum": 1}
 _STEP = {"type": "string", "minLength": 1, "maxLength": 120}
 _AGENT = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "maxLength": 64}
-
-
-class BuiltinError(Exception):
-    """The built-in could not do what was asked; the message says why. `denied`: the
-    user may not do it (a 403 through the API, a `denied` invocation)."""
-
-    def __init__(self, message: str, *, denied: bool = False):
-        super().__init__(message)
-        self.denied = denied
-
-
-class BuiltinDenied(BuiltinError):
-    """The user lacks the permission this action of the built-in needs (a `denied`
-    invocation, as the API's 403)."""
-
-
-@dataclass(frozen=True)
-class Builtin:
-    name: str
-    description: str
-    argument_hint: str
-    params: dict
-    permission: str
-    handler: Callable[..., dict]
-
-    @property
-    def body(self) -> str:
-        return (self.handler.__doc__ or "").strip()
-
-
-BUILTINS: dict[str, Builtin] = {}
-
-
-def builtin(
-    name: str,
-    *,
-    hint: str = "",
-    params: dict | None = None,
-    required=(),
-    permission: str = EXECUTE_PERMISSION,
-    rules: dict | None = None,
-):
-    """Register `handler(*, user, **args) -> {"message": ..., ...}` as `/hive:<name>`;
-    `rules` are JSON Schema keywords over all the arguments (`if`/`then`)."""
-
-    def register(handler):
-        schema = {
-            "type": "object",
-            "properties": params or {},
-            "required": list(required),
-            "additionalProperties": False,
-            **(rules or {}),
-        }
-        description = (handler.__doc__ or "").strip().splitlines()[0]
-        BUILTINS[f"hive:{name}"] = Builtin(
-            f"hive:{name}", description, hint, schema, permission, handler
-        )
-        return handler
-
-    return register
-
-
-def builtin_run(*, name: str, args: dict, user) -> dict:
-    # As JSON data: the output is the invocation's record, and a handler's rows may
-    # hold datetimes (a schedule's last run).
-    output = BUILTINS[name].handler(user=user, **args)
-    return json.loads(json.dumps(output, cls=DjangoJSONEncoder))
 
 
 # --- reading -----------------------------------------------------------------------

@@ -31,3 +31,17 @@ class ScheduleError(Exception):
 
 class ScheduleDenied(ScheduleError):
     """The user lacks the permission the action on schedules needs (the API's 403)."""
+
+
+class BuiltinError(Exception):
+    """The built-in could not do what was asked; the message says why. `denied`: the
+    user may not do it (a 403 through the API, a `denied` invocation)."""
+
+    def __init__(self, message: str, *, denied: bool = False):
+        super().__init__(message)
+        self.denied = denied
+
+
+class BuiltinDenied(BuiltinError):
+    """The user lacks the permission this action of the built-in needs (a `denied`
+    invocation, as the API's 403)."""

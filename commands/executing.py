@@ -12,13 +12,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from commands.builtins import BUILTINS, BuiltinDenied, BuiltinError, builtin_run
-from commands.errors import CommandFailure
+from commands.errors import BuiltinDenied, BuiltinError, CommandFailure
 from commands.loader import CONTEXT_KEY
-from commands.loading import builtins_sync
 from commands.models import Command, Invocation
 from commands.parser import Parsed, ParseError, bind, parse
 from commands.planning import command_plan
+from commands.registry import builtin_run
 from commands.selectors import invocation_open_list, invocation_runs_seen
 from coordination.services import RunError, run_cancel, run_start
 from coordination.templates import TemplateError, render
@@ -26,14 +25,6 @@ from events.services import event_emit
 from hive_core.jsondata import text_storable
 
 Outcome = Invocation.Outcome
-
-
-def command_find(*, name: str) -> Command | None:
-    command = Command.objects.select_related("workflow").filter(name=name).first()
-    if command is None and name in BUILTINS:
-        builtins_sync()  # a database that has never been loaded still has the built-ins
-        command = Command.objects.select_related("workflow").filter(name=name).first()
-    return command
 
 
 @dataclass
@@ -102,7 +93,8 @@ def command_resolve(*, text: str, user, attempt: Attempt | None = None) -> tuple
         raise attempt.refuse(Outcome.INVALID, exc) from None
     attempt.parsed = parsed
     attempt.dry_run = attempt.dry_run or parsed.dry_run
-    command = command_find(name=parsed.name)
+    # The built-ins are rows from the first migrate on (CommandsConfig.ready).
+    command = Command.objects.select_related("workflow").filter(name=parsed.name).first()
     head_end = len(text) - len(text.lstrip()) + len(parsed.name) + 1
     head = (len(text) - len(text.lstrip()), head_end)
     if command is None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from django.db import transaction
 
-from commands.builtins import BUILTINS
 from commands.loader import Definition, command_roots, definition_files, definition_read, name_of
 from commands.models import Command
+from commands.registry import BUILTINS
 from coordination.services import workflow_save
 from events.services import event_emit
 from hive_core.yamlfile import DefinitionError

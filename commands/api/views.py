@@ -26,7 +26,6 @@ from commands.services import (
     CommandFailure,
     ScheduleDenied,
     ScheduleError,
-    builtins_sync,
     command_execute,
     schedule_create,
     schedule_delete,
@@ -57,7 +56,6 @@ class CommandListView(generics.ListAPIView):
     serializer_class = CommandSerializer
 
     def get_queryset(self):
-        builtins_sync()  # cheap when nothing changed; a fresh database lists them too
         return command_list(include_disabled=self.request.query_params.get("all") == "1")
 
 
