@@ -11,10 +11,11 @@ from django.db.models import Count
 from agents.mailbox import MessageError, user_sender
 from agents.models import Agent
 from agents.services import AgentControlError, agent_drain, agent_resume, message_send
-from commands.errors import BuiltinDenied, BuiltinError
 from commands.models import Command
 from commands.parser import hint_names
 from commands.registry import builtin
+from commands.schedules import schedule_check, schedule_create, schedule_delete, schedule_update
+from commands.selectors import schedule_list, schedule_when
 from coordination.models import Run, StepRun
 from coordination.selectors import run_get, run_list, run_visible_list, step_get
 from coordination.services import (
@@ -28,6 +29,7 @@ from coordination.services import (
     step_retry,
 )
 from hive_core.api import ID_PATTERN
+from hive_core.errors import Conflict, Denied, Invalid, NotFound
 
 AGENT_CONTROL = "agents.change_agent"
 MESSAGE_SEND = "agents.add_message"
@@ -49,7 +51,7 @@ def _help(*, user, command: str = "") -> dict:
     if command:
         found = Command.objects.filter(name=command.lstrip("/").lower()).first()
         if found is None:
-            raise BuiltinError(f"no command named /{command.lstrip('/')}")
+            raise NotFound(f"no command named /{command.lstrip('/')}")
         usage = f"/{found.name} {found.argument_hint}".rstrip()
         props = found.params.get("properties", {})
         # The hint's order, then by name (jsonb on PostgreSQL does not keep key order).
@@ -231,8 +233,8 @@ def _send(*, user, agent: str, text: str) -> dict:
     """Send a note to an agent's inbox; an agent that is down finds it when it is back."""
     try:
         sent = message_send(sender=user_sender(user), to=agent, kind="note", payload={"text": text})
-    except MessageError as exc:
-        raise BuiltinError(str(exc)) from None
+    except MessageError as exc:  # not a HiveError yet
+        raise Invalid(str(exc)) from None
     return {"message": f"message {sent.pk} sent to {agent}", "id": sent.pk}
 
 
@@ -265,63 +267,48 @@ def _schedule(
     `/hive:schedule add "/demo:pipeline items=5" every=60`, or `cron="0 6 * * 1-5"`;
     `/hive:schedule list`; `/hive:schedule disable|enable|remove <id>`.
     """
-    from commands.errors import ScheduleDenied, ScheduleError
-    from commands.schedules import (
-        schedule_check,
-        schedule_create,
-        schedule_delete,
-        schedule_update,
-    )
-    from commands.selectors import schedule_list
-
-    try:
-        schedule_check(user=user, action=action)
-        if action == "list":
-            rows = schedule_list(user=user)
-            lines = [
-                f"{s['id']}: {s['text']} {s['when']}" + ("" if s["enabled"] else " (disabled)")
-                for s in rows
-            ]
-            return {"message": "\n".join(lines) or "no schedules", "schedules": rows}
-        if not target:
-            raise BuiltinError(
-                f"{action} needs a target: "
-                + (
-                    'the command text, e.g. "/demo:pipeline items=5"'
-                    if action == "add"
-                    else "the schedule's id"
-                )
+    schedule_check(user=user, action=action)
+    if action == "list":
+        rows = schedule_list(user=user)
+        lines = [
+            f"{s['id']}: {s['text']} {s['when']}" + ("" if s["enabled"] else " (disabled)")
+            for s in rows
+        ]
+        return {"message": "\n".join(lines) or "no schedules", "schedules": rows}
+    if not target:
+        raise Invalid(
+            f"{action} needs a target: "
+            + (
+                'the command text, e.g. "/demo:pipeline items=5"'
+                if action == "add"
+                else "the schedule's id"
             )
-        if action == "add":
-            task = schedule_create(text=target, user=user, every=every, cron=cron, name=name)
-            return {"message": f"schedule {task.pk}: {target} {_when(task)}", "schedule": task.pk}
-        if action == "remove":
-            schedule_delete(schedule_id=int(target), user=user)
-            return {"message": f"schedule {target} removed", "schedule": int(target)}
-        task = schedule_update(schedule_id=int(target), enabled=action == "enable", user=user)
-        return {"message": f"schedule {task.pk} {action}d", "schedule": task.pk}
-    except ScheduleDenied as exc:
-        raise BuiltinDenied(str(exc)) from None
-    except ScheduleError as exc:
-        raise BuiltinError(str(exc)) from None
-
-
-def _when(task) -> str:
-    from commands.selectors import schedule_when
-
-    return schedule_when(task)
+        )
+    if action == "add":
+        task = schedule_create(text=target, user=user, every=every, cron=cron, name=name)
+        return {
+            "message": f"schedule {task.pk}: {target} {schedule_when(task)}",
+            "schedule": task.pk,
+        }
+    if action == "remove":
+        schedule_delete(schedule_id=int(target), user=user)
+        return {"message": f"schedule {target} removed", "schedule": int(target)}
+    task = schedule_update(schedule_id=int(target), enabled=action == "enable", user=user)
+    return {"message": f"schedule {task.pk} {action}d", "schedule": task.pk}
 
 
 # --- helpers -----------------------------------------------------------------------
 
 
 def _control(service, **kwargs):
+    """`service(**kwargs)`, its refusal as a HiveError: coordination's RunError and
+    agents' AgentControlError are not HiveErrors yet (issue #16, their branches)."""
     try:
         return service(**kwargs)
-    except RunDenied as exc:
-        raise BuiltinDenied(str(exc)) from None
+    except (RunDenied, RunForbidden) as exc:
+        raise Denied(str(exc)) from None
     except (RunError, AgentControlError) as exc:
-        raise BuiltinError(str(exc), denied=isinstance(exc, RunForbidden)) from None
+        raise Conflict(str(exc)) from None
 
 
 def _get_run(pk: int, *, user) -> Run:
@@ -330,7 +317,7 @@ def _get_run(pk: int, *, user) -> Run:
     except Run.DoesNotExist:
         # A run the user may not see is no run, as the API's 404: saying it exists
         # would tell them what they may not read.
-        raise BuiltinError(f"no run {pk}") from None
+        raise NotFound(f"no run {pk}") from None
 
 
 def _get_step(run: int, key: str, *, user) -> StepRun:
@@ -338,9 +325,9 @@ def _get_step(run: int, key: str, *, user) -> StepRun:
     if not key:
         waiting = list(found.steps.filter(state=StepRun.State.WAITING, group=None))
         if not waiting and found.state in Run.TERMINAL:
-            raise BuiltinError(f"run {run} is {found.state}: no step waits for approval")
+            raise Conflict(f"run {run} is {found.state}: no step waits for approval")
         if len(waiting) != 1:
-            raise BuiltinError(
+            raise Invalid(
                 f"run {run} has {len(waiting)} steps waiting for approval; name one"
                 + (f" ({', '.join(s.key for s in waiting)})" if waiting else "")
             )
@@ -349,11 +336,11 @@ def _get_step(run: int, key: str, *, user) -> StepRun:
         return step_get(run=found, key=key)
     except StepRun.DoesNotExist:
         keys = ", ".join(found.steps.filter(group=None).values_list("key", flat=True))
-        raise BuiltinError(f"run {run} has no step {key!r} (steps: {keys})") from None
+        raise NotFound(f"run {run} has no step {key!r} (steps: {keys})") from None
 
 
 def _get_agent(name: str) -> Agent:
     found = Agent.objects.filter(name=name).first()
     if found is None:
-        raise BuiltinError(f"no agent named {name!r}")
+        raise NotFound(f"no agent named {name!r}")
     return found

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from commands.errors import BuiltinDenied, BuiltinError, CommandFailure
+from commands.errors import CommandFailure, command_refusal
 from commands.loader import CONTEXT_KEY
 from commands.models import Command, Invocation
 from commands.parser import Parsed, ParseError, bind, parse
@@ -22,6 +22,7 @@ from commands.selectors import invocation_open_list, invocation_runs_seen
 from coordination.services import RunError, run_cancel, run_start
 from coordination.templates import TemplateError, render
 from events.services import event_emit
+from hive_core.errors import Denied, HiveError
 from hive_core.jsondata import text_storable
 
 Outcome = Invocation.Outcome
@@ -74,7 +75,7 @@ class Attempt:
             )
         else:
             invocation = Invocation(text=self.text, outcome=code, error=str(error))
-        return CommandFailure(
+        return command_refusal(
             message,
             code=code,
             invocation=invocation,
@@ -149,62 +150,61 @@ def command_execute(
     if command.builtin:
         try:
             output = builtin_run(name=command.builtin, args=args, user=user)
-        except BuiltinDenied as exc:
-            raise attempt.refuse(Outcome.DENIED, str(exc)) from None
-        except BuiltinError as exc:
-            outcome = Outcome.DENIED if exc.denied else Outcome.FAILED
+        except HiveError as exc:
+            outcome = Outcome.DENIED if isinstance(exc, Denied) else Outcome.FAILED
             raise attempt.refuse(outcome, str(exc)) from None
         return attempt.record(Outcome.DONE, output=output)
     if command.workflow is None:
         raise attempt.refuse(Outcome.FAILED, f"/{command.name} has no workflow")
-    invocation, error = _start(attempt, command=command, args=args, key=key)
-    if error:
-        raise CommandFailure(
-            error,
-            code=Outcome.FAILED,
-            invocation=invocation,
-            conflict=error == HIDDEN_HOLDER.format(key=key),
-        )
-    return invocation
+    return _start(attempt, command=command, args=args, key=key)
 
 
-def _start(attempt: Attempt, *, command: Command, args: dict, key: str):
+def _start(attempt: Attempt, *, command: Command, args: dict, key: str) -> Invocation:
     """Apply the overlap policy and start the run, in one transaction that holds the
     command's row: two invocations of one command decide one after the other, so
     `skip` and `queue` never both see "nothing open". (SQLite's IMMEDIATE
-    transactions serialize them as well.)"""
-    policy = Command.Overlap
+    transactions serialize them as well.) A refusal is raised once the transaction
+    has kept the invocation recording it."""
     with transaction.atomic():
         Command.objects.select_for_update().filter(pk=command.pk).first()
-        open_ones = list(invocation_open_list(key=key))
-        # Another user's run the user may not see (the runs API's rule) is never named
-        # to them, nor cancelled by them: its id, state and existence are not theirs.
-        seen = invocation_runs_seen(user=attempt.user, invocations=open_ones)
-        if command.overlap == policy.SKIP and open_ones:
-            blocking = open_ones[0].run
-            return attempt.record(
-                Outcome.SKIPPED,
-                overlap_key=key,
-                error=f"run {blocking.pk} with overlap key {key!r} is still {blocking.state}"
-                if blocking.pk in seen
-                else f"a run you cannot see with overlap key {key!r} is still open",
-            ), ""
-        if command.overlap == policy.QUEUE and (
-            open_ones or Invocation.objects.filter(overlap_key=key, outcome=Outcome.QUEUED).exists()
-        ):
-            return attempt.record(Outcome.QUEUED, overlap_key=key), ""
-        if command.overlap == policy.CANCEL_RUNNING:
-            if any(i.run_id not in seen for i in open_ones):
-                error = HIDDEN_HOLDER.format(key=key)
-                invocation = attempt.record(Outcome.FAILED, overlap_key=key, error=error)
-                return invocation, error
-            for invocation in open_ones:
-                # One that ended on its own meanwhile needs no cancelling.
-                with contextlib.suppress(RunError):
-                    run_cancel(run=invocation.run, user=attempt.user or None)
-        invocation = attempt.record(Outcome.STARTED, overlap_key=key)
-        error = _run_for(invocation, command=command, args=args, parsed=attempt.parsed)
-    return invocation, error
+        try:
+            return _overlap_apply(attempt, command=command, args=args, key=key)
+        except CommandFailure as exc:
+            failure = exc
+    raise failure
+
+
+def _overlap_apply(attempt: Attempt, *, command: Command, args: dict, key: str) -> Invocation:
+    policy = Command.Overlap
+    open_ones = list(invocation_open_list(key=key))
+    # Another user's run the user may not see (the runs API's rule) is never named
+    # to them, nor cancelled by them: its id, state and existence are not theirs.
+    seen = invocation_runs_seen(user=attempt.user, invocations=open_ones)
+    if command.overlap == policy.SKIP and open_ones:
+        blocking = open_ones[0].run
+        return attempt.record(
+            Outcome.SKIPPED,
+            overlap_key=key,
+            error=f"run {blocking.pk} with overlap key {key!r} is still {blocking.state}"
+            if blocking.pk in seen
+            else f"a run you cannot see with overlap key {key!r} is still open",
+        )
+    if command.overlap == policy.QUEUE and (
+        open_ones or Invocation.objects.filter(overlap_key=key, outcome=Outcome.QUEUED).exists()
+    ):
+        return attempt.record(Outcome.QUEUED, overlap_key=key)
+    if command.overlap == policy.CANCEL_RUNNING:
+        if any(i.run_id not in seen for i in open_ones):
+            error = HIDDEN_HOLDER.format(key=key)
+            invocation = attempt.record(Outcome.FAILED, overlap_key=key, error=error)
+            raise command_refusal(error, code=Outcome.FAILED, invocation=invocation, conflict=True)
+        for invocation in open_ones:
+            # One that ended on its own meanwhile needs no cancelling.
+            with contextlib.suppress(RunError):
+                run_cancel(run=invocation.run, user=attempt.user or None)
+    invocation = attempt.record(Outcome.STARTED, overlap_key=key)
+    _run_for(invocation, command=command, args=args, parsed=attempt.parsed)
+    return invocation
 
 
 # cancel-running refuses (a conflict) rather than cancel a run its user cannot see.
@@ -214,8 +214,9 @@ HIDDEN_HOLDER = (
 )
 
 
-def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Parsed) -> str:
-    """Start the run of a recorded invocation; on failure mark it failed and say why."""
+def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Parsed) -> None:
+    """Start the run of a recorded invocation; on failure mark it failed and raise
+    CommandFailure (the caller's transaction keeps the mark)."""
     context = {
         "name": command.name,
         "prompt": command.body.replace("$ARGUMENTS", parsed.arguments),
@@ -235,7 +236,7 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
         invocation.outcome, invocation.error = Outcome.FAILED, str(exc)
         invocation.finished_at = timezone.now()
         invocation.save(update_fields=["outcome", "error", "finished_at"])
-        return str(exc)
+        raise CommandFailure(str(exc), code=Outcome.FAILED, invocation=invocation) from None
     invocation.outcome, invocation.run, invocation.finished_at = (
         Outcome.STARTED,
         run,
@@ -247,7 +248,6 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
         subject=f"invocation:{invocation.pk}",
         data={"command": command.name, "run": run.pk},
     )
-    return ""
 
 
 def command_run_check(*, run, user, action: str) -> str:
@@ -307,6 +307,9 @@ def invocations_dequeue() -> int:
                 )
                 continue
             parsed = parse(first.text, max_length=len(first.text) + 1)
-            if not _run_for(first, command=command, args=first.args, parsed=parsed):
-                started += 1
+            try:
+                _run_for(first, command=command, args=first.args, parsed=parsed)
+            except CommandFailure:
+                continue  # marked failed, kept as this key's transaction commits
+            started += 1
     return started

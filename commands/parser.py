@@ -31,6 +31,7 @@ import sys
 import unicodedata
 from dataclasses import dataclass, field
 
+from hive_core.errors import Invalid
 from hive_core.jsondata import SchemaValidator
 
 # `\Z`, not `$`: `$` also matches before a final newline (issue 15 #14).
@@ -53,7 +54,7 @@ _WINDOW = 100
 _MAX_MESSAGE = 300
 
 
-class ParseError(ValueError):
+class ParseError(Invalid):
     """The text cannot be parsed or bound; `str()` points at the offending token.
 
     `message` is the problem alone, `param` the parameter it concerns (if any).
@@ -61,7 +62,7 @@ class ParseError(ValueError):
 
     def __init__(self, message: str, *, text: str, start: int, end: int, param: str = ""):
         super().__init__(message)
-        self.message, self.text, self.start, self.end, self.param = message, text, start, end, param
+        self.text, self.start, self.end, self.param = text, start, end, param
 
     def __str__(self) -> str:
         return pointed(self.text, self.start, self.end, self.message)

@@ -20,8 +20,11 @@ from commands.selectors import (
     schedule_visible_list,
 )
 from events.services import event_emit
+from hive_core.errors import NotFound
 
 Outcome = Invocation.Outcome
+# The API's serializer says it too, as an error of no one field.
+WHEN_NEEDED = "give every=<seconds> or cron=<minute hour day month weekday>, one"
 
 
 def schedule_check(*, user, action: str) -> None:
@@ -48,7 +51,7 @@ def schedule_create(
     checked now, as a run would check it, so a schedule never starts out broken."""
     schedule_check(user=user, action="add")
     if bool(every) == bool(cron):
-        raise ScheduleError("give every=<seconds> or cron=<minute hour day month weekday>, one")
+        raise ScheduleError(WHEN_NEEDED)
     command = schedule_text_check(text=text, user=user)
     with transaction.atomic():
         if every:
@@ -145,7 +148,7 @@ def _schedule_get(schedule_id: int, *, user, action: str) -> PeriodicTask:
     schedule_check(user=user, action=action)
     task = schedule_visible_list(user=user).filter(pk=schedule_id).first()
     if task is None:
-        raise ScheduleError(f"no schedule {schedule_id}")
+        raise NotFound(f"no schedule {schedule_id}")
     return task
 
 
