@@ -4,20 +4,16 @@ synced into the Command table (`builtins_sync`), so it is listed, permission-che
 and audited like any command. `CommandsConfig.ready` imports this module, which
 registers them in `commands.registry`."""
 
-from collections import Counter
-
-from django.db.models import Count
-
 from agents.mailbox import MessageError, user_sender
 from agents.models import Agent
+from agents.selectors import agent_list, agent_status_counts
 from agents.services import AgentControlError, agent_drain, agent_resume, message_send
-from commands.models import Command
 from commands.parser import hint_names
 from commands.registry import builtin
 from commands.schedules import schedule_check, schedule_create, schedule_delete, schedule_update
-from commands.selectors import schedule_list, schedule_when
+from commands.selectors import command_list, invocation_queued_count, schedule_list, schedule_when
 from coordination.models import Run, StepRun
-from coordination.selectors import run_get, run_list, run_visible_list, step_get
+from coordination.selectors import run_get, run_list, run_state_counts, step_get
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
     RunDenied,
@@ -49,7 +45,7 @@ def _help(*, user, command: str = "") -> dict:
     arguments and its help text.
     """
     if command:
-        found = Command.objects.filter(name=command.lstrip("/").lower()).first()
+        found = command_list(include_disabled=True).filter(name=command.lstrip("/").lower()).first()
         if found is None:
             raise NotFound(f"no command named /{command.lstrip('/')}")
         usage = f"/{found.name} {found.argument_hint}".rstrip()
@@ -65,9 +61,7 @@ def _help(*, user, command: str = "") -> dict:
             [usage, found.description, *(["arguments:", *params] if params else []), "", found.body]
         ).strip()
         return {"message": text, "command": found.name, "params": found.params}
-    commands = [
-        c for c in Command.objects.filter(enabled=True) if user and user.has_perm(c.permission)
-    ]
+    commands = [c for c in command_list() if user and user.has_perm(c.permission)]
     lines = [f"/{c.name} {c.argument_hint}".rstrip() + f" — {c.description}" for c in commands]
     return {"message": "\n".join(lines), "commands": [c.name for c in commands]}
 
@@ -82,18 +76,14 @@ def _describe(prop: dict) -> str:
 @builtin("status")
 def _status(*, user) -> dict:
     """Agents by status, open runs by state, and queued commands."""
-    agents = dict(Counter(Agent.objects.values_list("status", flat=True)))
-    runs = dict(
-        run_visible_list(user=user)
-        .exclude(state__in=Run.TERMINAL)
-        .order_by()
-        .values_list("state")
-        .annotate(n=Count("id"))
-        .values_list("state", "n")
-    )
-    from commands.models import Invocation
-
-    queued = Invocation.objects.filter(outcome=Invocation.Outcome.QUEUED).count()
+    # The dashboard's overview counts, the states present (and runs open) only.
+    agents = {status: n for status, n in agent_status_counts().items() if n}
+    runs = {
+        state: n
+        for state, n in run_state_counts(user=user).items()
+        if n and state not in Run.TERMINAL
+    }
+    queued = invocation_queued_count()
     message = "\n".join(
         [
             "agents: " + (", ".join(f"{n} {s}" for s, n in sorted(agents.items())) or "none"),
@@ -109,7 +99,7 @@ def _agents(*, user) -> dict:
     """Every registered agent: role, status, load and skills."""
     rows = [
         {"name": a.name, "role": a.role, "status": a.status, "load": a.load, "skills": a.skills}
-        for a in Agent.objects.order_by("name")
+        for a in agent_list()
     ]
     lines = [
         f"{a['name']} ({a['role']}): {a['status']}, load {a['load']:.2f}, "
@@ -340,7 +330,7 @@ def _get_step(run: int, key: str, *, user) -> StepRun:
 
 
 def _get_agent(name: str) -> Agent:
-    found = Agent.objects.filter(name=name).first()
+    found = agent_list().filter(name=name).first()
     if found is None:
         raise NotFound(f"no agent named {name!r}")
     return found

@@ -128,6 +128,11 @@ def schedule_list(*, user) -> list[dict]:
     return rows
 
 
+def invocation_queued_count() -> int:
+    """Invocations waiting for the open run of their overlap key to end (`overlap: queue`)."""
+    return Invocation.objects.filter(outcome=Invocation.Outcome.QUEUED).count()
+
+
 def invocation_open_list(*, key: str) -> QuerySet[Invocation]:
     """The invocations whose run is open and holds overlap key `key`, oldest first."""
     return (
