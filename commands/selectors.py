@@ -38,15 +38,14 @@ def invocation_list(
     ).prefetch_related(top_steps)
     if not user.is_staff:
         invocations = invocations.filter(user=user)
-    if command:
-        invocations = invocations.filter(command_name=command.lstrip("/"))
-    if outcome:
-        invocations = invocations.filter(outcome=outcome)
-    if source:
-        invocations = invocations.filter(source=source)
-    if run:
-        invocations = invocations.filter(run_id=run)
-    return invocations.order_by("-id")
+    # Only the filters given: an empty one (or run None) filters nothing.
+    given = {
+        "command_name": command.lstrip("/"),
+        "outcome": outcome,
+        "source": source,
+        "run_id": run,
+    }
+    return invocations.filter(**{k: v for k, v in given.items() if v}).order_by("-id")
 
 
 def run_outputs(*, run: Run) -> dict:
