@@ -21,6 +21,7 @@ from commands.registry import builtin_run
 from commands.selectors import invocation_open_list, invocation_runs_seen
 from coordination.services import RunError, run_cancel, run_start
 from coordination.templates import TemplateError, render
+from events.kinds import subject
 from events.services import event_emit
 from hive_core.errors import Denied, HiveError
 from hive_core.jsondata import text_storable
@@ -70,7 +71,7 @@ class Attempt:
             invocation = self.record(code, error=str(error))
             event_emit(
                 kind=f"command.{code}",
-                subject=f"invocation:{invocation.pk}",
+                subject=subject("invocation", invocation.pk),
                 data={"text": self.text[:200], "error": message},
             )
         else:
@@ -245,7 +246,7 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
     invocation.save(update_fields=["outcome", "run", "finished_at"])
     event_emit(
         kind="command.started",
-        subject=f"invocation:{invocation.pk}",
+        subject=subject("invocation", invocation.pk),
         data={"command": command.name, "run": run.pk},
     )
 

@@ -15,6 +15,7 @@ from commands.loader import Definition, command_roots, definition_files, definit
 from commands.models import Command
 from commands.registry import BUILTINS
 from coordination.services import workflow_save
+from events.kinds import subject
 from events.services import event_emit
 from hive_core.yamlfile import DefinitionError
 
@@ -86,7 +87,7 @@ def command_save(*, definition: Definition) -> tuple[Command, str]:
         command, action = existing, "updated"
     event_emit(
         kind=f"command.{action}",
-        subject=f"command:{command.name}",
+        subject=subject("command", command.name),
         data={"version": command.version, "source": command.source},
     )
     return command, action
@@ -147,7 +148,7 @@ def _disable_removed(root: Path | None, *, present: set[str]) -> list[Change]:
         command.save(update_fields=["enabled", "updated_at"])
         event_emit(
             kind="command.disabled",
-            subject=f"command:{command.name}",
+            subject=subject("command", command.name),
             data={"reason": reason, "source": command.source},
         )
         changes.append(Change(name=command.name, action="disabled", source=command.source, why=why))

@@ -19,6 +19,7 @@ from commands.selectors import (
     schedule_record,
     schedule_visible_list,
 )
+from events.kinds import subject
 from events.services import event_emit
 from hive_core.errors import NotFound
 
@@ -137,7 +138,7 @@ def _schedule_emit(what: str, *, task: PeriodicTask, **data) -> None:
     record = schedule_record(task)
     event_emit(
         kind=f"schedule.{what}",
-        subject=f"schedule:{task.pk}",
+        subject=subject("schedule", task.pk),
         data={**data, "owner": record.owner_id if record else None},
     )
 
