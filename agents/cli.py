@@ -27,7 +27,7 @@ def _slug_of(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "host"
 
 
-class AgentProcess(Subcommand):
+class AgentAction(Subcommand):
     name = "agent"
     help = "Run one agent: a Celery worker with an identity."
     process = True
@@ -86,7 +86,7 @@ class AgentProcess(Subcommand):
         )
 
 
-class Ping(Subcommand):
+class PingAction(Subcommand):
     name = "ping"
     help = "Round-trip a message to an agent through Redis."
 
@@ -122,7 +122,7 @@ class Ping(Subcommand):
         out.write(f"pong from {reply['hostname']} (pid {reply['pid']}) in {elapsed_ms:.1f} ms")
 
 
-class SkillRun(Subcommand):
+class SkillAction(Subcommand):
     name = "skill"
     help = "Run one skill on a live agent and print its output."
 

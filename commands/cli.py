@@ -17,7 +17,7 @@ from coordination.models import Run
 from hive_core.cli import Output, Subcommand, json_dumps
 
 
-class Load(Subcommand):
+class LoadAction(Subcommand):
     name = "load"
     help = "Sync slash command definitions into the database."
 
@@ -53,7 +53,7 @@ def _described(invocation: Invocation) -> str:
     return f"{head}{': ' + invocation.error if invocation.error else ''}"
 
 
-class CommandRun(Subcommand):
+class RunAction(Subcommand):
     name = "run"
     help = 'Execute a slash command: hive run "/hive:help".'
 

@@ -16,7 +16,7 @@ from hive_core.cli import Output, Subcommand
 from hive_core.db import connections_name
 
 
-class Coordinator(Subcommand):
+class CoordinatorAction(Subcommand):
     name = "coordinator"
     help = "Run the coordinator: beat schedule and reaper."
     process = True
@@ -55,7 +55,7 @@ def _about_the_workflow(error: Exception) -> bool:
     )
 
 
-class WorkflowCommand(Subcommand):
+class WorkflowAction(Subcommand):
     name = "workflow"
     help = "Load workflow definitions, start runs."
 

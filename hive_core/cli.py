@@ -1,7 +1,7 @@
 """The `hive` command line's shared parts, and `hive token`.
 
 Each app owns its subcommands (agents/cli.py, coordination/cli.py, commands/cli.py,
-ops/cli.py, this module's `Token`); `hive_project`'s `hive` command builds the
+ops/cli.py, and `TokenAction` below); `hive_project`'s `hive` command builds the
 parser from them and dispatches. A subcommand raises the services' refusals as they
 come: the dispatcher catches `HiveError` once and hands it to the subcommand's
 `refused`, which reports it as the CLI always has (its message, exit code 1).
@@ -54,7 +54,7 @@ def json_dumps(value: object) -> str:
     return json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
 
-class Token(Subcommand):
+class TokenAction(Subcommand):
     name = "token"
     help = "Print the API token of a user (created if needed)."
 

@@ -56,7 +56,7 @@ def stack_setup(out: Output) -> tuple[str | None, bool]:
     return password, created
 
 
-class Setup(Subcommand):
+class SetupAction(Subcommand):
     name = "setup"
     help = "Migrate and make sure the admin user exists."
 
@@ -96,7 +96,7 @@ def _banner(pool: list[AgentSpec], password, created, flower_user, flower_passwo
     return "\n".join(lines)
 
 
-class Up(Subcommand):
+class UpAction(Subcommand):
     name = "up"
     help = "Set up, then run the whole stack until Ctrl-C."
     process = True
@@ -126,7 +126,7 @@ class Up(Subcommand):
         raise SystemExit(manager.returncode)
 
 
-class Web(Subcommand):
+class WebAction(Subcommand):
     name = "web"
     help = "Serve the dashboard, API and WebSockets (ASGI)."
     process = True
@@ -145,7 +145,7 @@ class Web(Subcommand):
         )
 
 
-class Flower(Subcommand):
+class FlowerAction(Subcommand):
     name = "flower"
     help = "Run Flower behind basic auth."
     process = True

@@ -9,34 +9,34 @@ import logging
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from agents.cli import AgentProcess, Ping, SkillRun
+from agents.cli import AgentAction, PingAction, SkillAction
 from agents.routing import RoutingError
 from agents.skills import SkillError
-from commands.cli import CommandRun, Load
+from commands.cli import LoadAction, RunAction
 from commands.services import CommandFailure
-from coordination.cli import Coordinator, WorkflowCommand
+from coordination.cli import CoordinatorAction, WorkflowAction
 from coordination.services import RunError
-from hive_core.cli import Output, Subcommand, Token
+from hive_core.cli import Output, Subcommand, TokenAction
 from hive_core.embedded_redis import embedded_redis_ensure, embedded_redis_stop
 from hive_core.errors import HiveError
 from hive_core.yamlfile import DefinitionError
-from ops.cli import Flower, Setup, Up, Web
+from ops.cli import FlowerAction, SetupAction, UpAction, WebAction
 
 SUBCOMMANDS: list[Subcommand] = [
     # The processes.
-    Up(),
-    Setup(),
-    Web(),
-    AgentProcess(),
-    Coordinator(),
-    Flower(),
+    UpAction(),
+    SetupAction(),
+    WebAction(),
+    AgentAction(),
+    CoordinatorAction(),
+    FlowerAction(),
     # The operator's tools.
-    Ping(),
-    SkillRun(),
-    WorkflowCommand(),
-    Load(),
-    CommandRun(),
-    Token(),
+    PingAction(),
+    SkillAction(),
+    WorkflowAction(),
+    LoadAction(),
+    RunAction(),
+    TokenAction(),
 ]
 
 # Refusals that do not derive from HiveError yet (issue #16 converts them on other
