@@ -29,6 +29,7 @@ from coordination.models import Run, StepRun, Workflow
 from coordination.spec import spec_dependents
 from coordination.sql import step_event_emit, step_update, steps_update
 from coordination.templates import TemplateError, evaluate, render
+from events.kinds import run_subject
 from events.services import event_emit
 from hive_core.sql import Add
 
@@ -409,7 +410,7 @@ class Engine:
         )
         self.run.state = Run.State.RUNNING
         event_emit(
-            kind="run.retried", subject=f"run:{self.run.pk}", data={"from": step.key, "by": by}
+            kind="run.retried", subject=run_subject(self.run.pk), data={"from": step.key, "by": by}
         )
         pending = StepRun.State.PENDING
         for ready in self.steps(group=None, step_id__in=reset, pending_deps=0, state=pending):
@@ -433,7 +434,7 @@ class Engine:
             state=state, error=error, finished_at=timezone.now()
         )
         self.run.state = state
-        event_emit(kind=f"run.{state}", subject=f"run:{self.run.pk}", data={"error": error})
+        event_emit(kind=f"run.{state}", subject=run_subject(self.run.pk), data={"error": error})
 
     def settle(self) -> None:
         """Finish the run when no step is left, or say whether it waits (approval, agents)."""
@@ -451,7 +452,7 @@ class Engine:
         state = Run.State.WAITING if waiting else Run.State.RUNNING
         if state != self.run.state:
             Run.objects.filter(pk=self.run.pk).update(state=state)
-            event_emit(kind=f"run.{state}", subject=f"run:{self.run.pk}", data={})
+            event_emit(kind=f"run.{state}", subject=run_subject(self.run.pk), data={})
             self.run.state = state
         return None
 

@@ -23,6 +23,7 @@ from coordination.models import Run, StepRun, Workflow
 from coordination.reaper import steps_reap
 from coordination.spec import spec_digest, spec_load
 from coordination.sql import step_event_emit, step_update
+from events.kinds import run_subject, subject
 from events.services import event_emit
 from hive_core.jsondata import SchemaValidator, json_problem
 from hive_core.sql import Add
@@ -99,7 +100,7 @@ def workflow_save(*, name: str, spec: dict, source: str = "") -> tuple[Workflow,
         source=source,
     )
     event_emit(
-        kind="workflow.saved", subject=f"workflow:{name}", data={"version": workflow.version}
+        kind="workflow.saved", subject=subject("workflow", name), data={"version": workflow.version}
     )
     return workflow, True
 
@@ -148,7 +149,7 @@ def run_start(
         )
         event_emit(
             kind="run.started",
-            subject=f"run:{run.pk}",
+            subject=run_subject(run.pk),
             data={"workflow": str(workflow), "params": params},
         )
         engine = Engine(run.pk)

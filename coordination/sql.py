@@ -9,6 +9,7 @@ builder agents uses too (hive_core.sql).
 from django.db import connection, transaction
 
 from coordination.models import Run, StepRun, Workflow
+from events.kinds import run_subject
 from events.models import Event
 from events.services import event_emit, event_publish_on_commit
 from hive_core.db import prepared
@@ -21,7 +22,7 @@ _ANNOUNCED = {"step": "key", "agent": "agent", "attempt": "attempt", "tries": "t
 
 def step_event_emit(step: StepRun, kind: str, **data) -> None:
     """Every step event: on the run's timeline, naming the step."""
-    event_emit(kind=kind, subject=f"run:{step.run_id}", data={"step": step.key, **data})
+    event_emit(kind=kind, subject=run_subject(step.run_id), data={"step": step.key, **data})
 
 
 def step_update(
@@ -94,7 +95,7 @@ def _step_update_announcing(
             params=params_field.from_db_value(step.run_params, None, connection),
         )
     data = {name: getattr(step, column) for name, column in _ANNOUNCED.items()}
-    event = Event(pk=step.event_id, kind=announce, subject=f"run:{step.run_id}", data=data)
+    event = Event(pk=step.event_id, kind=announce, subject=run_subject(step.run_id), data=data)
     event.created_at = step.event_at
     event_publish_on_commit(event)
     return step
@@ -116,6 +117,7 @@ def _announcing_sql(pk, where, announce, count_down, lock_run, values) -> tuple[
     update, update_params = _update_sql({"id": pk, **where}, values, after=locked)
     ctes += [
         f"s AS ({update})",
+        # The subject is the run's (events.kinds.run_subject), spelled out in SQL.
         f"e AS (INSERT INTO {event_table} (kind, subject, data, created_at) "  # noqa: S608
         f"SELECT %s, 'run:' || s.run_id, jsonb_build_object({data}), now() FROM s "
         "RETURNING id, created_at)",
