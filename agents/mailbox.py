@@ -31,6 +31,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agents import worker
+from agents.hooks import handoff_recorders
 from agents.models import Agent, Message
 from hive_core.jsondata import json_problem
 from hive_core.redis_client import redis_blocking_client, redis_client
@@ -380,15 +381,14 @@ def handoff(
     *, to: str, run, step, context: dict, kind: str = "handoff", sender: str = ""
 ) -> Message:
     """Hand a step's context to agent `to` and record the handoff on the run: a
-    `step.handoff` event on its timeline and an entry in the step's history."""
-    from coordination.services import step_handoff_record
-
+    `step.handoff` event on its timeline and an entry in the step's history (written
+    by coordination, through agents/hooks.py)."""
     sender = sender or default_sender()
     payload = {"run": run.pk, "step": step.key, "context": context}
     with transaction.atomic():
         message = send(to=to, kind=kind, payload=payload, sender=sender,
                        correlation_id=f"run:{run.pk}:{step.key}")  # fmt: skip
-        step_handoff_record(step=step, sender=sender, to=to, message_id=message.pk)
+        handoff_recorders(step=step, sender=sender, to=to, message_id=message.pk)
     return message
 
 

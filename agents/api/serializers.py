@@ -3,8 +3,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from agents.identity import AGENT_SLUG_PATTERN, concurrency_bound
 from agents.models import Agent, Message
-from agents.pool import AGENT_SLUG_PATTERN, concurrency_bound
 
 
 class AgentSerializer(serializers.ModelSerializer):
