@@ -33,6 +33,7 @@ from django.utils import timezone
 from agents import worker
 from agents.hooks import handoff_recorders
 from agents.models import Agent, Message
+from hive_core.errors import Invalid, Unavailable
 from hive_core.jsondata import json_problem
 from hive_core.redis_client import redis_blocking_client, redis_client
 
@@ -48,20 +49,24 @@ REPLY_TTL = 300
 _KIND_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-:")
 
 
-class MessageError(Exception):
-    """The message cannot be sent; nothing was sent. `field` names the culprit."""
+class MessageError(Invalid):
+    """The message cannot be sent; nothing was sent. `field` names the culprit, and
+    the message reads `field: reason` (the API's `fields` carry the reason)."""
 
     def __init__(self, message: str, *, field: str = ""):
-        super().__init__(message)
+        reason = message.split(": ", 1)[-1]
+        super().__init__(message, fields={field: [reason]} if field else None)
         self.field = field
 
 
-class RequestTimeout(MessageError):
-    """No reply within the timeout; the request stays in the recipient's inbox."""
+class RequestTimeout(Unavailable, MessageError):
+    """No reply within the timeout; the request stays in the recipient's inbox. A
+    MessageError to its callers, of the Unavailable kind (first in the bases)."""
 
 
 class RequestFailed(MessageError):
-    """The recipient's handler failed for good (the request was dead-lettered)."""
+    """The recipient refused the request for good: its handler failed on it (it was
+    dead-lettered)."""
 
 
 def agent_stream(name: str) -> str:

@@ -13,6 +13,7 @@ from agents.liveness import agents_live, live_key
 from agents.models import Agent, Message
 from agents.routing import agent_queues
 from events.services import event_emit
+from hive_core.errors import Conflict
 from hive_core.redis_client import redis_client
 
 Status = Agent.Status
@@ -20,8 +21,11 @@ Status = Agent.Status
 CONTROL_TIMEOUT = 3.0
 
 
-class AgentControlError(Exception):
-    """A control command could not be carried out; the message says why."""
+class AgentControlError(Conflict):
+    """A control command could not be carried out (the agent is offline, did not
+    answer, or refused); the message says why. The API's code is `agent_unavailable`."""
+
+    code = "agent_unavailable"
 
 
 @transaction.atomic
