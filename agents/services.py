@@ -206,7 +206,7 @@ def _change(agent: Agent, field: str, value: object, *, kind: str) -> None:
     setattr(agent, field, value)
 
 
-# --- messages (agents/mailbox.py sends, agents/inbox.py handles) ----------------------
+# --- messages (agents/mailbox.py sends, agents/inbox.py and delivery.py handle) ------
 
 
 def message_send(
