@@ -2,9 +2,10 @@ from django import forms
 from django.contrib import admin, messages
 
 from agents import mailbox
+from agents.identity import concurrency_problem
 from agents.models import Agent, Message
-from agents.pool import concurrency_problem
-from agents.services import AgentControlError, agent_drain, agent_resume, agent_shutdown
+from agents.services import agent_drain, agent_resume, agent_shutdown
+from hive_core.errors import HiveError
 
 
 class AgentForm(forms.ModelForm):
@@ -42,8 +43,8 @@ class AgentAdmin(admin.ModelAdmin):
         for agent in queryset:
             try:
                 service(agent=agent)
-            except AgentControlError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+            except HiveError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
             else:
                 self.message_user(request, f"{agent.name}: {done}", messages.SUCCESS)
 

@@ -1,53 +1,35 @@
 """The inbox consumer: a thread in each agent process, beside its Celery worker.
 
 It reads the agent's inbox and role streams with XREADGROUP (group `hive`,
-consumer `AGENT:PID`), runs each message's handler, and acknowledges it only
-after the handler's effects and the `handled` mark have committed together.
+consumer `AGENT:PID`) and hands what it reads to agents/delivery.py, which runs
+each message's handler and acknowledges it only after the handler's effects and
+the `handled` mark have committed together (exactly-once handling, batches,
+failures and dead letters are described there). This module keeps the streams:
 
-Delivery is at least once; handling is exactly once because the mark is a
-conditional update of the message's row (agents.services.messages_claim): a
-redelivered message already handled is acknowledged and nothing more.
-
-- A batch (up to BATCH entries) is handled in one transaction with one claim
-  and acknowledged with one XACK. If a handler fails, the batch is rolled back
-  and the others run again without the failing one.
 - A failed message stays pending; after HIVE_INBOX_CLAIM_IDLE ms a consumer (this
   one, a peer of the role, or the agent's next process) takes it over with
-  XAUTOCLAIM. On its HIVE_MAX_DELIVERIES-th failed delivery it goes to the
-  dead-letter stream with its error. One delivered more often than that without
-  ever being acknowledged (it kills its process) is dead-lettered unrun.
+  XAUTOCLAIM, and delivers it again.
 - A restarted agent takes over its previous processes' pending entries at once.
-  Entries taken over run one at a time, each claimed just before it runs, so a
-  message whose handler kills the process is isolated from its batch.
 - Streams are trimmed below their oldest pending and undelivered entry (MINID),
   so trimming never drops a message not yet handled.
 - Redis restarts and FLUSHALL: reads that fail with NOGROUP recreate the group
   (MKSTREAM); pending rows missing from the streams are sent again.
 """
 
-import json
 import logging
 import threading
 import time
-import traceback
 from datetime import timedelta
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from agents import mailbox
-from agents.handlers import Envelope, HandlerContext, HandlerError, handler_get
-from agents.mailbox import DEAD_STREAM, DEAD_STREAM_MAXLEN, GROUP, REPLY_TTL, reply_fields
+from agents.delivery import Delivery
+from agents.mailbox import GROUP
 from agents.models import Message
-from agents.services import (
-    message_bury,
-    message_fail,
-    message_result,
-    messages_acked,
-    messages_claim,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +38,6 @@ logger = logging.getLogger(__name__)
 BATCH = 100
 # How long one XREADGROUP blocks; also how long `stop` may wait for the thread.
 BLOCK_MS = 1000
-# acked_at (and the `message.handled` event summing up the batches) is written when
-# the inbox is idle, and at most this often (seconds) while it is busy: each write
-# is a commit, and every 0.5 s it showed in the request latency's tail.
-ACK_FLUSH_INTERVAL = 2.0
 # A consumer with nothing pending and silent this long is a dead process's; its
 # name is removed from the group so XINFO stays readable.
 DEAD_CONSUMER_IDLE_MS = 10 * 60 * 1000
@@ -69,21 +47,6 @@ DEAD_CONSUMER_IDLE_MS = 10 * 60 * 1000
 # MISSING_AGE seconds may be on their way and are left alone.
 MISSING_SWEEP_INTERVAL = 30
 MISSING_AGE = 5
-
-
-class _HandlerFailed(Exception):
-    def __init__(self, envelope: Envelope, error: str, *, retryable: bool):
-        super().__init__(error)
-        self.envelope = envelope
-        self.error = error
-        self.retryable = retryable
-
-
-def _loads_or_raw(text: str):
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:
@@ -98,11 +61,8 @@ class Inbox:
         self.agent = agent
         self.consumer = f"{agent}:{pid}"
         self.streams = [mailbox.agent_stream(agent), mailbox.role_stream(role)]
-        self.context = HandlerContext(agent=agent, consumer=self.consumer)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._acked: list[tuple[list[int], object]] = []
-        self._acked_at = time.monotonic()
         self._needs_setup = True
         self._next_maintenance = 0.0
         self._next_sweep = time.monotonic() + MISSING_SWEEP_INTERVAL
@@ -114,6 +74,7 @@ class Inbox:
             socket_timeout=BLOCK_MS / 1000 + 10,
             decode_responses=True,
         )
+        self.delivery = Delivery(client=self.client, agent=agent, consumer=self.consumer)
 
     # --- the thread -----------------------------------------------------------------
 
@@ -159,7 +120,7 @@ class Inbox:
                     self._stopping.wait(1)
         finally:
             try:
-                self._flush_acks(force=True)
+                self.delivery.flush_acks(force=True)
             except Exception:
                 logger.warning("inbox %s: acked_at not recorded", self.consumer, exc_info=True)
             connection.close()
@@ -177,9 +138,9 @@ class Inbox:
         read = 0
         for stream, entries in response or []:
             read += len(entries)
-            self.deliver(stream, entries)
+            self.delivery.deliver(stream, entries)
         if not read:
-            self._flush_acks(force=True)
+            self.delivery.flush_acks(force=True)
         return read
 
     # --- set-up and maintenance -----------------------------------------------------
@@ -209,7 +170,7 @@ class Inbox:
         if time.monotonic() >= self._next_sweep:
             self.resend_missing()
         self._forget_dead_consumers()
-        self._flush_acks(force=True)
+        self.delivery.flush_acks(force=True)
         self._next_maintenance = time.monotonic() + self._interval
 
     def take_over_predecessors(self, stream: str) -> int:
@@ -228,7 +189,7 @@ class Inbox:
                     entry_id = row["message_id"]
                     entries = self.client.xclaim(stream, GROUP, self.consumer, 0, [entry_id])
                     # XCLAIM counts a delivery, as XAUTOCLAIM does.
-                    self._deliver_claimed(stream, entry_id, entries,
+                    self.delivery.deliver_claimed(stream, entry_id, entries,
                                           count=row["times_delivered"] + 1)  # fmt: skip
                     taken += 1
             # Only now, with nothing pending left: deleting a consumer drops its entries.
@@ -247,7 +208,9 @@ class Inbox:
             if entries and entries[0][0] is not None:
                 entry_id = entries[0][0]
                 (row,) = self.client.xpending_range(stream, GROUP, entry_id, entry_id, 1)
-                self._deliver_claimed(stream, entry_id, entries, count=row["times_delivered"])
+                self.delivery.deliver_claimed(
+                    stream, entry_id, entries, count=row["times_delivered"]
+                )
                 taken += 1
             if cursor == "0-0":
                 break
@@ -310,221 +273,3 @@ class Inbox:
                            self.consumer, len(missing))  # fmt: skip
             mailbox.publish(missing)
         return len(missing)
-
-    # --- handling -------------------------------------------------------------------
-
-    def deliver(self, stream: str, entries: list, deliveries: dict[str, int] | None = None) -> None:
-        """Handle entries read from `stream` (first deliveries unless counts are given)."""
-        envelopes, malformed = [], []
-        for entry_id, fields in entries:
-            try:
-                envelopes.append(self._envelope(stream, entry_id, fields, deliveries))
-            except (KeyError, ValueError, TypeError) as exc:
-                malformed.append((entry_id, fields, f"malformed entry: {exc!r}"))
-        for entry_id, fields, error in malformed:
-            self._dead_letter_entry(stream, entry_id, fields, error=error, deliveries=1)
-        if envelopes:
-            self._handle(stream, envelopes)
-
-    def _deliver_claimed(self, stream: str, entry_id: str, entries: list, *, count: int) -> None:
-        """Handle one entry taken over (its `count`-th delivery), or dead-letter it unrun
-        when it was delivered HIVE_MAX_DELIVERIES times already without an ack.
-
-        Taken over one at a time, each claimed just before it runs: a delivery is
-        counted only for the entry about to run, so when a message's handler kills
-        the process, the messages read in its batch do not count deliveries with it
-        and are not dead-lettered beside it.
-        """
-        if not entries or entries[0][0] is None:
-            # Deleted from the stream while pending (XDEL): nothing left to handle.
-            self.client.xack(stream, GROUP, entry_id)
-            return
-        fields = entries[0][1]
-        if count <= settings.HIVE_MAX_DELIVERIES:
-            self.deliver(stream, entries, {entry_id: count})
-            return
-        mid = fields.get("mid", "")
-        last = mid.isdigit() and (
-            Message.objects.filter(pk=int(mid)).values_list("error", flat=True).first()
-        )
-        error = last or (
-            f"delivered {count - 1} times without being acknowledged "
-            "(did its handler kill the agent?)"
-        )
-        self._dead_letter_entry(stream, entry_id, fields, error=error, deliveries=count - 1)
-
-    def _envelope(self, stream, entry_id, fields, deliveries) -> Envelope:
-        return Envelope(
-            id=int(fields["mid"]),
-            stream=stream,
-            stream_id=entry_id,
-            sender=fields.get("from", ""),
-            recipient=fields.get("to", ""),
-            kind=fields["kind"],
-            payload=json.loads(fields["payload"]),
-            correlation_id=fields.get("cid", ""),
-            reply_to=fields.get("reply", ""),
-            deliveries=(deliveries or {}).get(entry_id, 1),
-        )
-
-    def _handle(self, stream: str, envelopes: list[Envelope]) -> None:
-        try:
-            with transaction.atomic():
-                claimed, results = self._run_handlers(stream, envelopes)
-        except _HandlerFailed as failed:
-            # The batch is rolled back. The failing message has had its try for this
-            # delivery; the others run again without it (their effects went with the
-            # rollback), so each delivery is one try of each handler, and a poison
-            # message costs its batch one rollback.
-            self._failed(failed)
-            rest = [e for e in envelopes if e is not failed.envelope]
-            if rest:
-                self._handle(stream, rest)
-            return
-        self._acknowledge(stream, envelopes, claimed, results)
-
-    def _run_handlers(self, stream, envelopes) -> tuple[set[int], dict[int, str]]:
-        claimed = messages_claim(
-            entries={e.id: (e.stream_id, e.deliveries) for e in envelopes},
-            consumer=self.consumer,
-        )
-        replies: dict[int, str] = {}
-        for envelope in envelopes:
-            if envelope.id not in claimed:
-                continue
-            found = handler_get(envelope.kind)
-            if found is None:
-                raise _HandlerFailed(
-                    envelope,
-                    f"agent {self.agent!r} has no handler for messages of kind {envelope.kind!r}",
-                    retryable=False,
-                )
-            try:
-                result = found.func(self.context, envelope)
-            except HandlerError as exc:
-                raise _HandlerFailed(envelope, str(exc), retryable=exc.retryable) from exc
-            except Exception as exc:
-                logger.info("inbox %s: handler of %s failed:\n%s", self.consumer, envelope.kind,
-                            traceback.format_exc())  # fmt: skip
-                raise _HandlerFailed(
-                    envelope, f"{type(exc).__name__}: {exc}", retryable=True
-                ) from exc
-            if envelope.reply_to:
-                try:
-                    replies[envelope.id] = json.dumps(result, separators=(",", ":"))
-                except (TypeError, ValueError) as exc:
-                    raise _HandlerFailed(
-                        envelope, f"reply is not JSON: {exc}", retryable=False
-                    ) from exc
-                message_result(message_id=envelope.id, result=result)
-        return claimed, replies
-
-    def _acknowledge(self, stream, envelopes, claimed: set[int], replies: dict[int, str]) -> None:
-        """After the commit: one XACK for the batch, and the replies to requests."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xack(stream, GROUP, *[e.stream_id for e in envelopes])
-        for envelope in envelopes:
-            if envelope.id in replies:
-                self._reply(pipe, envelope, ok=True, payload=replies[envelope.id])
-        pipe.execute()
-        self._acked.append(([e.id for e in envelopes if e.id in claimed], timezone.now()))
-        duplicates = [e for e in envelopes if e.id not in claimed]
-        if duplicates:
-            self._duplicates(duplicates)
-        self._flush_acks()
-
-    def _duplicates(self, envelopes: list[Envelope]) -> None:
-        """Redelivered messages that were not pending: only acknowledged. One that was
-        marked dead but whose dead-letter entry may not have been written (the process
-        died in between) is dead-lettered again: better twice there than never."""
-        dead = dict(
-            Message.objects.filter(
-                pk__in=[e.id for e in envelopes], state=Message.State.DEAD
-            ).values_list("id", "error")
-        )
-        for envelope in envelopes:
-            if envelope.id in dead:
-                self._dead_letter_redis(envelope, error=dead[envelope.id])
-
-    def _reply(self, pipe, envelope: Envelope, *, ok: bool, payload: str = "", error: str = ""):
-        fields = reply_fields(message_id=envelope.id, correlation_id=envelope.correlation_id,
-                              sender=self.agent, ok=ok, payload=payload, error=error)  # fmt: skip
-        pipe.xadd(envelope.reply_to, fields)
-        pipe.expire(envelope.reply_to, REPLY_TTL)
-
-    def _failed(self, failed: _HandlerFailed) -> None:
-        envelope = failed.envelope
-        if not failed.retryable or envelope.deliveries >= settings.HIVE_MAX_DELIVERIES:
-            if message_bury(
-                message_id=envelope.id,
-                stream_id=envelope.stream_id,
-                agent=self.agent,
-                consumer=self.consumer,
-                error=failed.error,
-                deliveries=envelope.deliveries,
-            ):
-                self._dead_letter_redis(envelope, error=failed.error)
-            else:
-                self.client.xack(envelope.stream, GROUP, envelope.stream_id)
-            return
-        # Left pending and unacknowledged: taken over again after the idle time.
-        message_fail(message_id=envelope.id, stream_id=envelope.stream_id, error=failed.error,
-                     deliveries=envelope.deliveries)  # fmt: skip
-
-    def _dead_letter_redis(self, envelope: Envelope, *, error: str) -> None:
-        """The dead-letter entry and the acknowledgement, atomically (MULTI)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(
-            DEAD_STREAM,
-            {
-                "stream": envelope.stream,
-                "id": envelope.stream_id,
-                "mid": envelope.id,
-                "kind": envelope.kind,
-                "from": envelope.sender,
-                "to": envelope.recipient,
-                "cid": envelope.correlation_id,
-                "payload": json.dumps(envelope.payload, separators=(",", ":")),
-                "error": error,
-                "deliveries": envelope.deliveries,
-                "consumer": self.consumer,
-            },
-            maxlen=DEAD_STREAM_MAXLEN,
-            approximate=True,
-        )
-        pipe.xack(envelope.stream, GROUP, envelope.stream_id)
-        pipe.execute()
-        if envelope.reply_to:
-            # The requester learns of the failure now rather than at its timeout.
-            pipe = self.client.pipeline(transaction=False)
-            self._reply(pipe, envelope, ok=False, error=error)
-            pipe.execute()
-
-    def _dead_letter_entry(self, stream, entry_id, fields, *, error: str, deliveries: int) -> None:
-        """Dead-letter an entry not (yet) run: malformed, or delivered too often."""
-        mid = fields.get("mid", "")
-        envelope = Envelope(
-            id=int(mid) if str(mid).isdigit() else 0,
-            stream=stream,
-            stream_id=entry_id,
-            sender=fields.get("from", ""),
-            recipient=fields.get("to", ""),
-            kind=fields.get("kind", ""),
-            payload=_loads_or_raw(fields.get("payload", "")),
-            correlation_id=fields.get("cid", ""),
-            reply_to=fields.get("reply", ""),
-            deliveries=deliveries,
-        )
-        if envelope.id:
-            message_bury(message_id=envelope.id, stream_id=entry_id, agent=self.agent,
-                         consumer=self.consumer, error=error, deliveries=deliveries)  # fmt: skip
-        self._dead_letter_redis(envelope, error=error)
-
-    def _flush_acks(self, *, force: bool = False) -> None:
-        if not self._acked:
-            return
-        if not force and time.monotonic() - self._acked_at < ACK_FLUSH_INTERVAL:
-            return
-        acks, self._acked = self._acked, []
-        self._acked_at = time.monotonic()
-        messages_acked(agent=self.agent, acks=[(ids, at) for ids, at in acks if ids])

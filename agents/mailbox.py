@@ -31,7 +31,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agents import worker
+from agents.hooks import handoff_recorders
 from agents.models import Agent, Message
+from hive_core.errors import Invalid, Unavailable
 from hive_core.jsondata import json_problem
 from hive_core.redis_client import redis_blocking_client, redis_client
 from hive_core.sql import insert_sql
@@ -48,20 +50,24 @@ REPLY_TTL = 300
 _KIND_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-:")
 
 
-class MessageError(Exception):
-    """The message cannot be sent; nothing was sent. `field` names the culprit."""
+class MessageError(Invalid):
+    """The message cannot be sent; nothing was sent. `field` names the culprit, and
+    the message reads `field: reason` (the API's `fields` carry the reason)."""
 
     def __init__(self, message: str, *, field: str = ""):
-        super().__init__(message)
+        reason = message.split(": ", 1)[-1]
+        super().__init__(message, fields={field: [reason]} if field else None)
         self.field = field
 
 
-class RequestTimeout(MessageError):
-    """No reply within the timeout; the request stays in the recipient's inbox."""
+class RequestTimeout(Unavailable, MessageError):
+    """No reply within the timeout; the request stays in the recipient's inbox. A
+    MessageError to its callers, of the Unavailable kind (first in the bases)."""
 
 
 class RequestFailed(MessageError):
-    """The recipient's handler failed for good (the request was dead-lettered)."""
+    """The recipient refused the request for good: its handler failed on it (it was
+    dead-lettered)."""
 
 
 def agent_stream(name: str) -> str:
@@ -379,15 +385,14 @@ def handoff(
     *, to: str, run, step, context: dict, kind: str = "handoff", sender: str = ""
 ) -> Message:
     """Hand a step's context to agent `to` and record the handoff on the run: a
-    `step.handoff` event on its timeline and an entry in the step's history."""
-    from coordination.services import step_handoff_record
-
+    `step.handoff` event on its timeline and an entry in the step's history (written
+    by coordination, through agents/hooks.py)."""
     sender = sender or default_sender()
     payload = {"run": run.pk, "step": step.key, "context": context}
     with transaction.atomic():
         message = send(to=to, kind=kind, payload=payload, sender=sender,
                        correlation_id=f"run:{run.pk}:{step.key}")  # fmt: skip
-        step_handoff_record(step=step, sender=sender, to=to, message_id=message.pk)
+        handoff_recorders(step=step, sender=sender, to=to, message_id=message.pk)
     return message
 
 

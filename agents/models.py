@@ -1,7 +1,7 @@
 from django.core.validators import RegexValidator
 from django.db import models
 
-from agents.pool import AGENT_SLUG_PATTERN
+from agents.identity import AGENT_SLUG_PATTERN
 
 agent_slug = RegexValidator(
     AGENT_SLUG_PATTERN,

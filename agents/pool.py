@@ -1,29 +1,13 @@
 """The agent pool file (hive.agents.yaml): which agents `hive up` starts."""
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
-
+from agents.identity import AGENT_SLUG_PATTERN, AgentSpec, concurrency_problem
 from hive_core.yamlfile import DefinitionError, LineDict, yaml_load
 
-# An agent's name and role: a lowercase slug. `hive agent`, the pool file, the admin
-# (the model's validator) and the API schema all hold this one pattern, so an admin
-# cannot rename an agent to a name its own process would refuse, or that the API's
-# schema says cannot exist. `\Z`: `$` would let a trailing newline through (the
-# schema publishes it as ECMA's `$`, which drf-spectacular writes for `\Z`).
-AGENT_SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*\Z"
 _SLUG = re.compile(AGENT_SLUG_PATTERN)
 _SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]*\Z")
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    name: str
-    role: str
-    skills: tuple[str, ...]
-    concurrency: int = 1
 
 
 def agent_pool_load(path: Path) -> list[AgentSpec]:
@@ -70,19 +54,3 @@ def agent_spec(
     if problem:
         raise DefinitionError(f"{at}concurrency: {problem}")
     return AgentSpec(name=name, role=role, skills=tuple(skills), concurrency=concurrency)
-
-
-def concurrency_bound() -> str:
-    """The bound on an agent's concurrency, as every refusal words it."""
-    bound = settings.HIVE_AGENT_MAX_CONCURRENCY
-    return f"must be at most {bound} (HIVE_AGENT_MAX_CONCURRENCY, steps one agent runs at once)"
-
-
-def concurrency_problem(value: object) -> str:
-    """Why `value` cannot be an agent's concurrency ("" when it can): the one rule of
-    the pool file, `hive agent`, the API's scale and the admin."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        return f"{value!r} is not a positive integer"
-    if value > settings.HIVE_AGENT_MAX_CONCURRENCY:
-        return f"{value} {concurrency_bound()}"
-    return ""

@@ -5,6 +5,7 @@ of its skills, so a step goes to `agent.<name>` if it names an agent, else to
 import time
 
 from agents.models import Agent
+from hive_core.errors import Unavailable
 
 # Agents come and go over seconds (heartbeats, HIVE_AGENT_TIMEOUT); re-reading
 # them for every step of a busy run is a query per step for nothing.
@@ -12,7 +13,7 @@ _AGENTS_TTL = 1.0
 _agents_cache: tuple[float, list[Agent]] = (0.0, [])
 
 
-class RoutingError(Exception):
+class RoutingError(Unavailable):
     """No live agent can take the work; the message says what is missing."""
 
 

@@ -70,21 +70,6 @@ def agent_status_counts() -> dict[str, int]:
     return counts
 
 
-def agent_cards() -> list[Agent]:
-    """Every agent with `current`: the (run id, step key) of each step it runs now (one
-    query for all agents)."""
-    from coordination.models import StepRun
-
-    agents = list(agent_list())
-    running: dict[str, list[tuple[int, str]]] = {}
-    rows = StepRun.objects.filter(state=StepRun.State.RUNNING).exclude(agent="")
-    for agent, run_id, key in rows.values_list("agent", "run_id", "key").order_by("id"):
-        running.setdefault(agent, []).append((run_id, key))
-    for agent in agents:
-        agent.current = running.get(agent.name, [])
-    return agents
-
-
 def inbox_summary() -> list[dict]:
     """Per recipient (an agent, or `role:NAME`): messages pending, handled and dead, and
     the deliveries Redis made of them; ordered by recipient. Everyone's: a figure of the

@@ -3,26 +3,30 @@
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery import current_app
 from django.db import connection, transaction
 from django.utils import timezone
 
 from agents import mailbox
+from agents.identity import concurrency_problem
 from agents.liveness import agents_live, live_key
 from agents.models import Agent, Message
-from agents.pool import concurrency_problem
 from agents.routing import agent_queues
 from events.services import event_emit
+from hive_core.errors import Conflict
 from hive_core.redis_client import redis_client
 from hive_core.sql import case, update_sql
-from hive_project.celery import app
 
 Status = Agent.Status
 # How long a control command waits for the agent's answer.
 CONTROL_TIMEOUT = 3.0
 
 
-class AgentControlError(Exception):
-    """A control command could not be carried out; the message says why."""
+class AgentControlError(Conflict):
+    """A control command could not be carried out (the agent is offline, did not
+    answer, or refused); the message says why. The API's code is `agent_unavailable`."""
+
+    code = "agent_unavailable"
 
 
 @transaction.atomic
@@ -121,14 +125,18 @@ def agents_reap(*, timeout: int) -> list[str]:
 
 
 # --- control of live agents, through Celery's remote control ---------------------
-# No database transaction is held while waiting for an agent's answer.
+# No database transaction is held while waiting for an agent's answer. The app is
+# Celery's current one: hive_project/celery.py creates it when Django loads its
+# settings (hive_project/__init__.py), with DJANGO_SETTINGS_MODULE set, so Celery's
+# Django fix-up makes it the default of every thread of every process (web, agent,
+# coordinator, CLI; the prefork pool sets it again in its children).
 
 
 def _control(agent: Agent, command: str, *, reply: bool = True, **arguments) -> dict | None:
     """Send a remote-control command to the agent's worker and return its reply."""
     if not agent.online or not agent.node:
         raise AgentControlError(f"agent {agent.name!r} is offline")
-    replies = app.control.broadcast(
+    replies = current_app.control.broadcast(
         command,
         arguments=arguments,
         destination=[agent.node],
@@ -199,7 +207,7 @@ def _change(agent: Agent, field: str, value: object, *, kind: str) -> None:
     setattr(agent, field, value)
 
 
-# --- messages (agents/mailbox.py sends, agents/inbox.py handles) ----------------------
+# --- messages (agents/mailbox.py sends, agents/inbox.py and delivery.py handle) ------
 
 
 def message_send(

@@ -4,10 +4,10 @@ synced into the Command table (`builtins_sync`), so it is listed, permission-che
 and audited like any command. `CommandsConfig.ready` imports this module, which
 registers them in `commands.registry`."""
 
-from agents.mailbox import MessageError, user_sender
+from agents.mailbox import user_sender
 from agents.models import Agent
 from agents.selectors import agent_list, agent_status_counts
-from agents.services import AgentControlError, agent_drain, agent_resume, message_send
+from agents.services import agent_drain, agent_resume, message_send
 from commands.parser import hint_names
 from commands.registry import builtin
 from commands.schedules import schedule_check, schedule_create, schedule_delete, schedule_update
@@ -221,10 +221,7 @@ def _resume(*, user, agent: str) -> dict:
 )
 def _send(*, user, agent: str, text: str) -> dict:
     """Send a note to an agent's inbox; an agent that is down finds it when it is back."""
-    try:
-        sent = message_send(sender=user_sender(user), to=agent, kind="note", payload={"text": text})
-    except MessageError as exc:  # not a HiveError yet
-        raise Invalid(str(exc)) from None
+    sent = message_send(sender=user_sender(user), to=agent, kind="note", payload={"text": text})
     return {"message": f"message {sent.pk} sent to {agent}", "id": sent.pk}
 
 
@@ -291,13 +288,13 @@ def _schedule(
 
 
 def _control(service, **kwargs):
-    """`service(**kwargs)`, its refusal as a HiveError: coordination's RunError and
-    agents' AgentControlError are not HiveErrors yet (issue #16, their branches)."""
+    """`service(**kwargs)`, its refusal as a HiveError: coordination's RunError is not
+    one yet (issue #16, its branch); agents' AgentControlError is a Conflict already."""
     try:
         return service(**kwargs)
     except (RunDenied, RunForbidden) as exc:
         raise Denied(str(exc)) from None
-    except (RunError, AgentControlError) as exc:
+    except RunError as exc:
         raise Conflict(str(exc)) from None
 
 

@@ -5,6 +5,8 @@ from datetime import timedelta
 from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 from django.utils import timezone
 
+from agents.models import Agent
+from agents.selectors import agent_list
 from coordination.models import Run, StepRun, Workflow
 from hive_core.visibility import user_sees_all
 
@@ -125,3 +127,16 @@ def step_throughput(*, minutes: int = 5) -> dict:
         "p50": quantile(0.5),
         "p95": quantile(0.95),
     }
+
+
+def agent_cards() -> list[Agent]:
+    """Every agent with `current`: the (run id, step key) of each step it runs now (one
+    query for all agents)."""
+    agents = list(agent_list())
+    running: dict[str, list[tuple[int, str]]] = {}
+    rows = StepRun.objects.filter(state=StepRun.State.RUNNING).exclude(agent="")
+    for agent, run_id, key in rows.values_list("agent", "run_id", "key").order_by("id"):
+        running.setdefault(agent, []).append((run_id, key))
+    for agent in agents:
+        agent.current = running.get(agent.name, [])
+    return agents

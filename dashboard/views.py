@@ -6,15 +6,16 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import render
 
-from agents.selectors import (
-    agent_cards,
-    agent_status_counts,
-    inbox_summary,
-    message_list,
-)
+from agents.selectors import agent_status_counts, inbox_summary, message_list
 from coordination.api.serializers import RunFilterSerializer
 from coordination.models import Run
-from coordination.selectors import run_get, run_list, run_state_counts, step_throughput
+from coordination.selectors import (
+    agent_cards,
+    run_get,
+    run_list,
+    run_state_counts,
+    step_throughput,
+)
 from dashboard.dag import dag_layout
 from dashboard.selectors import event_last_seq, event_recent
 

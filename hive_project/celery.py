@@ -5,14 +5,14 @@ import time
 
 from celery import Celery, signals
 
-from agents.worker import AgentStep
+from agents.bootstep import AgentStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hive_project.settings")
 
 app = Celery("hive")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# Active only in `hive agent` processes (agents/worker.py).
+# Active only in `hive agent` processes (agents/bootstep.py).
 app.steps["consumer"].add(AgentStep)
 
 

@@ -3,15 +3,15 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from agents.identity import AGENT_SLUG_PATTERN, concurrency_bound
 from agents.models import Agent, Message
-from agents.pool import AGENT_SLUG_PATTERN, concurrency_bound
 
 
 class AgentSerializer(serializers.ModelSerializer):
     """An agent's row, overlaid with its live heartbeat from Redis when it has one
     (`context["live"]`): the row is written only on change, the heartbeat every beat."""
 
-    # The pattern the model's validator holds every door to (agents/pool.py).
+    # The pattern the model's validator holds every door to (agents/identity.py).
     name = serializers.RegexField(AGENT_SLUG_PATTERN, read_only=True)
     role = serializers.RegexField(AGENT_SLUG_PATTERN, read_only=True)
     heartbeat_age = serializers.SerializerMethodField(help_text="Seconds since the last beat.")

@@ -1,7 +1,6 @@
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 
@@ -15,11 +14,10 @@ from agents.api.serializers import (
     SkillSerializer,
 )
 from agents.liveness import agents_live
-from agents.mailbox import MessageError, user_sender
+from agents.mailbox import user_sender
 from agents.models import Agent
 from agents.selectors import agent_list, message_list, skill_list
 from agents.services import (
-    AgentControlError,
     agent_drain,
     agent_resume,
     agent_scale,
@@ -30,11 +28,6 @@ from agents.services import (
 from hive_core.api import ID_PATTERN, NewestFirstPagination, needs, query_params
 
 CONTROL = needs("agents.change_agent")
-
-
-class AgentUnavailable(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "agent_unavailable"
 
 
 class AgentViewSet(viewsets.ReadOnlyModelViewSet):
@@ -55,11 +48,10 @@ class AgentViewSet(viewsets.ReadOnlyModelViewSet):
         return super().get_serializer(*args, **kwargs)
 
     def _control(self, service, **arguments) -> Response:
+        """Run a control service on the agent; its AgentControlError (a Conflict, code
+        `agent_unavailable`) is the API's 409 through the exception handler."""
         agent = self.get_object()
-        try:
-            result = service(agent=agent, **arguments)
-        except AgentControlError as exc:
-            raise AgentUnavailable(str(exc)) from None
+        result = service(agent=agent, **arguments)
         agent = result if isinstance(result, Agent) else agent
         return Response(self.get_serializer(agent).data)
 
@@ -131,7 +123,7 @@ class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         """Send a message to an agent (`to`) or to any one agent of a `role`."""
         body = SendSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        message = self._send(message_send, **body.validated_data)
+        message = message_send(sender=user_sender(request.user), **body.validated_data)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=BroadcastSerializer, responses={201: MessageSerializer(many=True)})
@@ -140,13 +132,5 @@ class MessageViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         """Send a copy to each online agent of a `role`."""
         body = BroadcastSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        messages = self._send(message_broadcast, **body.validated_data)
+        messages = message_broadcast(sender=user_sender(request.user), **body.validated_data)
         return Response(MessageSerializer(messages, many=True).data, status=status.HTTP_201_CREATED)
-
-    def _send(self, service, **fields):
-        try:
-            return service(sender=user_sender(self.request.user), **fields)
-        except MessageError as exc:
-            # "field: reason" from the mailbox, in the API's error shape.
-            reason = str(exc).split(": ", 1)[-1] if exc.field else str(exc)
-            raise ValidationError({exc.field or "non_field_errors": [reason]}) from None

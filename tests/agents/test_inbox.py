@@ -69,7 +69,7 @@ def test_a_redelivered_message_already_handled_is_only_acknowledged(make_inbox, 
     first.poll()
     sent = mailbox.send(to="solo", kind="test.record")
     # The process dies after its commit and before its XACK.
-    first._acknowledge = lambda *args, **kwargs: None
+    first.delivery._acknowledge = lambda *args, **kwargs: None
     first.poll()
     assert redis_client.xpending(STREAM, GROUP)["pending"] == 1
 

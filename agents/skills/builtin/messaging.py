@@ -13,9 +13,20 @@ _MESSAGE = {
 _TARGET = [{"required": ["to"]}, {"required": ["role"]}]
 
 
-def _key(ctx: SkillContext, skill_name: str) -> str:
+def _mailbox(ctx: SkillContext, skill_name: str, call, **arguments):
+    """`call` (mailbox.send or mailbox.request) as the step's agent; the mailbox's
+    refusals become the skill's errors, named after it."""
     # A step's retry (or a redelivery of it) must not send the message twice.
-    return f"{ctx.idempotency_key}:{skill_name}" if ctx.idempotency_key else ""
+    key = f"{ctx.idempotency_key}:{skill_name}" if ctx.idempotency_key else ""
+    try:
+        return call(sender=ctx.agent or "hive", idempotency_key=key, **arguments)
+    except mailbox.RequestFailed as exc:
+        raise SkillError(f"{skill_name}: {exc}", retryable=False) from None
+    except mailbox.RequestTimeout as exc:
+        # Tried again, the step waits for the same request's reply (same key).
+        raise SkillError(f"{skill_name}: {exc}") from None
+    except mailbox.MessageError as exc:
+        raise SkillInputError(f"{skill_name}: {exc}") from None
 
 
 @skill(
@@ -33,13 +44,8 @@ def message_send(
     correlation_id: str = "",
 ) -> dict:  # fmt: skip
     """Send a message to an agent or a role; returns its id once it is in the inbox."""
-    try:
-        message = mailbox.send(
-            to=to, role=role, kind=kind, payload=payload, correlation_id=correlation_id,
-            sender=ctx.agent or "hive", idempotency_key=_key(ctx, "message.send"),
-        )  # fmt: skip
-    except mailbox.MessageError as exc:
-        raise SkillInputError(f"message.send: {exc}") from None
+    message = _mailbox(ctx, "message.send", mailbox.send, to=to, role=role, kind=kind,
+                       payload=payload, correlation_id=correlation_id)  # fmt: skip
     return {"message": message.pk, "correlation_id": message.correlation_id}
 
 
@@ -58,16 +64,6 @@ def message_request(
     timeout: float = 30,
 ) -> dict:  # fmt: skip
     """Send a request to an agent or a role and return its handler's reply."""
-    try:
-        reply = mailbox.request(
-            to=to, role=role, kind=kind, payload=payload, timeout=timeout,
-            sender=ctx.agent or "hive", idempotency_key=_key(ctx, "message.request"),
-        )  # fmt: skip
-    except mailbox.RequestFailed as exc:
-        raise SkillError(f"message.request: {exc}", retryable=False) from None
-    except mailbox.RequestTimeout as exc:
-        # Tried again, the step waits for the same request's reply (same key).
-        raise SkillError(f"message.request: {exc}") from None
-    except mailbox.MessageError as exc:
-        raise SkillInputError(f"message.request: {exc}") from None
+    reply = _mailbox(ctx, "message.request", mailbox.request, to=to, role=role, kind=kind,
+                     payload=payload, timeout=timeout)  # fmt: skip
     return {"reply": reply}
