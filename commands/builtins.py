@@ -16,16 +16,13 @@ from coordination.models import Run, StepRun
 from coordination.selectors import run_get, run_list, run_state_counts, step_get
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
-    RunDenied,
-    RunError,
-    RunForbidden,
     run_cancel,
     step_approve,
     step_reject,
     step_retry,
 )
 from hive_core.api import ID_PATTERN
-from hive_core.errors import Conflict, Denied, Invalid, NotFound
+from hive_core.errors import Conflict, Invalid, NotFound
 
 AGENT_CONTROL = "agents.change_agent"
 MESSAGE_SEND = "agents.add_message"
@@ -151,7 +148,7 @@ def _colon(text: str) -> str:
 )
 def _cancel(*, user, run: int) -> dict:
     """Cancel a run: running steps are stopped, nothing more starts."""
-    found = _control(run_cancel, run=_get_run(run, user=user), user=user)
+    found = run_cancel(run=_get_run(run, user=user), user=user)
     return {"message": f"run {found.pk}: {found.state}", "run": found.pk, "state": found.state}
 
 
@@ -164,7 +161,7 @@ def _cancel(*, user, run: int) -> dict:
 )
 def _retry(*, user, run: int, step: str) -> dict:
     """Retry a failed step of a run, and every step after it."""
-    found = _control(step_retry, step=_get_step(run, step, user=user), user=user)
+    found = step_retry(step=_get_step(run, step, user=user), user=user)
     return {"message": f"run {found.pk}: {found.state} (retrying {step})", "run": found.pk}
 
 
@@ -177,7 +174,7 @@ def _retry(*, user, run: int, step: str) -> dict:
 )
 def _approve(*, user, run: int, step: str = "") -> dict:
     """Approve a step waiting for approval (the run's only waiting step if none is named)."""
-    approved = _control(step_approve, step=_get_step(run, step, user=user), user=user)
+    approved = step_approve(step=_get_step(run, step, user=user), user=user)
     return {"message": f"run {run}: {approved.key} approved", "run": run, "step": approved.key}
 
 
@@ -190,7 +187,7 @@ def _approve(*, user, run: int, step: str = "") -> dict:
 )
 def _reject(*, user, run: int, step: str = "", reason: str = "") -> dict:
     """Reject a step waiting for approval: the step and its run fail."""
-    rejected = _control(step_reject, step=_get_step(run, step, user=user), user=user, reason=reason)
+    rejected = step_reject(step=_get_step(run, step, user=user), user=user, reason=reason)
     return {"message": f"run {run}: {rejected.key} rejected", "run": run, "step": rejected.key}
 
 
@@ -199,7 +196,7 @@ def _reject(*, user, run: int, step: str = "", reason: str = "") -> dict:
 )
 def _drain(*, user, agent: str) -> dict:
     """Drain an agent: it finishes its running steps and takes no new ones."""
-    found = _control(agent_drain, agent=_get_agent(agent))
+    found = agent_drain(agent=_get_agent(agent))
     return {"message": f"agent {found.name}: {found.status}", "agent": found.name}
 
 
@@ -208,7 +205,7 @@ def _drain(*, user, agent: str) -> dict:
 )
 def _resume(*, user, agent: str) -> dict:
     """Resume a drained agent: it takes steps again."""
-    found = _control(agent_resume, agent=_get_agent(agent))
+    found = agent_resume(agent=_get_agent(agent))
     return {"message": f"agent {found.name}: {found.status}", "agent": found.name}
 
 
@@ -285,17 +282,6 @@ def _schedule(
 
 
 # --- helpers -----------------------------------------------------------------------
-
-
-def _control(service, **kwargs):
-    """`service(**kwargs)`, its refusal as a HiveError: coordination's RunError is not
-    one yet (issue #16, its branch); agents' AgentControlError is a Conflict already."""
-    try:
-        return service(**kwargs)
-    except (RunDenied, RunForbidden) as exc:
-        raise Denied(str(exc)) from None
-    except RunError as exc:
-        raise Conflict(str(exc)) from None
 
 
 def _get_run(pk: int, *, user) -> Run:
