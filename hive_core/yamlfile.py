@@ -5,10 +5,11 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
+from hive_core.errors import Invalid
 from hive_core.jsondata import MAX_DEPTH, json_problem
 
 
-class DefinitionError(ValueError):
+class DefinitionError(Invalid, ValueError):
     """A definition file is malformed; the message names the file, line and field."""
 
 

@@ -12,12 +12,10 @@ from django.core.management.base import BaseCommand
 from agents.cli import AgentAction, PingAction, SkillAction
 from agents.skills import SkillError
 from commands.cli import LoadAction, RunAction
-from commands.services import CommandFailure
 from coordination.cli import CoordinatorAction, WorkflowAction
 from hive_core.cli import Output, Subcommand, TokenAction
 from hive_core.embedded_redis import embedded_redis_ensure, embedded_redis_stop
 from hive_core.errors import HiveError
-from hive_core.yamlfile import DefinitionError
 from ops.cli import FlowerAction, SetupAction, UpAction, WebAction
 
 SUBCOMMANDS: list[Subcommand] = [
@@ -37,9 +35,9 @@ SUBCOMMANDS: list[Subcommand] = [
     TokenAction(),
 ]
 
-# Refusals that do not derive from HiveError yet (issue #16 converts them on other
-# branches): reported exactly as a HiveError is. Drop each once it is a HiveError.
-NOT_YET_HIVE_ERRORS = (DefinitionError, SkillError, CommandFailure)
+# `hive skill` runs a skill in this process: its SkillError is the skill's failure, not
+# a refusal of the request, but it is reported the same way (the message, exit 1).
+REPORTED_FAILURES = (SkillError,)
 
 
 class Command(BaseCommand):
@@ -64,7 +62,7 @@ class Command(BaseCommand):
             )
         try:
             subcommand.handle(options, out)
-        except (HiveError, *NOT_YET_HIVE_ERRORS) as error:
+        except (HiveError, *REPORTED_FAILURES) as error:
             subcommand.refused(error, options, out)
         finally:
             if started_redis and subcommand.owns_embedded_redis:
