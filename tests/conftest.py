@@ -187,6 +187,7 @@ def harness(redis_url, transactional_db, monkeypatch):
     harness = Harness()
     monkeypatch.setattr(dispatch, "transport", harness)
     yield harness
+    harness.close()
     routing_forget()
 
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 
 from agents import routing
@@ -48,6 +48,9 @@ class Harness:
         self.revoked: list[str] = []  # task ids the engine asked to stop
         self.ran: list[tuple[Outgoing, str]] = []  # (what ran, on which agent)
         self._agents: dict[str, Agent] = {}
+        # Pool processes beside the main thread: threads, each with its connection.
+        self._pool: ThreadPoolExecutor | None = None
+        self._connections: list = []
 
     # the transport (coordination.dispatch)
 
@@ -83,14 +86,14 @@ class Harness:
         routing_forget()
         return agent
 
-    def _consumers(self, queue: str) -> list[Agent]:
-        """The agents consuming `queue` (as `hive agent` subscribes them) that take work."""
-        fresh = Agent.objects.filter(name__in=self._agents).in_bulk(field_name="name")
+    def _consuming(self) -> list[tuple[Agent, set[str]]]:
+        """The agents that take work now (their rows, as a test may have changed them),
+        each with the queues `hive agent` subscribes it to."""
+        agents = Agent.objects.filter(name__in=self._agents).order_by("name")
         return [
-            agent
-            for agent in fresh.values()
+            (agent, set(agent_queues(name=agent.name, role=agent.role, skills=agent.skills)))
+            for agent in agents
             if agent.accepts_work
-            and queue in agent_queues(name=agent.name, role=agent.role, skills=agent.skills)
         ]
 
     # running steps
@@ -118,10 +121,13 @@ class Harness:
         slot, at most one with a time limit (limits are signals to the main thread)."""
         slots: dict[str, int] = {}
         wave, timed = [], False
+        consuming = self._consuming() if self.outgoing else []
         for out in self.outgoing:
             if out.timeout and timed:
                 continue
-            for agent in self._consumers(out.queue):
+            for agent, queues in consuming:
+                if out.queue not in queues:
+                    continue
                 used = slots.get(agent.name, 0)
                 if used < agent.concurrency:
                     slots[agent.name] = used + 1
@@ -135,11 +141,26 @@ class Harness:
 
     def _run_wave(self, wave: list[tuple[Outgoing, str]]) -> None:
         first, *others = wave
-        with ThreadPoolExecutor(max_workers=max(len(others), 1)) as pool:
-            beside = [pool.submit(_in_thread, self._execute, *job) for job in others]
-            self._execute(*first)
-            for future in beside:
-                future.result()  # an error of the engine's fails the test
+        if others and self._pool is None:
+            self._pool = ThreadPoolExecutor(initializer=self._thread_start)
+        beside = [self._pool.submit(self._execute, *job) for job in others]
+        self._execute(*first)
+        for future in beside:
+            future.result()  # an error of the engine's fails the test
+
+    def _thread_start(self) -> None:
+        # The thread's connection (not the proxy: it resolves per thread) is closed by
+        # `close`, from the main thread.
+        opened = connections[DEFAULT_DB_ALIAS]
+        opened.inc_thread_sharing()
+        self._connections.append(opened)
+
+    def close(self) -> None:
+        """Stop the threads and close their connections (before the test's flush)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+        for opened in self._connections:
+            opened.close()
 
     def _execute(self, out: Outgoing, agent: str) -> None:
         """What an agent's pool process does with the message: `execute_step_task`."""
@@ -187,14 +208,6 @@ class Harness:
 def routing_forget() -> None:
     """Make routing read the agents again now (it keeps them for a second)."""
     routing._agents_cache = (0.0, [])
-
-
-def _in_thread(execute, *job) -> None:
-    """A step beside the main thread, as on another pool process: its own connection."""
-    try:
-        execute(*job)
-    finally:
-        connection.close()
 
 
 @contextmanager
