@@ -142,17 +142,26 @@ def shared_agent(module_processes, django_db_blocker):
     and an agent writes its row only as it registers: the row is put back as the
     agent wrote it, with the status and load of its last heartbeat (in Redis).
     """
-    started: dict[str, tuple[ManagedProcess, dict]] = {}
+    started: dict[str, tuple[ManagedProcess, dict, dict]] = {}
 
     def get(name: str, **options) -> ManagedProcess:
         if name not in started:
             with django_db_blocker.unblock():
                 process = agent_start(module_processes, name, **options)
-                started[name] = (process, Agent.objects.values().get(name=name))
-        process, row = started[name]
+                started[name] = (process, Agent.objects.values().get(name=name), options)
+        process, row, first = started[name]
+        assert options == first, f"agent {name} was started with {first}, not {options}"
         assert process.alive(), f"agent {name} exited:\n{process.log()}"
+        # What the last test left running (a step it revoked, one it did not wait for)
+        # is gone by a heartbeat after this moment.
+        since = timezone.now().isoformat()
+        live = wait_for(
+            lambda: (beat := agents_live([name]).get(name)) and beat["at"] >= since
+            and beat["running"] == 0 and beat,
+            timeout=30,
+            what=f"agent {name} to run nothing",
+        )  # fmt: skip
         if not Agent.objects.filter(name=name, pid=process.pid).exists():
-            live = agents_live([name])[name]
             beat = {
                 "status": live["status"],
                 "load": live["load"],
