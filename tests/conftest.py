@@ -93,7 +93,30 @@ def processes(redis_url, transactional_db, tmp_path):
     group.stop_all()
 
 
-def agent_start(
+def agent_start(group: ProcessGroup, name: str, **options) -> ManagedProcess:
+    """Start `hive agent` in `group` and wait until it is online."""
+    (process,) = agents_start(group, {"name": name, **options})
+    return process
+
+
+def agents_start(group: ProcessGroup, *agents: dict) -> list[ManagedProcess]:
+    """Start agents side by side (each a dict of `agent_launch`'s arguments), then wait
+    until every one is online: their start-ups overlap."""
+    launched = [(agent["name"], agent_launch(group, **agent)) for agent in agents]
+    for name, process in launched:
+        wait_for(
+            lambda name=name, process=process: (
+                not process.alive()
+                or Agent.objects.filter(name=name, pid=process.pid, status="idle").exists()
+            ),
+            timeout=60,
+            what=f"agent {name} to register",
+        )
+        assert process.alive(), f"agent {name} exited:\n{process.log()}"
+    return [process for _, process in launched]
+
+
+def agent_launch(
     group: ProcessGroup,
     name: str,
     *,
@@ -102,19 +125,9 @@ def agent_start(
     concurrency: int = 1,
     **env: str,
 ) -> ManagedProcess:
-    """Start `hive agent` in `group` and wait until it is online."""
+    """`hive agent` in `group`; `env`: environment variables of the agent's own."""
     args = ["agent", f"--name={name}", f"--skills={skills}", f"--concurrency={concurrency}"]
-    process = group.start(*args, *([f"--role={role}"] if role else []), name=name, **env)
-    wait_for(
-        lambda: (
-            not process.alive()
-            or Agent.objects.filter(name=name, pid=process.pid, status="idle").exists()
-        ),
-        timeout=60,
-        what=f"agent {name} to register",
-    )
-    assert process.alive(), f"agent {name} exited:\n{process.log()}"
-    return process
+    return group.start(*args, *([f"--role={role}"] if role else []), name=name, **env)
 
 
 @pytest.fixture
@@ -122,6 +135,13 @@ def start_agent(processes):
     """Start an agent process and wait until it has registered itself.
     `env`: environment variables of the agent's own (a setting only it sees)."""
     return functools.partial(agent_start, processes)
+
+
+@pytest.fixture
+def start_agents(processes):
+    """`start_agents({"name": ..., "skills": ...}, ...)`: several agents, started side
+    by side, each as `start_agent` takes it; returns their processes in order."""
+    return functools.partial(agents_start, processes)
 
 
 @pytest.fixture(scope="module")

@@ -173,9 +173,11 @@ def test_readyz_fails_while_redis_is_down_and_recovers_when_it_is_back(private_r
     assert back.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
-def test_flower_needs_credentials_and_lists_every_agent_with_its_queues(start_agent, processes):
-    start_agent("scout", role="explorer", skills="noop")
-    start_agent("smith", role="builder", skills="noop,sleep")
+def test_flower_needs_credentials_and_lists_every_agent_with_its_queues(start_agents, processes):
+    start_agents(
+        {"name": "scout", "role": "explorer", "skills": "noop"},
+        {"name": "smith", "role": "builder", "skills": "noop,sleep"},
+    )
     port = free_port()
     flower = processes.start(
         "flower",
