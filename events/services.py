@@ -11,6 +11,7 @@ import threading
 import redis
 from django.db import transaction
 
+from events.kinds import kind_check, subject_split
 from events.models import Event
 from hive_core.redis_client import redis_client
 
@@ -32,7 +33,7 @@ PUBLISH_BATCH = 500
 
 
 def event_emit(*, kind: str, subject: str, data: dict | None = None) -> Event:
-    event = Event.objects.create(kind=kind, subject=subject, data=data or {})
+    event = Event.objects.create(kind=kind_check(kind), subject=subject, data=data or {})
     event_publish_on_commit(event)
     return event
 
@@ -57,7 +58,7 @@ def _publish(event: Event) -> None:
 def _log(fields: dict, data: dict) -> None:
     """`step.running run=12 step=build agent=a1 attempt=1`, and in JSON the same as
     fields: grep or query one run's `run` across every process's log."""
-    what, _, name = fields["subject"].partition(":")
+    what, name = subject_split(fields["subject"])
     context = {"event": fields["kind"], "seq": fields["seq"]}
     if what in {"run", "agent", "workflow", "command"}:
         context[what] = int(name) if what == "run" and name.isdigit() else name

@@ -1,6 +1,9 @@
 import json
 
 from django import template
+from django.utils.html import json_script
+
+from events.kinds import client_names
 
 register = template.Library()
 
@@ -28,3 +31,10 @@ def pretty(value) -> str:
 def compact(value) -> str:
     """JSON on one line (event data)."""
     return json.dumps(value, sort_keys=True, default=str)
+
+
+@register.simple_tag
+def event_names() -> str:
+    """The event families' states and subject types for live.js, as a JSON script
+    (data, not code: the Content-Security-Policy lets it be)."""
+    return json_script(client_names(), "hive-event-names")

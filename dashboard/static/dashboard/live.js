@@ -5,8 +5,12 @@
 // numbers: a batch whose `after` is not the last one seen in its group means
 // something was missed; so may a reconnect: both catch up from /api/v1/events/.
 
-const STEP_STATES = new Set(["pending", "queued", "running", "waiting", "succeeded", "failed", "skipped", "cancelled"]);
-const RUN_STATES = new Set(["pending", "running", "waiting", "succeeded", "failed", "cancelled"]);
+// Event families, their states and subject types: events/kinds.py, via base.html.
+const NAMES = JSON.parse(document.getElementById("hive-event-names")?.textContent ?? "{}");
+const STATES = Object.fromEntries(
+  Object.entries(NAMES.families ?? {}).map(([family, { states }]) => [family, new Set(states)]));
+const STEP_STATES = STATES.step ?? new Set();
+const RUN_STATES = STATES.run ?? new Set();
 const CATCH_UP_PAGES = 20; // past 20 x 500 events, the refresh alone brings the page back
 
 export const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? "";
