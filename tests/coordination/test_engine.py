@@ -11,6 +11,7 @@ import pytest
 from coordination.models import Run, StepRun
 from coordination.services import (
     RunError,
+    run_cancel,
     run_rerun,
     run_start,
     step_approve,
@@ -244,6 +245,28 @@ def test_approval_holds_the_step_without_a_worker_until_approved(harness, agent,
 
     assert run.state == "succeeded"
     assert steps_of(run)["gate"].history[0]["approved_by"] == "ada"
+
+
+def test_a_step_sent_before_its_run_was_cancelled_is_not_run_when_delivered(
+    harness, agent, make_workflow
+):
+    """The cancel's DAG rule; stopping a step already running is the agent's part
+    (test_engine_agents.py)."""
+    workflow = make_workflow(
+        [{"id": "a", "skill": "noop"}, {"id": "b", "skill": "noop", "needs": "a"}]
+    )
+    run = run_start(workflow=workflow, params={})
+
+    run = run_cancel(run=run)
+    delivered = harness.drain()  # the message sent for `a` still reaches the agent
+
+    assert run.state == "cancelled"
+    assert [out.step_run_id for out, _ in delivered] == [steps_of(run)["a"].pk]
+    assert {key: (s.state, s.tries) for key, s in steps_of(run).items()} == {
+        "a": ("cancelled", 0),
+        "b": ("cancelled", 0),
+    }
+    assert Run.objects.get(pk=run.pk).state == "cancelled"
 
 
 def test_rejecting_an_approval_fails_the_run(agent, make_workflow):
