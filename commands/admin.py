@@ -8,13 +8,8 @@ from django_celery_beat.models import PeriodicTask
 from commands.loader import definition_build
 from commands.models import Command, Invocation
 from commands.selectors import SCHEDULE_TASK, schedule_kwargs, schedule_record
-from commands.services import (
-    ScheduleError,
-    command_save,
-    commands_load,
-    schedule_saved,
-    schedule_text_check,
-)
+from commands.services import command_save, commands_load, schedule_saved, schedule_text_check
+from hive_core.errors import HiveError
 from hive_core.yamlfile import DefinitionError
 
 
@@ -164,7 +159,7 @@ class ScheduleForm(PeriodicTaskForm):
             else:
                 try:
                     schedule_text_check(text=text, user=self.user)
-                except ScheduleError as exc:
+                except HiveError as exc:
                     self.add_error("kwargs", str(exc))
         return data
 

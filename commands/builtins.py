@@ -1,23 +1,19 @@
 """The built-in commands, `/hive:*`: operating Hive through the same services as the
 API and the admin. Each is registered here with its parameters and permission and
 synced into the Command table (`builtins_sync`), so it is listed, permission-checked
-and audited like any command."""
-
-import json
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Count
+and audited like any command. `CommandsConfig.ready` imports this module, which
+registers them in `commands.registry`."""
 
 from agents.mailbox import MessageError, user_sender
 from agents.models import Agent
+from agents.selectors import agent_list, agent_status_counts
 from agents.services import AgentControlError, agent_drain, agent_resume, message_send
-from commands.models import EXECUTE_PERMISSION, Command
 from commands.parser import hint_names
+from commands.registry import builtin
+from commands.schedules import schedule_check, schedule_create, schedule_delete, schedule_update
+from commands.selectors import command_list, invocation_queued_count, schedule_list, schedule_when
 from coordination.models import Run, StepRun
-from coordination.selectors import run_get, run_list, run_visible_list, step_get
+from coordination.selectors import run_get, run_list, run_state_counts, step_get
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
     RunDenied,
@@ -29,79 +25,13 @@ from coordination.services import (
     step_retry,
 )
 from hive_core.api import ID_PATTERN
+from hive_core.errors import Conflict, Denied, Invalid, NotFound
 
 AGENT_CONTROL = "agents.change_agent"
 MESSAGE_SEND = "agents.add_message"
 _RUN = {"type": "integer", "minimum": 1}
 _STEP = {"type": "string", "minLength": 1, "maxLength": 120}
 _AGENT = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "maxLength": 64}
-
-
-class BuiltinError(Exception):
-    """The built-in could not do what was asked; the message says why. `denied`: the
-    user may not do it (a 403 through the API, a `denied` invocation)."""
-
-    def __init__(self, message: str, *, denied: bool = False):
-        super().__init__(message)
-        self.denied = denied
-
-
-class BuiltinDenied(BuiltinError):
-    """The user lacks the permission this action of the built-in needs (a `denied`
-    invocation, as the API's 403)."""
-
-
-@dataclass(frozen=True)
-class Builtin:
-    name: str
-    description: str
-    argument_hint: str
-    params: dict
-    permission: str
-    handler: Callable[..., dict]
-
-    @property
-    def body(self) -> str:
-        return (self.handler.__doc__ or "").strip()
-
-
-BUILTINS: dict[str, Builtin] = {}
-
-
-def builtin(
-    name: str,
-    *,
-    hint: str = "",
-    params: dict | None = None,
-    required=(),
-    permission: str = EXECUTE_PERMISSION,
-    rules: dict | None = None,
-):
-    """Register `handler(*, user, **args) -> {"message": ..., ...}` as `/hive:<name>`;
-    `rules` are JSON Schema keywords over all the arguments (`if`/`then`)."""
-
-    def register(handler):
-        schema = {
-            "type": "object",
-            "properties": params or {},
-            "required": list(required),
-            "additionalProperties": False,
-            **(rules or {}),
-        }
-        description = (handler.__doc__ or "").strip().splitlines()[0]
-        BUILTINS[f"hive:{name}"] = Builtin(
-            f"hive:{name}", description, hint, schema, permission, handler
-        )
-        return handler
-
-    return register
-
-
-def builtin_run(*, name: str, args: dict, user) -> dict:
-    # As JSON data: the output is the invocation's record, and a handler's rows may
-    # hold datetimes (a schedule's last run).
-    output = BUILTINS[name].handler(user=user, **args)
-    return json.loads(json.dumps(output, cls=DjangoJSONEncoder))
 
 
 # --- reading -----------------------------------------------------------------------
@@ -115,9 +45,9 @@ def _help(*, user, command: str = "") -> dict:
     arguments and its help text.
     """
     if command:
-        found = Command.objects.filter(name=command.lstrip("/").lower()).first()
+        found = command_list(include_disabled=True).filter(name=command.lstrip("/").lower()).first()
         if found is None:
-            raise BuiltinError(f"no command named /{command.lstrip('/')}")
+            raise NotFound(f"no command named /{command.lstrip('/')}")
         usage = f"/{found.name} {found.argument_hint}".rstrip()
         props = found.params.get("properties", {})
         # The hint's order, then by name (jsonb on PostgreSQL does not keep key order).
@@ -131,9 +61,7 @@ def _help(*, user, command: str = "") -> dict:
             [usage, found.description, *(["arguments:", *params] if params else []), "", found.body]
         ).strip()
         return {"message": text, "command": found.name, "params": found.params}
-    commands = [
-        c for c in Command.objects.filter(enabled=True) if user and user.has_perm(c.permission)
-    ]
+    commands = [c for c in command_list() if user and user.has_perm(c.permission)]
     lines = [f"/{c.name} {c.argument_hint}".rstrip() + f" — {c.description}" for c in commands]
     return {"message": "\n".join(lines), "commands": [c.name for c in commands]}
 
@@ -148,18 +76,14 @@ def _describe(prop: dict) -> str:
 @builtin("status")
 def _status(*, user) -> dict:
     """Agents by status, open runs by state, and queued commands."""
-    agents = dict(Counter(Agent.objects.values_list("status", flat=True)))
-    runs = dict(
-        run_visible_list(user=user)
-        .exclude(state__in=Run.TERMINAL)
-        .order_by()
-        .values_list("state")
-        .annotate(n=Count("id"))
-        .values_list("state", "n")
-    )
-    from commands.models import Invocation
-
-    queued = Invocation.objects.filter(outcome=Invocation.Outcome.QUEUED).count()
+    # The dashboard's overview counts, the states present (and runs open) only.
+    agents = {status: n for status, n in agent_status_counts().items() if n}
+    runs = {
+        state: n
+        for state, n in run_state_counts(user=user).items()
+        if n and state not in Run.TERMINAL
+    }
+    queued = invocation_queued_count()
     message = "\n".join(
         [
             "agents: " + (", ".join(f"{n} {s}" for s, n in sorted(agents.items())) or "none"),
@@ -175,7 +99,7 @@ def _agents(*, user) -> dict:
     """Every registered agent: role, status, load and skills."""
     rows = [
         {"name": a.name, "role": a.role, "status": a.status, "load": a.load, "skills": a.skills}
-        for a in Agent.objects.order_by("name")
+        for a in agent_list()
     ]
     lines = [
         f"{a['name']} ({a['role']}): {a['status']}, load {a['load']:.2f}, "
@@ -299,8 +223,8 @@ def _send(*, user, agent: str, text: str) -> dict:
     """Send a note to an agent's inbox; an agent that is down finds it when it is back."""
     try:
         sent = message_send(sender=user_sender(user), to=agent, kind="note", payload={"text": text})
-    except MessageError as exc:
-        raise BuiltinError(str(exc)) from None
+    except MessageError as exc:  # not a HiveError yet
+        raise Invalid(str(exc)) from None
     return {"message": f"message {sent.pk} sent to {agent}", "id": sent.pk}
 
 
@@ -333,64 +257,48 @@ def _schedule(
     `/hive:schedule add "/demo:pipeline items=5" every=60`, or `cron="0 6 * * 1-5"`;
     `/hive:schedule list`; `/hive:schedule disable|enable|remove <id>`.
     """
-    from commands.selectors import schedule_list
-    from commands.services import (
-        ScheduleDenied,
-        ScheduleError,
-        schedule_check,
-        schedule_create,
-        schedule_delete,
-        schedule_update,
-    )
-
-    try:
-        schedule_check(user=user, action=action)
-        if action == "list":
-            rows = schedule_list(user=user)
-            lines = [
-                f"{s['id']}: {s['text']} {s['when']}" + ("" if s["enabled"] else " (disabled)")
-                for s in rows
-            ]
-            return {"message": "\n".join(lines) or "no schedules", "schedules": rows}
-        if not target:
-            raise BuiltinError(
-                f"{action} needs a target: "
-                + (
-                    'the command text, e.g. "/demo:pipeline items=5"'
-                    if action == "add"
-                    else "the schedule's id"
-                )
+    schedule_check(user=user, action=action)
+    if action == "list":
+        rows = schedule_list(user=user)
+        lines = [
+            f"{s['id']}: {s['text']} {s['when']}" + ("" if s["enabled"] else " (disabled)")
+            for s in rows
+        ]
+        return {"message": "\n".join(lines) or "no schedules", "schedules": rows}
+    if not target:
+        raise Invalid(
+            f"{action} needs a target: "
+            + (
+                'the command text, e.g. "/demo:pipeline items=5"'
+                if action == "add"
+                else "the schedule's id"
             )
-        if action == "add":
-            task = schedule_create(text=target, user=user, every=every, cron=cron, name=name)
-            return {"message": f"schedule {task.pk}: {target} {_when(task)}", "schedule": task.pk}
-        if action == "remove":
-            schedule_delete(schedule_id=int(target), user=user)
-            return {"message": f"schedule {target} removed", "schedule": int(target)}
-        task = schedule_update(schedule_id=int(target), enabled=action == "enable", user=user)
-        return {"message": f"schedule {task.pk} {action}d", "schedule": task.pk}
-    except ScheduleDenied as exc:
-        raise BuiltinDenied(str(exc)) from None
-    except ScheduleError as exc:
-        raise BuiltinError(str(exc)) from None
-
-
-def _when(task) -> str:
-    from commands.selectors import schedule_when
-
-    return schedule_when(task)
+        )
+    if action == "add":
+        task = schedule_create(text=target, user=user, every=every, cron=cron, name=name)
+        return {
+            "message": f"schedule {task.pk}: {target} {schedule_when(task)}",
+            "schedule": task.pk,
+        }
+    if action == "remove":
+        schedule_delete(schedule_id=int(target), user=user)
+        return {"message": f"schedule {target} removed", "schedule": int(target)}
+    task = schedule_update(schedule_id=int(target), enabled=action == "enable", user=user)
+    return {"message": f"schedule {task.pk} {action}d", "schedule": task.pk}
 
 
 # --- helpers -----------------------------------------------------------------------
 
 
 def _control(service, **kwargs):
+    """`service(**kwargs)`, its refusal as a HiveError: coordination's RunError and
+    agents' AgentControlError are not HiveErrors yet (issue #16, their branches)."""
     try:
         return service(**kwargs)
-    except RunDenied as exc:
-        raise BuiltinDenied(str(exc)) from None
+    except (RunDenied, RunForbidden) as exc:
+        raise Denied(str(exc)) from None
     except (RunError, AgentControlError) as exc:
-        raise BuiltinError(str(exc), denied=isinstance(exc, RunForbidden)) from None
+        raise Conflict(str(exc)) from None
 
 
 def _get_run(pk: int, *, user) -> Run:
@@ -399,7 +307,7 @@ def _get_run(pk: int, *, user) -> Run:
     except Run.DoesNotExist:
         # A run the user may not see is no run, as the API's 404: saying it exists
         # would tell them what they may not read.
-        raise BuiltinError(f"no run {pk}") from None
+        raise NotFound(f"no run {pk}") from None
 
 
 def _get_step(run: int, key: str, *, user) -> StepRun:
@@ -407,9 +315,9 @@ def _get_step(run: int, key: str, *, user) -> StepRun:
     if not key:
         waiting = list(found.steps.filter(state=StepRun.State.WAITING, group=None))
         if not waiting and found.state in Run.TERMINAL:
-            raise BuiltinError(f"run {run} is {found.state}: no step waits for approval")
+            raise Conflict(f"run {run} is {found.state}: no step waits for approval")
         if len(waiting) != 1:
-            raise BuiltinError(
+            raise Invalid(
                 f"run {run} has {len(waiting)} steps waiting for approval; name one"
                 + (f" ({', '.join(s.key for s in waiting)})" if waiting else "")
             )
@@ -418,11 +326,11 @@ def _get_step(run: int, key: str, *, user) -> StepRun:
         return step_get(run=found, key=key)
     except StepRun.DoesNotExist:
         keys = ", ".join(found.steps.filter(group=None).values_list("key", flat=True))
-        raise BuiltinError(f"run {run} has no step {key!r} (steps: {keys})") from None
+        raise NotFound(f"run {run} has no step {key!r} (steps: {keys})") from None
 
 
 def _get_agent(name: str) -> Agent:
-    found = Agent.objects.filter(name=name).first()
+    found = agent_list().filter(name=name).first()
     if found is None:
-        raise BuiltinError(f"no agent named {name!r}")
+        raise NotFound(f"no agent named {name!r}")
     return found

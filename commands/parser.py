@@ -31,6 +31,7 @@ import sys
 import unicodedata
 from dataclasses import dataclass, field
 
+from hive_core.errors import Invalid
 from hive_core.jsondata import SchemaValidator
 
 # `\Z`, not `$`: `$` also matches before a final newline (issue 15 #14).
@@ -53,7 +54,7 @@ _WINDOW = 100
 _MAX_MESSAGE = 300
 
 
-class ParseError(ValueError):
+class ParseError(Invalid):
     """The text cannot be parsed or bound; `str()` points at the offending token.
 
     `message` is the problem alone, `param` the parameter it concerns (if any).
@@ -61,7 +62,7 @@ class ParseError(ValueError):
 
     def __init__(self, message: str, *, text: str, start: int, end: int, param: str = ""):
         super().__init__(message)
-        self.message, self.text, self.start, self.end, self.param = message, text, start, end, param
+        self.text, self.start, self.end, self.param = text, start, end, param
 
     def __str__(self) -> str:
         return pointed(self.text, self.start, self.end, self.message)
@@ -317,34 +318,37 @@ def bind(parsed: Parsed, *, schema: dict, hint: str = "", command: str = "") -> 
                 start=token.start,
                 end=token.end,
             )
-        name = slots[0]
+        name = slots.pop(0)
         rest = parsed.positional[i:]
-        span = Token(value="", start=rest[0].start, end=rest[-1].end)
-        if len(slots) == 1 and "array" in _types(props.get(name, {})):
-            # The last slot takes the rest when it is a list (each word split on commas)...
-            parts = [coerce(t.value, props[name]) for t in rest]
-            put(
-                name,
-                [v for part in parts for v in (part if isinstance(part, list) else [part])],
-                span,
-            )
+        taken = None if slots else _rest(parsed, rest, props.get(name, {}), variadic=variadic)
+        if taken is not None:
+            put(name, *taken)
             break
-        if len(slots) == 1 and variadic and len(rest) > 1:
-            # ...or when the hint says so (`<text...>`): the words, as typed.
-            words = (
-                " ".join(t.value for t in rest)
-                if _interleaved(parsed, span)
-                else text[span.start : span.end]
-            )
-            put(name, coerce(words, props.get(name, {})), span)
-            break
-        slots.pop(0)
         put(name, coerce(token.value, props.get(name, {})), token)
     for name, prop in props.items():
         if name not in values and isinstance(prop, dict) and "default" in prop:
             values[name] = prop["default"]
     _validate(values, schema, where, text=text, usage=usage)
     return values
+
+
+def _rest(parsed: Parsed, rest: list[Token], prop: dict, *, variadic: bool) -> tuple | None:
+    """The value of the last slot and its span, when it takes the rest of the positional
+    words; None when it takes one word."""
+    span = Token(value="", start=rest[0].start, end=rest[-1].end)
+    if "array" in _types(prop):
+        # The last slot takes the rest when it is a list (each word split on commas)...
+        parts = [coerce(t.value, prop) for t in rest]
+        return [v for part in parts for v in (part if isinstance(part, list) else [part])], span
+    if variadic and len(rest) > 1:
+        # ...or when the hint says so (`<text...>`): the words, as typed.
+        words = (
+            " ".join(t.value for t in rest)
+            if _interleaved(parsed, span)
+            else parsed.text[span.start : span.end]
+        )
+        return coerce(words, prop), span
+    return None
 
 
 def _interleaved(parsed: Parsed, span: Token) -> bool:

@@ -7,6 +7,7 @@ from django_celery_beat.models import PeriodicTask
 
 from commands.models import Command, Invocation, Schedule
 from coordination.models import Run, StepRun
+from coordination.selectors import run_visible_ids
 
 SCHEDULE_TASK = "commands.command_schedule_task"
 # The permission each action on schedules needs, for the API and /hive:schedule alike:
@@ -37,15 +38,14 @@ def invocation_list(
     ).prefetch_related(top_steps)
     if not user.is_staff:
         invocations = invocations.filter(user=user)
-    if command:
-        invocations = invocations.filter(command_name=command.lstrip("/"))
-    if outcome:
-        invocations = invocations.filter(outcome=outcome)
-    if source:
-        invocations = invocations.filter(source=source)
-    if run:
-        invocations = invocations.filter(run_id=run)
-    return invocations.order_by("-id")
+    # Only the filters given: an empty one (or run None) filters nothing.
+    given = {
+        "command_name": command.lstrip("/"),
+        "outcome": outcome,
+        "source": source,
+        "run_id": run,
+    }
+    return invocations.filter(**{k: v for k, v in given.items() if v}).order_by("-id")
 
 
 def run_outputs(*, run: Run) -> dict:
@@ -125,3 +125,25 @@ def schedule_list(*, user) -> list[dict]:
             }
         )
     return rows
+
+
+def invocation_queued_count() -> int:
+    """Invocations waiting for the open run of their overlap key to end (`overlap: queue`)."""
+    return Invocation.objects.filter(outcome=Invocation.Outcome.QUEUED).count()
+
+
+def invocation_open_list(*, key: str) -> QuerySet[Invocation]:
+    """The invocations whose run is open and holds overlap key `key`, oldest first."""
+    return (
+        Invocation.objects.filter(overlap_key=key, run__state__in=Invocation.OPEN_RUN_STATES)
+        .select_related("run")
+        .order_by("id")
+    )
+
+
+def invocation_runs_seen(*, user, invocations: list[Invocation]) -> set[int]:
+    """The ids of the runs of `invocations` that `user` may see."""
+    ids = [i.run_id for i in invocations]
+    if not ids or not getattr(user, "pk", None):
+        return set()
+    return run_visible_ids(user=user, ids=ids)

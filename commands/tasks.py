@@ -1,6 +1,7 @@
 from celery import shared_task
 
-from commands.services import invocations_dequeue, scheduled_execute
+from commands.executing import invocations_dequeue
+from commands.schedules import scheduled_execute
 
 
 # At most once: a scheduled firing delivered twice would start two runs, and one

@@ -12,7 +12,7 @@ from django.shortcuts import render
 from commands.models import Invocation
 from commands.parser import hint_names
 from commands.selectors import command_list, invocation_list
-from commands.services import CommandFailure, builtins_sync, command_execute
+from commands.services import CommandFailure, command_execute
 from commands.throttles import command_throttle_wait
 
 
@@ -34,7 +34,6 @@ def _execute(request, text: str, *, dry_run: bool = False) -> dict:
 
 @login_required
 def console(request):
-    builtins_sync()
     result, text = {}, ""
     if request.method == "POST":
         text = request.POST.get("text", "")

@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from commands.models import Command, Invocation
 from commands.parser import TEXT_PATTERN
+from commands.schedules import WHEN_NEEDED
 from commands.selectors import run_outputs
 from coordination.models import Run
 from hive_core.api import MAX_ID
@@ -146,6 +147,13 @@ class ScheduleSerializer(serializers.Serializer):
 
 class ScheduleCreateSerializer(ScheduleSerializer):
     text = CommandTextField(max_length=10_000)
+
+    def validate(self, data: dict) -> dict:
+        # schedule_create refuses it too; here it is an error of no one field, as the
+        # API has always said it.
+        if bool(data.get("every")) == bool(data.get("cron")):
+            raise serializers.ValidationError(WHEN_NEEDED)
+        return data
 
 
 class ScheduleUpdateSerializer(serializers.Serializer):

@@ -1,6 +1,6 @@
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,7 +15,6 @@ from commands.api.serializers import (
     ScheduleSerializer,
     ScheduleUpdateSerializer,
 )
-from commands.models import Invocation
 from commands.selectors import (
     SCHEDULE_ACTION_PERMISSIONS,
     command_list,
@@ -23,10 +22,6 @@ from commands.selectors import (
     schedule_list,
 )
 from commands.services import (
-    CommandFailure,
-    ScheduleDenied,
-    ScheduleError,
-    builtins_sync,
     command_execute,
     schedule_create,
     schedule_delete,
@@ -36,28 +31,12 @@ from commands.throttles import CommandThrottle
 from hive_core.api import needs, query_params
 
 
-class CommandRefused(APIException):
-    """A refused command in the API's one error shape, `fields` naming the argument and
-    pointing at the token in `text`."""
-
-    def __init__(self, exc: CommandFailure):
-        super().__init__(str(exc), code=exc.code)
-        self.status_code = (
-            403 if exc.code == Invocation.Outcome.DENIED else 409 if exc.conflict else 400
-        )
-        self.fields = {"text": [exc.pointed]}
-        if exc.param:
-            problem = str(exc).removeprefix(f"{exc.param}: ")
-            self.fields = {exc.param: [problem], **self.fields}
-
-
 class CommandListView(generics.ListAPIView):
     """Every enabled command with its params schema and hint (`?all=1`: disabled too)."""
 
     serializer_class = CommandSerializer
 
     def get_queryset(self):
-        builtins_sync()  # cheap when nothing changed; a fresh database lists them too
         return command_list(include_disabled=self.request.query_params.get("all") == "1")
 
 
@@ -76,7 +55,8 @@ class CommandDetailView(generics.RetrieveAPIView):
 class ExecuteView(APIView):
     """`{"text": "/demo:release 1.4.0 env=prod", "dry_run": false}` → 201 with the
     invocation and its run; 400 (invalid, failed) or 403 (denied) with the error,
-    and the attempt is audited either way."""
+    and the attempt is audited either way (a refusal is a CommandFailure, which the
+    API's handler answers: `fields` names the argument and points at its token)."""
 
     throttle_classes = [CommandThrottle]
 
@@ -87,15 +67,12 @@ class ExecuteView(APIView):
     def post(self, request):
         body = ExecuteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            invocation = command_execute(
-                text=body.validated_data["text"],
-                user=request.user,
-                source=body.validated_data["source"],
-                dry_run=body.validated_data["dry_run"],
-            )
-        except CommandFailure as exc:
-            raise CommandRefused(exc) from None
+        invocation = command_execute(
+            text=body.validated_data["text"],
+            user=request.user,
+            source=body.validated_data["source"],
+            dry_run=body.validated_data["dry_run"],
+        )
         data = InvocationSerializer(invocation).data
         code = status.HTTP_200_OK if invocation.dry_run else status.HTTP_201_CREATED
         return Response(
@@ -154,17 +131,14 @@ class ScheduleListView(_ScheduleView):
         body = ScheduleCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        try:
-            task = schedule_create(
-                text=data["text"],
-                user=request.user,
-                every=data.get("every"),
-                cron=data.get("cron", ""),
-                name=data.get("name", ""),
-                enabled=data["enabled"],
-            )
-        except ScheduleError as exc:
-            raise _schedule_error(exc) from None
+        task = schedule_create(
+            text=data["text"],
+            user=request.user,
+            every=data.get("every"),
+            cron=data.get("cron", ""),
+            name=data.get("name", ""),
+            enabled=data["enabled"],
+        )
         row = next(s for s in schedule_list(user=request.user) if s["id"] == task.pk)
         return Response(ScheduleSerializer(row).data, status=status.HTTP_201_CREATED)
 
@@ -189,31 +163,13 @@ class ScheduleDetailView(_ScheduleView):
         body = ScheduleUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         if "enabled" in body.validated_data:
-            try:
-                schedule_update(
-                    schedule_id=pk, enabled=body.validated_data["enabled"], user=request.user
-                )
-            except ScheduleError as exc:
-                raise _schedule_error(exc) from None
+            schedule_update(
+                schedule_id=pk, enabled=body.validated_data["enabled"], user=request.user
+            )
         return Response(ScheduleSerializer(self._row(pk)).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
         self._row(pk)
-        try:
-            schedule_delete(schedule_id=pk, user=request.user)
-        except ScheduleError as exc:
-            raise _schedule_error(exc) from None
+        schedule_delete(schedule_id=pk, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _schedule_error(exc: ScheduleError) -> APIException:
-    if isinstance(exc, ScheduleDenied):
-        return PermissionDenied(str(exc))
-    if str(exc).startswith("no schedule "):
-        return NotFound(str(exc))
-    field, _, message = str(exc).partition(": ")
-    known = {"text", "cron", "name", "every"}
-    return ValidationError(
-        {field: [message]} if field in known else {"non_field_errors": [str(exc)]}
-    )

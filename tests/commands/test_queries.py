@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 def queries(user, path: str) -> int:
     client = APIClient()
     client.force_authenticate(user)
-    client.get(path)  # the first request syncs the built-ins
+    client.get(path)  # the first request warms the caches
     with CaptureQueriesContext(connection) as captured:
         response = client.get(path)
     assert response.status_code == 200, response.content
