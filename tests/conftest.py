@@ -1,17 +1,45 @@
 """Fixtures that run Hive on real parts: Redis (embedded or REDIS_URL), the test
 database, and real agent, coordinator and web processes."""
 
+import functools
 import itertools
 
 import pytest
 import redis
 from django.conf import settings
+from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
+from django.utils import timezone
 
+from agents.liveness import agents_live
 from agents.models import Agent
 from coordination.services import workflow_save
 from coordination.spec import spec_validate
 from hive_core.embedded_redis import embedded_redis_ensure, embedded_redis_stop
-from tests.processes import ProcessGroup, wait_for
+from tests.processes import ManagedProcess, ProcessGroup, wait_for
+
+# Tables a flush keeps: what migrations made and post_migrate would make again.
+FLUSH_KEEPS = frozenset({"django_content_type", "auth_permission"})
+
+
+def _sql_flush_by_delete(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+    """Empty the tables after a committing test (transactional_db) with DELETE, not
+    TRUNCATE: a TRUNCATE of Hive's 29 tables took 1.0 s on PostgreSQL (the 2-core
+    machine, shared), a DELETE of a test's few rows 0.03 s (Django's foreign keys
+    are deferred, so the order does not matter in the flush's one transaction).
+    Content types and permissions stay, as in every other test, instead of being
+    deleted and made again by post_migrate (0.7 s more). Only this process flushes:
+    the processes the tests start never import this module."""
+    if reset_sequences or allow_cascade:
+        return _sql_flush_by_truncate(
+            self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+        )
+    quote = self.quote_name
+    # Quoted table names from the introspection, no values.
+    return [f"DELETE FROM {quote(table)};" for table in tables if table not in FLUSH_KEEPS]  # noqa: S608
+
+
+_sql_flush_by_truncate = PostgresOperations.sql_flush
+PostgresOperations.sql_flush = _sql_flush_by_delete
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,16 +94,19 @@ def processes(redis_url, transactional_db, tmp_path):
     group.stop_all()
 
 
-@pytest.fixture
-def start_agent(processes):
-    """Start an agent process and wait until it has registered itself."""
+def agent_start(group: ProcessGroup, name: str, **options) -> ManagedProcess:
+    """Start `hive agent` in `group` and wait until it is online."""
+    (process,) = agents_start(group, {"name": name, **options})
+    return process
 
-    def start(name: str, *, role: str = "", skills: str = "noop", concurrency: int = 1, **env: str):
-        """`env`: environment variables of the agent's own (a setting only it sees)."""
-        args = ["agent", f"--name={name}", f"--skills={skills}", f"--concurrency={concurrency}"]
-        process = processes.start(*args, *([f"--role={role}"] if role else []), name=name, **env)
+
+def agents_start(group: ProcessGroup, *agents: dict) -> list[ManagedProcess]:
+    """Start agents side by side (each a dict of `agent_launch`'s arguments), then wait
+    until every one is online: their start-ups overlap."""
+    launched = [(agent["name"], agent_launch(group, **agent)) for agent in agents]
+    for name, process in launched:
         wait_for(
-            lambda: (
+            lambda name=name, process=process: (
                 not process.alive()
                 or Agent.objects.filter(name=name, pid=process.pid, status="idle").exists()
             ),
@@ -83,9 +114,111 @@ def start_agent(processes):
             what=f"agent {name} to register",
         )
         assert process.alive(), f"agent {name} exited:\n{process.log()}"
+    return [process for _, process in launched]
+
+
+def agent_launch(
+    group: ProcessGroup,
+    name: str,
+    *,
+    role: str = "",
+    skills: str = "noop",
+    concurrency: int = 1,
+    **env: str,
+) -> ManagedProcess:
+    """`hive agent` in `group`; `env`: environment variables of the agent's own."""
+    args = ["agent", f"--name={name}", f"--skills={skills}", f"--concurrency={concurrency}"]
+    return group.start(*args, *([f"--role={role}"] if role else []), name=name, **env)
+
+
+@pytest.fixture
+def start_agent(processes):
+    """Start an agent process and wait until it has registered itself.
+    `env`: environment variables of the agent's own (a setting only it sees)."""
+    return functools.partial(agent_start, processes)
+
+
+@pytest.fixture
+def start_agents(processes):
+    """`start_agents({"name": ..., "skills": ...}, ...)`: several agents, started side
+    by side, each as `start_agent` takes it; returns their processes in order."""
+    return functools.partial(agents_start, processes)
+
+
+@pytest.fixture(scope="module")
+def module_processes(redis_url, django_db_setup, tmp_path_factory):
+    """Processes shared by the tests of one module, stopped after its last test."""
+    group = ProcessGroup(tmp_path_factory.mktemp("processes"))
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def shared_agent(module_processes, django_db_blocker):
+    """`shared_agent(name, ...)` (as `start_agent`): an agent process started once for
+    the module's tests, for tests that do not need a fresh one. Call it from a
+    function fixture of a committing test (transactional_db).
+
+    The test database is emptied after each such test, the agent's row with it,
+    and an agent writes its row only as it registers: the row is put back as the
+    agent wrote it, with the status and load of its last heartbeat (in Redis).
+    """
+    started: dict[str, tuple[ManagedProcess, dict, dict]] = {}
+
+    def get(name: str, **options) -> ManagedProcess:
+        if name not in started:
+            with django_db_blocker.unblock():
+                process = agent_start(module_processes, name, **options)
+                started[name] = (process, Agent.objects.values().get(name=name), options)
+        process, row, first = started[name]
+        assert options == first, f"agent {name} was started with {first}, not {options}"
+        assert process.alive(), f"agent {name} exited:\n{process.log()}"
+        # What the last test left running (a step it revoked, one it did not wait for)
+        # is gone by a heartbeat after this moment.
+        since = timezone.now().isoformat()
+        live = wait_for(
+            lambda: (beat := agents_live([name]).get(name)) and beat["at"] >= since
+            and beat["running"] == 0 and beat,
+            timeout=30,
+            what=f"agent {name} to run nothing",
+        )  # fmt: skip
+        if not Agent.objects.filter(name=name, pid=process.pid).exists():
+            beat = {
+                "status": live["status"],
+                "load": live["load"],
+                "last_heartbeat": timezone.now(),
+            }
+            Agent.objects.create(**{**row, **beat})
         return process
 
-    return start
+    return get
+
+
+@pytest.fixture(autouse=True)
+def routing_fresh():
+    """Routing keeps the agents it read for a second (agents/routing.py): each test reads
+    its own, not the last test's."""
+    from tests.coordination.harness import routing_forget
+
+    routing_forget()
+
+
+@pytest.fixture
+def harness(redis_url, transactional_db, monkeypatch):
+    """The engine with its steps run in this process (tests/coordination/harness.py):
+    `harness.agent(...)` brings an agent online, `harness.drain()` runs what is sent.
+
+    Committing (transactional_db), so the engine's dispatch runs after commit as in
+    production, and every step's claim and result is its own transaction.
+    """
+    from coordination import dispatch
+    from tests.coordination.harness import Harness, routing_forget
+
+    harness = Harness()
+    monkeypatch.setattr(dispatch, "transport", harness)
+    yield harness
+    harness.close()
+    routing_forget()
 
 
 @pytest.fixture(scope="session")

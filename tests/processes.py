@@ -1,5 +1,6 @@
 """Start and stop real Hive processes for tests, by process group, even when a test fails."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -103,13 +104,15 @@ class ManagedProcess:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    def stop(self, *, grace: float = 15.0) -> int | None:
-        """SIGTERM the whole group, then SIGKILL whatever is left after `grace` seconds."""
+    def stop(self, *, grace: float = 15.0, terminated: bool = False) -> int | None:
+        """SIGTERM the whole group (unless `terminated` already), then SIGKILL whatever
+        is left after `grace` seconds."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                break
+            if not (terminated and sig == signal.SIGTERM):
+                try:
+                    os.killpg(self.pid, sig)
+                except ProcessLookupError:
+                    break
             if self._wait_group_gone(wait):
                 break
         self._log.close()
@@ -159,5 +162,11 @@ class ProcessGroup:
         return web, url
 
     def stop_all(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
+        """SIGTERM every group at once, then wait for each: they shut down side by side
+        (an agent's warm shutdown takes seconds)."""
+        stopping = list(reversed(self.processes))
+        for process in stopping:
+            with contextlib.suppress(ProcessLookupError):  # gone already
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in stopping:
+            process.stop(terminated=True)

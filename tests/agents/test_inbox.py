@@ -14,6 +14,7 @@ from agents.inbox import Inbox
 from agents.mailbox import GROUP, MessageError, Outgoing
 from agents.models import Message
 from events.models import Event
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 STREAM = "hive:inbox:agent:solo"
@@ -253,10 +254,16 @@ def test_sending_again_with_the_same_idempotency_key_sends_nothing(make_inbox):
     assert Message.objects.count() == 1
 
 
-def test_stop_ends_the_thread_within_one_block(make_inbox):
+def test_stop_ends_the_thread_within_one_block(make_inbox, redis_client):
     inbox = make_inbox()
     inbox.start()
-    time.sleep(0.5)
+    # Its connection's last command (the test's only inbox on this database) once it blocks.
+    db = str(redis_client.connection_pool.connection_kwargs.get("db", 0))
+    wait_for(
+        lambda: any((c["db"], c["cmd"]) == (db, "xreadgroup") for c in redis_client.client_list()),
+        timeout=10,
+        what="the inbox to block in XREADGROUP",
+    )
 
     started = time.monotonic()
     inbox.stop()

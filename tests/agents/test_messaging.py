@@ -49,9 +49,8 @@ def test_a_message_is_handled_once_and_acknowledged(start_agent, redis_client):
     assert Message.objects.get(pk=sent.pk).acked_at >= message.handled_at
 
 
-def test_a_message_to_a_role_is_handled_by_one_agent_of_the_role(start_agent):
-    start_agent("r1", role="reviewer")
-    start_agent("r2", role="reviewer")
+def test_a_message_to_a_role_is_handled_by_one_agent_of_the_role(start_agents):
+    start_agents({"name": "r1", "role": "reviewer"}, {"name": "r2", "role": "reviewer"})
 
     sent = [mailbox.send(role="reviewer", kind="test.record", sender="ops") for _ in range(20)]
 
@@ -60,10 +59,12 @@ def test_a_message_to_a_role_is_handled_by_one_agent_of_the_role(start_agent):
     assert {m.recipient for m in handled} == {"role:reviewer"}
 
 
-def test_broadcast_to_a_role_reaches_each_agent_once(start_agent):
-    start_agent("b1", role="builder")
-    start_agent("b2", role="builder")
-    start_agent("p1", role="planner")
+def test_broadcast_to_a_role_reaches_each_agent_once(start_agents):
+    start_agents(
+        {"name": "b1", "role": "builder"},
+        {"name": "b2", "role": "builder"},
+        {"name": "p1", "role": "planner"},
+    )
 
     sent = mailbox.broadcast(role="builder", kind="test.record", payload={"n": 1}, sender="ops")
 
@@ -185,9 +186,10 @@ def test_an_agent_killed_mid_message_handles_it_and_its_inbox_when_restarted(
     assert [c["name"] for c in consumers] == [f"phoenix:{second.pid}".encode()]
 
 
-def test_workflow_steps_send_and_request_through_the_message_skills(start_agent, make_workflow):
-    start_agent("runner", skills="message.send,message.request")
-    listener = start_agent("listener")
+def test_workflow_steps_send_and_request_through_the_message_skills(start_agents, make_workflow):
+    _, listener = start_agents(
+        {"name": "runner", "skills": "message.send,message.request"}, {"name": "listener"}
+    )
     workflow = make_workflow(
         [
             {"id": "tell", "skill": "message.send",

@@ -17,17 +17,15 @@ def run_many(skill: str, inputs: dict, count: int, **where) -> list[str]:
     return [r.get(timeout=60)["agent"] for r in results]
 
 
-def test_steps_for_a_skill_run_only_on_the_agent_that_has_it(start_agent):
-    start_agent("sleeper", skills="noop,sleep")
-    start_agent("echoer", skills="noop")
+def test_steps_for_a_skill_run_only_on_the_agent_that_has_it(start_agents):
+    start_agents({"name": "sleeper", "skills": "noop,sleep"}, {"name": "echoer", "skills": "noop"})
 
     assert set(run_many("sleep", {"seconds": 0}, 20)) == {"sleeper"}
     assert set(run_many("noop", {}, 10, agent="echoer")) == {"echoer"}
 
 
-def test_steps_spread_over_the_agents_sharing_a_skill(start_agent):
-    start_agent("left", skills="sleep")
-    start_agent("right", skills="sleep")
+def test_steps_spread_over_the_agents_sharing_a_skill(start_agents):
+    start_agents({"name": "left", "skills": "sleep"}, {"name": "right", "skills": "sleep"})
 
     ran_on = Counter(run_many("sleep", {"seconds": 0.02}, 100))
 
@@ -36,9 +34,11 @@ def test_steps_spread_over_the_agents_sharing_a_skill(start_agent):
     assert min(ran_on.values()) >= 20, ran_on
 
 
-def test_role_routing_reaches_only_that_role(start_agent):
-    start_agent("rev", role="reviewer", skills="noop")
-    start_agent("bld", role="builder", skills="noop")
+def test_role_routing_reaches_only_that_role(start_agents):
+    start_agents(
+        {"name": "rev", "role": "reviewer", "skills": "noop"},
+        {"name": "bld", "role": "builder", "skills": "noop"},
+    )
 
     assert set(run_many("noop", {}, 10, role="reviewer")) == {"rev"}
 

@@ -17,10 +17,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chaos]
 
 
 def test_a_500_step_run_survives_an_agent_killed_twice(
-    start_agent, coordinator, make_workflow, processes, chaos_report
+    start_agent, start_agents, coordinator, make_workflow, processes, chaos_report
 ):
-    start_agent("steady", skills="sleep", concurrency=2)
-    start_agent("victim", skills="sleep", concurrency=2)
+    start_agents(
+        {"name": "steady", "skills": "sleep", "concurrency": 2},
+        {"name": "victim", "skills": "sleep", "concurrency": 2},
+    )
     workflow = make_workflow(
         [{"id": "work", "skill": "sleep", "foreach": "{{ params.numbers }}",
           "with": {"seconds": 0.3}}]

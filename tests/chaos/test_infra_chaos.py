@@ -21,17 +21,19 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chaos]
 ITEMS = 150
 
 
-def pool_on(redis_url: str, processes, start_agent) -> None:
+def pool_on(redis_url: str, processes, start_agents) -> None:
     """Two agents and the coordinator, all on `redis_url`."""
-    start_agent("east", skills="sleep,noop", concurrency=2, REDIS_URL=redis_url)
-    start_agent("west", skills="sleep,noop", concurrency=2, REDIS_URL=redis_url)
+    start_agents(
+        {"name": "east", "skills": "sleep,noop", "concurrency": 2, "REDIS_URL": redis_url},
+        {"name": "west", "skills": "sleep,noop", "concurrency": 2, "REDIS_URL": redis_url},
+    )
     processes.start("coordinator", name="coordinator", REDIS_URL=redis_url)
 
 
 def test_a_run_completes_after_redis_restarts_without_persistence(
-    private_redis, processes, start_agent, make_workflow, chaos_report
+    private_redis, processes, start_agents, make_workflow, chaos_report
 ):
-    pool_on(private_redis.url, processes, start_agent)
+    pool_on(private_redis.url, processes, start_agents)
     run = start_run_on(processes, fan_out(make_workflow), private_redis.url)
     under_way(run)
 
@@ -45,12 +47,14 @@ def test_a_run_completes_after_redis_restarts_without_persistence(
 
 
 def test_a_run_completes_after_every_database_connection_is_terminated(
-    start_agent, coordinator, make_workflow, chaos_report
+    start_agents, coordinator, make_workflow, chaos_report
 ):
     if connection.vendor != "postgresql":
         pytest.skip("terminates PostgreSQL backends; SQLite has no server connections to cut")
-    start_agent("east", skills="sleep,noop", concurrency=2)
-    start_agent("west", skills="sleep,noop", concurrency=2)
+    start_agents(
+        {"name": "east", "skills": "sleep,noop", "concurrency": 2},
+        {"name": "west", "skills": "sleep,noop", "concurrency": 2},
+    )
     run = run_start(workflow=fan_out(make_workflow), params={"numbers": list(range(ITEMS))})
     under_way(run)
 
@@ -78,9 +82,9 @@ def test_a_run_completes_after_every_database_connection_is_terminated(
 
 @pytest.mark.slow
 def test_agents_consume_again_within_60_s_after_redis_is_paused_for_30_s(
-    private_redis, processes, start_agent, make_workflow, chaos_report
+    private_redis, processes, start_agents, make_workflow, chaos_report
 ):
-    pool_on(private_redis.url, processes, start_agent)
+    pool_on(private_redis.url, processes, start_agents)
     workflow = fan_out(make_workflow)
     during = start_run_on(processes, workflow, private_redis.url)
     under_way(during)

@@ -45,10 +45,9 @@ def pending(redis_client) -> int:
 
 
 def test_10000_messages_are_handled_exactly_once_while_a_consumer_is_killed_every_2_s(
-    start_agent, processes, redis_client, chaos_report
+    start_agents, processes, redis_client, chaos_report
 ):
-    start_agent("steady", role="crew")
-    victim = start_agent("victim", role="crew")
+    _, victim = start_agents({"name": "steady", "role": "crew"}, {"name": "victim", "role": "crew"})
     # Most go to the role (either agent), some to each agent's own inbox: the victim's
     # wait while it is down and are taken over by its next process.
     rng = random.Random(6)
@@ -117,10 +116,9 @@ def test_10000_messages_are_handled_exactly_once_while_a_consumer_is_killed_ever
 
 
 def test_poison_messages_are_dead_lettered_after_exactly_max_deliveries(
-    start_agent, redis_client, settings, chaos_report
+    start_agents, redis_client, settings, chaos_report
 ):
-    start_agent("p1", role="poisoned")
-    start_agent("p2", role="poisoned")
+    start_agents({"name": "p1", "role": "poisoned"}, {"name": "p2", "role": "poisoned"})
     kinds = ["test.record"] * 300 + ["test.poison"] * 10
     random.Random(7).shuffle(kinds)
 

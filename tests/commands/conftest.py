@@ -42,11 +42,11 @@ def users(db):
 
 
 @pytest.fixture
-def demo_agents(start_agent, settings):
+def demo_agents(start_agents, settings):
     """The demo pool of hive.agents.yaml (planner, builder, reviewer), read from the
     file itself so the tests prove the pool `make run` starts."""
-    for agent in agent_pool_load(settings.BASE_DIR / "hive.agents.yaml"):
-        start_agent(
-            agent.name, role=agent.role, skills=",".join(agent.skills),
-            concurrency=agent.concurrency,
-        )  # fmt: skip
+    start_agents(*(
+        {"name": agent.name, "role": agent.role, "skills": ",".join(agent.skills),
+         "concurrency": agent.concurrency}
+        for agent in agent_pool_load(settings.BASE_DIR / "hive.agents.yaml")
+    ))  # fmt: skip

@@ -135,16 +135,16 @@ def test_a_prod_release_waits_for_approval_and_staging_goes_straight_through(
 
 
 @pytest.fixture
-def release_tree(tmp_path, start_agent):
+def release_tree(tmp_path, start_agents):
     """The demo pool with a builder releasing a tree of the test's own: the example
     app plus `broken` (failing tests) and `outside` (a symlink out of the tree)."""
     root = source_tree(tmp_path / "app")
-    start_agent("planner", role="planner", skills="noop")
-    start_agent(
-        "builder", role="builder", skills="noop,release.build,release.test", concurrency=2,
-        HIVE_RELEASE_SOURCE_DIR=str(root),
+    start_agents(
+        {"name": "planner", "role": "planner", "skills": "noop"},
+        {"name": "builder", "role": "builder", "skills": "noop,release.build,release.test",
+         "concurrency": 2, "HIVE_RELEASE_SOURCE_DIR": str(root)},
+        {"name": "reviewer", "role": "reviewer", "skills": "noop"},
     )  # fmt: skip
-    start_agent("reviewer", role="reviewer", skills="noop")
     return root
 
 

@@ -54,7 +54,14 @@ def test_a_schedule_every_second_starts_audited_runs_until_disabled(
     assert first.run.params["n"] == 7
 
     command_execute(text=f"/hive:schedule disable {schedule}", user=users["admin"], source="cli")
-    time.sleep(7)  # the beat re-reads its schedule within 5 s; one firing may be in flight
+    # The beat re-reads the schedules it was told changed within 5 s, and first writes
+    # the firings it counted to their rows (django-celery-beat's sync): from then on
+    # it fires this one no more. The last firing may still be on its way.
+    fired = wait_for(
+        lambda: PeriodicTask.objects.get(pk=schedule).total_run_count, timeout=30,
+        what="the beat to reload the schedules",
+    )  # fmt: skip
+    wait_for(lambda: scheduled.count() >= fired, timeout=30, what=f"{fired} scheduled runs")
     settled = scheduled.count()
     time.sleep(4)
     assert scheduled.count() == settled

@@ -14,10 +14,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 EXAMPLE = str(settings.BASE_DIR / "examples" / "release.yaml")
 
 
-def test_the_example_release_loads_once_and_runs_on_the_demo_roles(start_agent, capsys):
-    start_agent("planner", role="planner", skills="noop")
-    start_agent("builder", role="builder", skills="noop,release.build,release.test")
-    start_agent("reviewer", role="reviewer", skills="noop")
+def test_the_example_release_loads_once_and_runs_on_the_demo_roles(start_agents, capsys):
+    start_agents(
+        {"name": "planner", "role": "planner", "skills": "noop"},
+        {"name": "builder", "role": "builder", "skills": "noop,release.build,release.test"},
+        {"name": "reviewer", "role": "reviewer", "skills": "noop"},
+    )
 
     call_command("hive", "workflow", "load", EXAMPLE)
     call_command("hive", "workflow", "load", EXAMPLE)

@@ -1,13 +1,13 @@
-"""The engine on real agent processes and the test database: DAGs run in dependency
-order, outputs flow between steps, and failures, retries, timeouts, cancels and
-approvals behave."""
+"""The engine's DAG rules on the test database, each step run in this process
+(tests/coordination/harness.py): DAGs run in dependency order, outputs flow between
+steps, and failures, retries, approvals, reruns and steps waiting for an agent
+behave. What takes agent processes (time limits, a cancel stopping a running step,
+a chain going on in one task) is in test_engine_agents.py."""
 
-import time
 import uuid
 
 import pytest
 
-from agents.models import Agent
 from coordination.models import Run, StepRun
 from coordination.services import (
     RunError,
@@ -19,44 +19,19 @@ from coordination.services import (
     step_retry,
 )
 from events.models import Event
-from tests.processes import wait_for
-from tests.runs import steps_of, wait_run
+from tests.runs import steps_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def agent(start_agent):
-    return start_agent("engine", skills="noop,sleep,test.flaky,test.fail,test.upper", concurrency=2)
-
-
-def test_a_linear_chain_runs_in_order_passing_outputs(agent, make_workflow):
-    workflow = make_workflow(
-        [
-            {"id": "a", "skill": "test.upper", "with": {"text": "{{ params.word }}"}},
-            {
-                "id": "b",
-                "skill": "noop",
-                "needs": "a",
-                "with": {"got": "{{ steps.a.output.text }}!"},
-            },
-            {"id": "c", "skill": "noop", "needs": "b", "with": {"final": "{{ steps.b.output }}"}},
-        ],
-        params={"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+def agent(harness):
+    return harness.agent(
+        "engine", skills="noop,sleep,test.flaky,test.fail,test.upper", concurrency=2
     )
 
-    run = wait_run(run_start(workflow=workflow, params={"word": "hive"}))
 
-    assert run.state == "succeeded"
-    steps = steps_of(run)
-    assert steps["c"].output == {"final": {"got": "HIVE!"}}
-    assert steps["a"].finished_at <= steps["b"].started_at
-    assert steps["b"].finished_at <= steps["c"].started_at
-    assert {s.agent for s in steps.values()} == {"engine"}
-    assert all(s.tries == 1 for s in steps.values())
-
-
-def test_every_step_change_is_an_event_naming_the_step_agent_and_try(agent, make_workflow):
+def test_every_step_change_is_an_event_naming_the_step_agent_and_try(harness, agent, make_workflow):
     workflow = make_workflow(
         [
             {"id": "one", "skill": "noop"},
@@ -64,7 +39,7 @@ def test_every_step_change_is_an_event_naming_the_step_agent_and_try(agent, make
         ]
     )
 
-    run = wait_run(run_start(workflow=workflow, params={}))
+    run = harness.settle(run_start(workflow=workflow, params={}))
 
     events = [(e.kind, e.data) for e in Event.objects.filter(subject=f"run:{run.pk}")]
     step = {"agent": "engine", "attempt": 1, "tries": 1}
@@ -84,7 +59,7 @@ def test_every_step_change_is_an_event_naming_the_step_agent_and_try(agent, make
     ]
 
 
-def test_a_diamond_fans_out_and_in(agent, make_workflow):
+def test_a_diamond_fans_out_and_in(harness, agent, make_workflow):
     workflow = make_workflow(
         [
             {"id": "top", "skill": "noop", "with": {"n": 1}},
@@ -102,17 +77,19 @@ def test_a_diamond_fans_out_and_in(agent, make_workflow):
         ]
     )
 
-    run = wait_run(run_start(workflow=workflow, params={}))
+    run = harness.settle(run_start(workflow=workflow, params={}))
 
     steps = steps_of(run)
     assert run.state == "succeeded"
     assert steps["bottom"].output == {"l": 0.5, "r": 0.5}
-    # left and right ran side by side on the agent's two pool processes
+    # left and right ran side by side on the agent's two workers
     assert steps["left"].started_at < steps["right"].finished_at
     assert steps["bottom"].started_at >= max(steps["left"].finished_at, steps["right"].finished_at)
 
 
-def test_foreach_runs_one_step_per_item_and_the_next_step_waits_for_all(agent, make_workflow):
+def test_foreach_runs_one_step_per_item_and_the_next_step_waits_for_all(
+    harness, agent, make_workflow
+):
     workflow = make_workflow(
         [
             {"id": "each", "skill": "test.upper", "foreach": "{{ params.words }}",
@@ -123,7 +100,7 @@ def test_foreach_runs_one_step_per_item_and_the_next_step_waits_for_all(agent, m
     )  # fmt: skip
     words = [f"w{i}" for i in range(50)]
 
-    run = wait_run(run_start(workflow=workflow, params={"words": words}), timeout=120)
+    run = harness.settle(run_start(workflow=workflow, params={"words": words}))
 
     steps = steps_of(run)
     assert run.state == "succeeded"
@@ -147,7 +124,7 @@ def test_a_foreach_longer_than_its_limit_fails_making_no_items(make_workflow, se
     assert list(StepRun.objects.filter(run=run).values_list("key", flat=True)) == ["each"]
 
 
-def test_when_skips_a_step_and_its_dependents_still_run(agent, make_workflow):
+def test_when_skips_a_step_and_its_dependents_still_run(harness, agent, make_workflow):
     workflow = make_workflow(
         [
             {"id": "prod_only", "skill": "noop", "when": "params.env == 'prod'"},
@@ -156,20 +133,20 @@ def test_when_skips_a_step_and_its_dependents_still_run(agent, make_workflow):
         ]
     )  # fmt: skip
 
-    run = wait_run(run_start(workflow=workflow, params={"env": "staging"}))
+    run = harness.settle(run_start(workflow=workflow, params={"env": "staging"}))
 
     steps = steps_of(run)
     assert (run.state, steps["prod_only"].state) == ("succeeded", "skipped")
     assert steps["always"].output == {"skipped": "skipped"}
 
 
-def test_retries_back_off_then_succeed(agent, coordinator, make_workflow):
+def test_retries_back_off_then_succeed(harness, agent, make_workflow):
     workflow = make_workflow(
         [{"id": "flaky", "skill": "test.flaky", "retries": 3, "backoff": 0.5,
           "with": {"key": str(uuid.uuid4()), "failures": 2}}]
     )  # fmt: skip
 
-    run = wait_run(run_start(workflow=workflow, params={}))
+    run = harness.settle(run_start(workflow=workflow, params={}))
 
     step = steps_of(run)["flaky"]
     assert (run.state, step.tries, step.output) == ("succeeded", 3, {"tries": 3})
@@ -178,41 +155,7 @@ def test_retries_back_off_then_succeed(agent, coordinator, make_workflow):
     assert first_end < second_start
 
 
-def test_a_step_out_of_retries_fails_the_run_and_cancels_the_rest(
-    agent, coordinator, make_workflow
-):
-    workflow = make_workflow(
-        [
-            {"id": "bad", "skill": "test.flaky", "retries": 1, "backoff": 0.1,
-             "with": {"key": str(uuid.uuid4()), "failures": 5}},
-            {"id": "slow", "skill": "sleep", "with": {"seconds": 30}},
-            {"id": "never", "skill": "noop", "needs": "bad"},
-        ]
-    )  # fmt: skip
-
-    run = wait_run(run_start(workflow=workflow, params={}))
-
-    steps = steps_of(run)
-    assert run.state == "failed"
-    assert run.error == "step 'bad' failed: flaky failure 2 of 5"
-    assert (steps["bad"].state, steps["bad"].tries) == ("failed", 2)
-    assert steps["slow"].state == "cancelled" and steps["never"].state == "cancelled"
-
-
-def test_a_step_that_exceeds_its_timeout_fails(agent, make_workflow):
-    workflow = make_workflow(
-        [{"id": "hang", "skill": "sleep", "timeout": 1, "with": {"seconds": 30}}]
-    )
-
-    started = time.monotonic()
-    run = wait_run(run_start(workflow=workflow, params={}))
-
-    assert run.state == "failed"
-    assert steps_of(run)["hang"].error == "timed out after 1 s"
-    assert time.monotonic() - started < 20
-
-
-def test_on_failure_continue_lets_the_run_go_on(agent, make_workflow):
+def test_on_failure_continue_lets_the_run_go_on(harness, agent, make_workflow):
     workflow = make_workflow(
         [
             {"id": "optional", "skill": "test.fail", "on_failure": "continue"},
@@ -220,7 +163,7 @@ def test_on_failure_continue_lets_the_run_go_on(agent, make_workflow):
         ]
     )
 
-    run = wait_run(run_start(workflow=workflow, params={}))
+    run = harness.settle(run_start(workflow=workflow, params={}))
 
     steps = steps_of(run)
     assert (run.state, steps["optional"].state, steps["next"].state) == (
@@ -231,67 +174,7 @@ def test_on_failure_continue_lets_the_run_go_on(agent, make_workflow):
     assert steps["optional"].error == "this step always fails"
 
 
-# Kept: the long step runs in the task that ran the step before it (Continuation).
-@pytest.mark.parametrize("kept", [False, True], ids=["sent", "kept"])
-def test_cancel_mid_run_stops_the_running_step_and_starts_nothing_more(agent, make_workflow, kept):
-    before = [{"id": "a", "skill": "noop"}] if kept else []
-    workflow = make_workflow(
-        [
-            *before,
-            {
-                "id": "long",
-                "skill": "sleep",
-                "with": {"seconds": 60},
-                "needs": [s["id"] for s in before],
-            },
-            {"id": "after", "skill": "noop", "needs": "long"},
-        ]
-    )
-    run = run_start(workflow=workflow, params={})
-    wait_for(
-        lambda: StepRun.objects.get(run=run, key="long").state == "running",
-        timeout=30,
-        what="the long step to run",
-    )
-    if kept:
-        steps = steps_of(run)
-        assert steps["long"].task_id == steps["a"].task_id
-
-    run = run_cancel(run=run)
-
-    assert run.state == "cancelled"
-    steps = steps_of(run)
-    assert steps["long"].state == "cancelled" and steps["after"].state == "cancelled"
-    # Revoking the task terminated the pool process running the step: the agent
-    # reports nothing running well before the 60 s sleep would have ended.
-    wait_for(
-        lambda: Agent.objects.filter(name="engine", load=0).exists(),
-        timeout=20,
-        what="the agent to run nothing",
-    )
-    with pytest.raises(RunError, match=f"run {run.pk} is already cancelled"):
-        run_cancel(run=run)
-
-
-def test_a_chain_goes_on_in_the_task_that_ran_the_step_before(agent, coordinator, make_workflow):
-    # The second step outlives HIVE_STEP_LEASE (4 s in the tests): kept by the task
-    # of the first, its lease is still renewed, so it is not taken for lost.
-    workflow = make_workflow(
-        [
-            {"id": "a", "skill": "noop"},
-            {"id": "b", "skill": "sleep", "needs": "a", "with": {"seconds": 6}},
-        ]
-    )
-
-    run = wait_run(run_start(workflow=workflow, params={}), timeout=60)
-
-    assert run.state == "succeeded"
-    steps = steps_of(run)
-    assert steps["b"].tries == 1 and not steps["b"].history
-    assert steps["b"].task_id == steps["a"].task_id
-
-
-def test_retry_from_a_failed_step_reruns_it_and_everything_after(agent, make_workflow):
+def test_retry_from_a_failed_step_reruns_it_and_everything_after(harness, agent, make_workflow):
     key = str(uuid.uuid4())
     workflow = make_workflow(
         [
@@ -302,11 +185,11 @@ def test_retry_from_a_failed_step_reruns_it_and_everything_after(agent, make_wor
              "with": {"after": "{{ steps.shaky.output }}"}},
         ]
     )  # fmt: skip
-    run = wait_run(run_start(workflow=workflow, params={}))
+    run = harness.settle(run_start(workflow=workflow, params={}))
     assert run.state == "failed"
     first_finished = steps_of(run)["first"].finished_at
 
-    run = wait_run(step_retry(step=steps_of(run)["shaky"]))
+    run = harness.settle(step_retry(step=steps_of(run)["shaky"]))
 
     steps = steps_of(run)
     assert run.state == "succeeded"
@@ -316,7 +199,9 @@ def test_retry_from_a_failed_step_reruns_it_and_everything_after(agent, make_wor
     assert steps["last"].history[0]["state"] == "cancelled"
 
 
-def test_a_failed_foreach_item_fails_its_group_which_retries_all_items(agent, make_workflow):
+def test_a_failed_foreach_item_fails_its_group_which_retries_all_items(
+    harness, agent, make_workflow
+):
     key = str(uuid.uuid4())
     workflow = make_workflow(
         [
@@ -325,14 +210,14 @@ def test_a_failed_foreach_item_fails_its_group_which_retries_all_items(agent, ma
             {"id": "after", "skill": "noop", "needs": "each"},
         ]
     )  # fmt: skip
-    run = wait_run(run_start(workflow=workflow, params={}))
+    run = harness.settle(run_start(workflow=workflow, params={}))
     steps = steps_of(run)
     assert (run.state, run.error) == ("failed", "step 'each[1]' failed: flaky failure 1 of 1")
     assert (steps["each"].state, steps["each"].error) == (
         "failed", "each[1]: flaky failure 1 of 1",
     )  # fmt: skip
 
-    run = wait_run(step_retry(step=steps["each[1]"]))
+    run = harness.settle(step_retry(step=steps["each[1]"]))
 
     steps = steps_of(run)
     assert (run.state, steps["after"].state) == ("succeeded", "succeeded")
@@ -342,7 +227,7 @@ def test_a_failed_foreach_item_fails_its_group_which_retries_all_items(agent, ma
     assert all(s.state == "succeeded" for s in steps.values())
 
 
-def test_approval_holds_the_step_without_a_worker_until_approved(agent, make_workflow):
+def test_approval_holds_the_step_without_a_worker_until_approved(harness, agent, make_workflow):
     workflow = make_workflow(
         [
             {"id": "gate", "skill": "noop", "approval": True, "with": {"env": "{{ params.env }}"}},
@@ -356,10 +241,32 @@ def test_approval_holds_the_step_without_a_worker_until_approved(agent, make_wor
     assert (gate.state, gate.queue, gate.task_id) == ("waiting", "", "")
 
     step_approve(step=gate, user="ada")
-    run = wait_run(run)
+    run = harness.settle(run)
 
     assert run.state == "succeeded"
     assert steps_of(run)["gate"].history[0]["approved_by"] == "ada"
+
+
+def test_a_step_sent_before_its_run_was_cancelled_is_not_run_when_delivered(
+    harness, agent, make_workflow
+):
+    """The cancel's DAG rule; stopping a step already running is the agent's part
+    (test_engine_agents.py)."""
+    workflow = make_workflow(
+        [{"id": "a", "skill": "noop"}, {"id": "b", "skill": "noop", "needs": "a"}]
+    )
+    run = run_start(workflow=workflow, params={})
+
+    run = run_cancel(run=run)
+    delivered = harness.drain()  # the message sent for `a` still reaches the agent
+
+    assert run.state == "cancelled"
+    assert [out.step_run_id for out, _ in delivered] == [steps_of(run)["a"].pk]
+    assert {key: (s.state, s.tries) for key, s in steps_of(run).items()} == {
+        "a": ("cancelled", 0),
+        "b": ("cancelled", 0),
+    }
+    assert Run.objects.get(pk=run.pk).state == "cancelled"
 
 
 def test_rejecting_an_approval_fails_the_run(agent, make_workflow):
@@ -375,11 +282,11 @@ def test_rejecting_an_approval_fails_the_run(agent, make_workflow):
         step_approve(step=StepRun.objects.get(run=run, key="gate"))
 
 
-def test_rerun_starts_a_new_run_with_the_same_version_and_params(agent, make_workflow):
+def test_rerun_starts_a_new_run_with_the_same_version_and_params(harness, agent, make_workflow):
     workflow = make_workflow([{"id": "echo", "skill": "noop", "with": {"v": "{{ params.v }}"}}])
-    first = wait_run(run_start(workflow=workflow, params={"v": 7}))
+    first = harness.settle(run_start(workflow=workflow, params={"v": 7}))
 
-    second = wait_run(run_rerun(run=first))
+    second = harness.settle(run_rerun(run=first))
 
     assert second.pk != first.pk and second.rerun_of_id == first.pk
     assert (second.workflow_id, second.params, second.state) == (workflow.pk, {"v": 7}, "succeeded")
@@ -397,10 +304,8 @@ def test_invalid_params_start_nothing(make_workflow):
     assert not Run.objects.exists()
 
 
-def test_a_step_no_agent_offers_waits_and_says_why_until_one_arrives(
-    coordinator, start_agent, make_workflow
-):
-    start_agent("plain", skills="noop")
+def test_a_step_no_agent_offers_waits_and_says_why_until_one_arrives(harness, make_workflow):
+    harness.agent("plain", skills="noop")
     workflow = make_workflow([{"id": "nap", "skill": "sleep", "with": {"seconds": 0}}])
 
     run = run_start(workflow=workflow, params={})
@@ -409,17 +314,17 @@ def test_a_step_no_agent_offers_waits_and_says_why_until_one_arrives(
     assert run.state == "waiting"
     assert step.waiting_reason == "waiting for an agent: any agent does not offer skill 'sleep'"
 
-    start_agent("napper", skills="sleep")
-    run = wait_run(run)
+    harness.agent("napper", skills="sleep")
+    run = harness.settle(run)
     assert run.state == "succeeded"
     assert steps_of(run)["nap"].agent == "napper"
 
 
-def test_output_json_cannot_hold_fails_the_step_without_retries(start_agent, make_workflow):
-    start_agent("odd", skills="test.unjsonable")
+def test_output_json_cannot_hold_fails_the_step_without_retries(harness, make_workflow):
+    harness.agent("odd", skills="test.unjsonable")
     workflow = make_workflow([{"id": "odd", "skill": "test.unjsonable", "retries": 3}])
 
-    run = wait_run(run_start(workflow=workflow, params={}))
+    run = harness.settle(run_start(workflow=workflow, params={}))
 
     step = steps_of(run)["odd"]
     assert (run.state, step.tries) == ("failed", 1)
@@ -435,7 +340,9 @@ def test_output_json_cannot_hold_fails_the_step_without_retries(start_agent, mak
     ],
     ids=["undefined", "error", "not-json"],
 )
-def test_a_template_failing_on_an_output_fails_its_step(agent, make_workflow, template, error):
+def test_a_template_failing_on_an_output_fails_its_step(
+    harness, agent, make_workflow, template, error
+):
     """Rendered in the task that finished `a`: the failure is b's, and a's result stands."""
     workflow = make_workflow(
         [
@@ -444,7 +351,7 @@ def test_a_template_failing_on_an_output_fails_its_step(agent, make_workflow, te
         ]
     )
 
-    run = wait_run(run_start(workflow=workflow, params={}))
+    run = harness.settle(run_start(workflow=workflow, params={}))
 
     steps = steps_of(run)
     assert (run.state, steps["a"].state, steps["a"].tries) == ("failed", "succeeded", 1)

@@ -31,8 +31,9 @@ RECORD_STATES = """(root) => {
 
 
 @pytest.fixture
-def agent(start_agent):
-    return start_agent("ui", skills="noop,sleep,test.flaky", concurrency=2)
+def agent(shared_agent, transactional_db):
+    """One agent for the module's tests that run steps: none needs a fresh one."""
+    return shared_agent("ui", skills="noop,sleep,test.flaky", concurrency=2)
 
 
 def db_states(run: Run) -> dict[str, str]:

@@ -42,9 +42,11 @@ def test_the_json_formatter_writes_one_object_with_the_extra_fields():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_can_be_followed_across_agents_in_json_logs(start_agent, make_workflow):
-    first = start_agent("logger-a", skills="sleep", HIVE_LOG_FORMAT="json")
-    second = start_agent("logger-b", skills="noop", HIVE_LOG_FORMAT="json")
+def test_a_run_can_be_followed_across_agents_in_json_logs(start_agents, make_workflow):
+    first, second = start_agents(
+        {"name": "logger-a", "skills": "sleep", "HIVE_LOG_FORMAT": "json"},
+        {"name": "logger-b", "skills": "noop", "HIVE_LOG_FORMAT": "json"},
+    )
     workflow = make_workflow(
         [
             {"id": "wait", "skill": "sleep", "with": {"seconds": 0.1}},

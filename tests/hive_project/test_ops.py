@@ -8,7 +8,6 @@ from rest_framework.authtoken.models import Token
 
 from coordination.services import run_start
 from tests.processes import free_port, wait_for
-from tests.runs import wait_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -86,9 +85,11 @@ def test_metrics_take_a_staff_users_api_token_and_refuse_anyone_elses(client, re
 
 
 def test_metrics_series_exist_and_move_when_a_run_happens(
-    client, metrics_token, start_agent, coordinator, make_workflow
+    client, metrics_token, harness, make_workflow
 ):
-    start_agent("metered", skills="noop,sleep", concurrency=2)
+    # The series are read from the database and Redis: a run on the engine's test
+    # harness (tests/coordination/harness.py) moves them as one on agent processes.
+    harness.agent("metered", skills="noop,sleep", concurrency=2)
     workflow = make_workflow(
         [
             {"id": "a", "skill": "sleep", "with": {"seconds": 0.3}},
@@ -97,7 +98,7 @@ def test_metrics_series_exist_and_move_when_a_run_happens(
     )
     before = scrape(client)
 
-    run = wait_run(run_start(workflow=workflow, params={}))
+    run = harness.settle(run_start(workflow=workflow, params={}))
     assert run.state == "succeeded"
     after = scrape(client)
 
@@ -173,9 +174,11 @@ def test_readyz_fails_while_redis_is_down_and_recovers_when_it_is_back(private_r
     assert back.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
-def test_flower_needs_credentials_and_lists_every_agent_with_its_queues(start_agent, processes):
-    start_agent("scout", role="explorer", skills="noop")
-    start_agent("smith", role="builder", skills="noop,sleep")
+def test_flower_needs_credentials_and_lists_every_agent_with_its_queues(start_agents, processes):
+    start_agents(
+        {"name": "scout", "role": "explorer", "skills": "noop"},
+        {"name": "smith", "role": "builder", "skills": "noop,sleep"},
+    )
     port = free_port()
     flower = processes.start(
         "flower",
