@@ -5,6 +5,7 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 from agents.mailbox import user_sender
 from agents.models import Agent, Message
 from agents.skills import skill_get, skill_names
+from hive_core.db import filter_given
 from hive_core.visibility import user_sees_all
 
 
@@ -53,13 +54,7 @@ def message_list(
     messages = message_visible_list(user=user)
     if agent:
         messages = messages.filter(Q(recipient=agent) | Q(sender=agent))
-    if state:
-        messages = messages.filter(state=state)
-    if kind:
-        messages = messages.filter(kind=kind)
-    if correlation_id:
-        messages = messages.filter(correlation_id=correlation_id)
-    return messages
+    return filter_given(messages, state=state, kind=kind, correlation_id=correlation_id)
 
 
 def agent_status_counts() -> dict[str, int]:

@@ -8,6 +8,7 @@ from django_celery_beat.models import PeriodicTask
 from commands.models import Command, Invocation, Schedule
 from coordination.models import Run, StepRun
 from coordination.selectors import run_visible_ids
+from hive_core.db import filter_given
 
 SCHEDULE_TASK = "commands.command_schedule_task"
 # The permission each action on schedules needs, for the API and /hive:schedule alike:
@@ -38,14 +39,9 @@ def invocation_list(
     ).prefetch_related(top_steps)
     if not user.is_staff:
         invocations = invocations.filter(user=user)
-    # Only the filters given: an empty one (or run None) filters nothing.
-    given = {
-        "command_name": command.lstrip("/"),
-        "outcome": outcome,
-        "source": source,
-        "run_id": run,
-    }
-    return invocations.filter(**{k: v for k, v in given.items() if v}).order_by("-id")
+    return filter_given(
+        invocations, command_name=command.lstrip("/"), outcome=outcome, source=source, run_id=run
+    ).order_by("-id")
 
 
 def run_outputs(*, run: Run) -> dict:

@@ -8,6 +8,7 @@ from django.utils import timezone
 from agents.models import Agent
 from agents.selectors import agent_list
 from coordination.models import Run, StepRun, Workflow
+from hive_core.db import filter_given
 from hive_core.visibility import user_sees_all
 
 
@@ -52,17 +53,14 @@ def run_list(
     if command:
         # Runs are started by at most one invocation each; the join adds no duplicates.
         runs = runs.filter(invocations__command_name=command.lstrip("/"))
-    if state:
-        runs = runs.filter(state=state)
-    if workflow:
-        runs = runs.filter(workflow__name=workflow)
-    if started_by:
-        runs = runs.filter(created_by__username=started_by)
-    if since:
-        runs = runs.filter(created_at__gte=since)
-    if until:
-        runs = runs.filter(created_at__lt=until)
-    return runs
+    return filter_given(
+        runs,
+        state=state,
+        workflow__name=workflow,
+        created_by__username=started_by,
+        created_at__gte=since,
+        created_at__lt=until,
+    )
 
 
 def run_get(*, user, pk: int) -> Run:

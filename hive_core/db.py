@@ -51,3 +51,9 @@ def connections_name(*, name: str) -> None:
         wrapper.settings_dict.setdefault("OPTIONS", {})["application_name"] = name[:63]
         if wrapper.connection is not None:
             wrapper.close()
+
+
+def filter_given(queryset, **lookups):
+    """`queryset` filtered by the lookups given: an empty value (a filter left blank in
+    the API or on a page) filters nothing."""
+    return queryset.filter(**{lookup: value for lookup, value in lookups.items() if value})
