@@ -182,6 +182,14 @@ def shared_agent(module_processes, django_db_blocker):
             timeout=30,
             what=f"agent {name} to run nothing",
         )  # fmt: skip
+        # A step the last test revoked took its pool process with it: the pool is whole
+        # again once the worker has forked its replacement.
+        processes = 1 + options.get("concurrency", 1)
+        wait_for(
+            lambda: len(process.group_members_now()) >= processes,
+            timeout=30,
+            what=f"agent {name}'s {processes - 1} pool processes",
+        )
         if not Agent.objects.filter(name=name, pid=process.pid).exists():
             beat = {
                 "status": live["status"],
