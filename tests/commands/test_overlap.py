@@ -18,12 +18,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def start_agent(shared_agent, transactional_db):
-    """The agent (napper) is started once for the module: no test needs a fresh one."""
-    return shared_agent
-
-
-@pytest.fixture
 def nap(definitions, users):
     """`/nap <seconds> [lane]` with the given overlap policy, keyed by lane."""
 
