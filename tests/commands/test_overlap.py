@@ -18,6 +18,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
+def start_agent(shared_agent, transactional_db):
+    """The agent (napper) is started once for the module: no test needs a fresh one.
+    (Each test gets it with its pool whole: a cancel's revoke takes a pool process.)"""
+    return shared_agent
+
+
+@pytest.fixture
 def nap(definitions, users):
     """`/nap <seconds> [lane]` with the given overlap policy, keyed by lane."""
 
