@@ -34,7 +34,7 @@ from agents.models import Agent
 from agents.routing import agent_queues
 from coordination.dispatch import Outgoing
 from coordination.models import Run, StepRun
-from coordination.services import steps_reap
+from coordination.reaper import steps_reap
 from coordination.tasks import execute_step_task
 from hive_core.redis_client import redis_client
 
