@@ -17,10 +17,9 @@ from django.utils import timezone
 
 from agents.skills.registry import schema_problem
 from coordination.dispatch import Continuation
-from coordination.engine import Engine, group_complete, step_end
+from coordination.engine import Engine, step_end
 from coordination.errors import RunConflict, RunDenied, RunError, RunForbidden, RunInvalid
 from coordination.models import Run, StepRun, Workflow
-from coordination.reaper import steps_reap
 from coordination.spec import spec_digest, spec_load
 from coordination.sql import step_event_emit, step_update
 from events.kinds import run_subject, subject
@@ -28,14 +27,13 @@ from events.services import event_emit
 from hive_core.jsondata import SchemaValidator, json_problem
 from hive_core.sql import Add
 
-# The public API, for the other apps and the tests (some names live in the modules
-# above and are only passed on).
+# The public API, for the other apps and the tests.
 __all__ = [
     "COMMAND_WORKFLOW_PREFIX", "INTERNAL_PARAM_PREFIX", "RUN_ACTION_CHECKS",
     "RUN_ACTION_PERMISSIONS", "Continuation", "RunConflict", "RunDenied", "RunError",
-    "RunForbidden", "RunInvalid", "group_complete", "run_cancel", "run_rerun", "run_start",
+    "RunForbidden", "RunInvalid", "run_cancel", "run_rerun", "run_start",
     "step_approve", "step_claim", "step_fail", "step_handoff_record", "step_leases_renew",
-    "step_reject", "step_retry", "step_succeed", "steps_reap", "workflow_load",
+    "step_reject", "step_retry", "step_succeed", "workflow_load",
     "workflow_save",
 ]  # fmt: skip
 
