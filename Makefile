@@ -24,8 +24,12 @@ install: $(STAMP) ## Create .venv and install the pinned dependencies
 run: $(STAMP) ## Migrate, create the admin, start web, agents, coordinator and Flower
 	$(PY) manage.py hive up
 
+# The suite mostly waits on the processes it starts: pytest-xdist runs it on this many
+# workers, each with its own test database, Redis database and var/test/<worker>/, a
+# test file at a time (a module's shared agent stays one process). TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 3
 test: $(STAMP) ## Run the whole test suite (real Redis, database and agent processes)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Check the code with ruff, and the apps' layers with import-linter
 	$(VENV)/bin/ruff check .

@@ -15,6 +15,7 @@ from agents.models import Agent
 from coordination.services import workflow_save
 from coordination.spec import spec_validate
 from hive_core.embedded_redis import embedded_redis_ensure, embedded_redis_stop
+from tests.chaos.report import chaos_collect, chaos_table
 from tests.processes import ManagedProcess, ProcessGroup, wait_for
 
 # Tables a flush keeps: what migrations made and post_migrate would make again.
@@ -275,9 +276,16 @@ def private_redis(tmp_path):
     server.stop()
 
 
+def pytest_runtest_logreport(report):
+    chaos_collect(report)
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Say it loudly when the browser tests were skipped for want of Chromium."""
+    """The fault battery's table; and say it loudly when the browser tests were skipped
+    for want of Chromium."""
     from tests.e2e.conftest import BROWSER_MISSING
+
+    chaos_table(terminalreporter)
 
     skipped = [
         report

@@ -53,7 +53,11 @@ class AgentViewSet(viewsets.ReadOnlyModelViewSet):
         agent = self.get_object()
         result = service(agent=agent, **arguments)
         agent = result if isinstance(result, Agent) else agent
-        return Response(self.get_serializer(agent).data)
+        data = self.get_serializer(agent).data
+        # The status the service just wrote is the truth: the last heartbeat, up to a
+        # beat old, may predate it (a resume would answer "draining").
+        data["status"] = agent.status
+        return Response(data)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"], permission_classes=CONTROL)

@@ -175,12 +175,14 @@ def test_trimming_without_pending_entries_keeps_the_undelivered_ones(make_inbox,
     assert kept == before[2:] == [last_delivered, before[3]]
 
 
-def test_the_inbox_survives_a_flushall_and_sends_lost_messages_again(make_inbox, redis_client):
+def test_the_inbox_survives_redis_being_wiped_and_sends_lost_messages_again(
+    make_inbox, redis_client
+):
     inbox = make_inbox()
     inbox.poll()
     sent = mailbox.send_many([Outgoing(kind="test.record", to="solo") for _ in range(3)])
 
-    redis_client.flushall()
+    redis_client.flushdb()  # Hive's whole Redis database: streams, groups, pending
     with pytest.raises(redis.ResponseError, match="NOGROUP"):
         inbox.poll()
     inbox._needs_setup = True  # what the thread's loop does on NOGROUP

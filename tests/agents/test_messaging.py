@@ -215,7 +215,7 @@ def test_an_agent_keeps_handling_after_redis_is_flushed(start_agent, redis_clien
     start_agent("survivor")
     before = wait_handled([mailbox.send(to="survivor", kind="test.record", sender="ops")])
 
-    redis_client.flushall()  # its stream, its group and every pending entry are gone
+    redis_client.flushdb()  # its stream, its group and every pending entry are gone
     after = mailbox.send(to="survivor", kind="test.record", sender="ops")
 
     (after,) = wait_handled([after])
