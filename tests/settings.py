@@ -20,7 +20,8 @@ def _worker_apart() -> None:
     if not worker or os.environ.get("HIVE_TEST_WORKER"):
         return
     os.environ["HIVE_TEST_WORKER"] = worker
-    os.environ.setdefault("HIVE_VAR_DIR", str(VAR_TEST / worker))
+    # Under the directory the controller chose (it ran this module first).
+    os.environ["HIVE_VAR_DIR"] = str(Path(os.environ.get("HIVE_VAR_DIR", VAR_TEST)) / worker)
     parts = urlsplit(os.environ.get("REDIS_URL", ""))
     if parts.scheme in ("redis", "rediss"):
         number = int(parts.path.strip("/") or 0) + 1 + int(worker.removeprefix("gw"))
