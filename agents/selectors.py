@@ -1,16 +1,28 @@
 """Reads of the agent registry and the skills."""
 
+from datetime import datetime
+
 from django.db.models import Count, Max, Q, QuerySet, Sum
 
 from agents.mailbox import user_sender
 from agents.models import Agent, Message
 from agents.skills import skill_get, skill_names
+from events.models import Event
 from hive_core.db import filter_given
 from hive_core.visibility import user_sees_all
 
 
 def agent_list() -> QuerySet[Agent]:
     return Agent.objects.order_by("name")
+
+
+def agent_shutdown_requested(*, name: str, pid: int | None, since: datetime) -> bool:
+    """Whether agent `name`'s process `pid`, started at `since`, was asked to shut down
+    (agent_shutdown records it before it tells the agent). The pid and the time both
+    match, so neither another process of that name nor an old request with a reused
+    pid counts."""
+    requests = Event.objects.filter(kind="agent.shutdown", subject=f"agent:{name}")
+    return requests.filter(data__pid=pid, created_at__gte=since).exists()
 
 
 def skill_list() -> list[dict]:

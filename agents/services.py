@@ -132,10 +132,14 @@ def agents_reap(*, timeout: int) -> list[str]:
 # coordinator, CLI; the prefork pool sets it again in its children).
 
 
-def _control(agent: Agent, command: str, *, reply: bool = True, **arguments) -> dict | None:
-    """Send a remote-control command to the agent's worker and return its reply."""
+def _reachable(agent: Agent) -> None:
     if not agent.online or not agent.node:
         raise AgentControlError(f"agent {agent.name!r} is offline")
+
+
+def _control(agent: Agent, command: str, *, reply: bool = True, **arguments) -> dict | None:
+    """Send a remote-control command to the agent's worker and return its reply."""
+    _reachable(agent)
     replies = current_app.control.broadcast(
         command,
         arguments=arguments,
@@ -174,7 +178,18 @@ def agent_resume(*, agent: Agent) -> Agent:
 
 
 def agent_shutdown(*, agent: Agent) -> None:
-    """Warm shutdown: the agent finishes its running steps, then exits and goes offline."""
+    """Warm shutdown: the agent finishes its running steps, then exits and goes offline.
+
+    The request is recorded first, as an `agent.shutdown` event naming the process
+    (committed: no caller holds a transaction around a control command), so whatever
+    supervises that process (`hive up`, ops/supervisor.py) finds it when the process
+    exits, and leaves it down instead of restarting it.
+    """
+    _reachable(agent)
+    event_emit(
+        kind="agent.shutdown", subject=f"agent:{agent.name}",
+        data={"pid": agent.pid, "node": agent.node},
+    )  # fmt: skip
     # The worker exits instead of answering, so no reply is awaited.
     _control(agent, "shutdown", reply=False)
 

@@ -1,7 +1,10 @@
 """Reads of the event log: what live clients catch up from."""
 
+from datetime import timedelta
+
 from django.db.models import CharField, Q, QuerySet, Value
 from django.db.models.functions import Cast, Concat
+from django.utils import timezone
 
 from agents.selectors import message_visible_list
 from commands.models import Invocation
@@ -92,3 +95,31 @@ def event_last_seq() -> int:
 def event_recent(*, user, limit: int = 20) -> list[Event]:
     """The newest events `user` may see, newest first."""
     return list(event_list(user=user).order_by("-pk")[:limit])
+
+
+# The overview shows a process `hive up` restarted while its last word is this recent.
+PROCESSES_SHOWN_FOR = timedelta(hours=1)
+# A process flapping at the 30 s cap writes 120 events an hour: the newest few hundred
+# hold the last word of every process of a stack.
+PROCESS_EVENTS_READ = 500
+
+
+def process_health() -> list[dict]:
+    """The processes `hive up` restarted, found flapping or left down lately, each with
+    its last word (`restarted`, `flapping`, `recovered`, `stopped`), name first. Events
+    of processes are everyone's, like agents'."""
+    since = timezone.now() - PROCESSES_SHOWN_FOR
+    events = Event.objects.filter(subject__startswith="process:", created_at__gte=since)
+    latest: dict[str, Event] = {}
+    for event in events.order_by("-pk")[:PROCESS_EVENTS_READ]:
+        latest.setdefault(event.subject, event)
+    shown = []
+    for subject, event in sorted(latest.items()):
+        state = event.kind.partition(".")[2]
+        if state == "restarted" and event.data.get("flapping"):
+            state = "flapping"
+        shown.append({
+            "name": subject.partition(":")[2], "state": state, "at": event.created_at,
+            "restarts": event.data.get("restarts"), "exit": event.data.get("exit", ""),
+        })  # fmt: skip
+    return shown

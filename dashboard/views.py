@@ -17,7 +17,7 @@ from coordination.selectors import (
     step_throughput,
 )
 from dashboard.dag import dag_layout
-from dashboard.selectors import event_last_seq, event_recent
+from dashboard.selectors import event_last_seq, event_recent, process_health
 
 RUNS_SHOWN = 100
 
@@ -38,7 +38,7 @@ def overview(request):
     return _page(request, "overview", {
         "seq": seq, "agents": agents, "online": online,
         "runs": run_state_counts(user=request.user), "throughput": step_throughput(),
-        "events": event_recent(user=request.user),
+        "events": event_recent(user=request.user), "processes": process_health(),
     })  # fmt: skip
 
 

@@ -36,15 +36,20 @@ FAMILIES = {
         "run", states=STEP_STATES, others=("approved", "expanded", "retrying", "lost", "handoff")
     ),
     "workflow": Family("workflow", others=("saved",)),
-    "agent": Family("agent", others=("online", "status", "offline", "scaled")),
+    # `agent.shutdown`: asked to shut down (the API, the admin), recorded before it is told.
+    "agent": Family("agent", others=("online", "status", "offline", "scaled", "shutdown")),
     "message": Family("message", others=("sent", "dead", "handled")),
     "command": Family(
         "command",
         others=("created", "updated", "enabled", "disabled", "started", *COMMAND_REFUSALS),
     ),
     "schedule": Family("schedule", others=("created", "saved", "enabled", "disabled", "removed")),
+    # What `hive up` did about a process that exited (ops/supervisor.py): restarted it,
+    # found it flapping, saw it run steadily again, or left it down as it was asked.
+    "process": Family("process", others=("restarted", "flapping", "recovered", "stopped")),
 }
-SUBJECT_TYPES = ("run", "agent", "message", "workflow", "command", "invocation", "schedule")
+SUBJECT_TYPES = ("run", "agent", "message", "workflow", "command", "invocation", "schedule",
+                 "process")  # fmt: skip
 
 
 def kind_check(kind: str) -> str:

@@ -275,6 +275,12 @@ HIVE_FLOWER_URL = env_str("HIVE_FLOWER_URL")
 HIVE_METRICS_TOKEN = env_str("HIVE_METRICS_TOKEN")
 HIVE_ADMIN_USER = env_str("HIVE_ADMIN_USER", "admin")
 HIVE_AGENTS_FILE = BASE_DIR / env_str("HIVE_AGENTS_FILE", "hive.agents.yaml")
+# `hive up` restarts a process that exits at once, the next time in a row after
+# HIVE_RESTART_DELAY seconds, doubling up to HIVE_RESTART_DELAY_MAX (ops/restarts.py).
+HIVE_RESTART_DELAY = env_int("HIVE_RESTART_DELAY", 1, minimum=1)
+HIVE_RESTART_DELAY_MAX = env_int("HIVE_RESTART_DELAY_MAX", 30, minimum=1)
+if HIVE_RESTART_DELAY_MAX < HIVE_RESTART_DELAY:
+    raise ConfigError("HIVE_RESTART_DELAY_MAX: must be at least HIVE_RESTART_DELAY")
 # An agent heartbeats every HIVE_HEARTBEAT_INTERVAL seconds and is marked
 # offline by the coordinator after HIVE_AGENT_TIMEOUT seconds of silence.
 HIVE_HEARTBEAT_INTERVAL = env_int("HIVE_HEARTBEAT_INTERVAL", 3, minimum=1)

@@ -8,14 +8,20 @@ from celery import current_app
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import close_old_connections
 
 from agents.pool import AgentSpec, agent_pool_load
+from agents.selectors import agent_shutdown_requested
 from commands.services import commands_load
+from events.kinds import subject
+from events.services import event_emit
 from hive_core.cli import Output, Subcommand
 from hive_core.db import connections_name
 from hive_core.services import admin_ensure
 from ops.flower_auth import flower_metrics_protect
-from ops.processes import shell_line, stack_processes
+from ops.processes import stack_processes
+from ops.restarts import RestartPolicy
+from ops.supervisor import Exit, Supervisor
 
 
 def _without_password(url: str) -> str:
@@ -90,7 +96,7 @@ def _banner(pool: list[AgentSpec], password, created, flower_user, flower_passwo
         f"  database    {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}",
         f"  redis       {broker}",
         f"  agents      {', '.join(s.name for s in pool)} ({settings.HIVE_AGENTS_FILE.name})",
-        "  Ctrl-C stops everything.",
+        "  A process that exits is restarted; Ctrl-C stops everything.",
         "",
     ]
     return "\n".join(lines)
@@ -103,8 +109,6 @@ class UpAction(Subcommand):
     owns_embedded_redis = True
 
     def handle(self, options: dict, out: Output) -> None:
-        from honcho.manager import Manager
-
         pool = agent_pool_load(settings.HIVE_AGENTS_FILE)
         password, created = stack_setup(out)
         flower_user = os.environ.get("HIVE_FLOWER_USER") or settings.HIVE_ADMIN_USER
@@ -113,17 +117,44 @@ class UpAction(Subcommand):
         out.write(_banner(pool, password, created, flower_user, flower_password))
         out.stdout.flush()
 
-        manager = Manager()
+        supervisor = Supervisor(
+            policy=RestartPolicy(
+                delay=settings.HIVE_RESTART_DELAY, delay_max=settings.HIVE_RESTART_DELAY_MAX
+            ),
+            intended=_asked_to_stop,
+            record=_process_event,
+        )
         env = {
             **os.environ,
             "HIVE_FLOWER_USER": flower_user,
             "HIVE_FLOWER_PASSWORD": flower_password,
         }
         for name, argv in stack_processes(pool).items():
-            manager.add_process(name, shell_line(argv), env=env, cwd=str(settings.BASE_DIR))
-        # honcho stops every process when one exits or on Ctrl-C / SIGTERM.
-        manager.loop()
-        raise SystemExit(manager.returncode)
+            supervisor.add_process(name, argv, env=env, cwd=str(settings.BASE_DIR))
+        # Until Ctrl-C / SIGTERM, which stops every process; one that exits before is
+        # restarted (ops/supervisor.py), unless it was asked to stop.
+        supervisor.loop()
+        raise SystemExit(supervisor.returncode)
+
+
+AGENT_PROCESS = "agent."  # stack_processes names an agent's process agent.NAME
+
+
+def _asked_to_stop(exit_: Exit) -> bool:
+    """An agent shut down on purpose (the API, the admin) stays down: agent_shutdown
+    records the request, naming the process, before it tells the agent. Decided by
+    that record, not by the exit status: a warm shutdown on a stray SIGTERM exits 0
+    too, and nobody asked Hive to stop that one."""
+    if not exit_.name.startswith(AGENT_PROCESS):
+        return False
+    close_old_connections()  # `hive up` holds its connection for hours
+    name = exit_.name.removeprefix(AGENT_PROCESS)
+    return agent_shutdown_requested(name=name, pid=exit_.pid, since=exit_.started_at)
+
+
+def _process_event(kind: str, name: str, data: dict) -> None:
+    close_old_connections()
+    event_emit(kind=kind, subject=subject("process", name), data={"process": name, **data})
 
 
 class WebAction(Subcommand):

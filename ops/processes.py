@@ -1,6 +1,5 @@
 """The command line of every Hive process, shared by `hive up` and docker-compose.yml."""
 
-import shlex
 import sys
 
 from django.conf import settings
@@ -31,8 +30,3 @@ def stack_processes(pool: list[AgentSpec]) -> dict[str, list[str]]:
     }
     processes.update({f"agent.{spec.name}": agent_argv(spec) for spec in pool})
     return processes
-
-
-def shell_line(argv: list[str]) -> str:
-    """honcho runs a command line through /bin/sh; quote every word so none is interpreted."""
-    return shlex.join(argv)

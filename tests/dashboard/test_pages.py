@@ -2,13 +2,17 @@
 tests and scripts rely on, 404s for runs a user may not see, the live parts alone."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from agents.models import Agent
 from coordination.models import Run, StepRun
 from dashboard.dag import dag_layout
+from events.models import Event
+from events.services import event_emit
 
 pytestmark = pytest.mark.django_db
 
@@ -137,3 +141,27 @@ def test_throughput_counts_every_recent_step_and_times_the_newest(run, monkeypat
 
     assert (figures["finished"], figures["per_minute"]) == (3, 0.6)
     assert (figures["p50"], figures["p95"]) == (2.0, 2.0)
+
+
+def test_the_overview_shows_each_restarted_process_by_its_last_word(admin_client):
+    def restarted(name, restarts, flapping):
+        event_emit(kind="process.restarted", subject=f"process:{name}",
+                   data={"process": name, "status": 1, "exit": "exit 1", "restarts": restarts,
+                         "delay": 2, "flapping": flapping})  # fmt: skip
+
+    restarted("flower", 3, False)
+    restarted("flower", 4, True)
+    restarted("web", 1, False)
+    event_emit(kind="process.stopped", subject="process:agent.spare",
+               data={"process": "agent.spare", "status": 0, "exit": "exit 0"})  # fmt: skip
+    restarted("coordinator", 1, False)
+    Event.objects.filter(subject="process:coordinator").update(
+        created_at=timezone.now() - timedelta(hours=2)
+    )
+
+    body = admin_client.get("/?partial=1").content.decode()
+
+    shown = dict(re.findall(r'data-process="([^"]+)" data-process-state="([^"]+)"', body))
+    # An hour-old restart is history, not news: the coordinator is not listed.
+    assert shown == {"agent.spare": "stopped", "flower": "flapping", "web": "restarted"}
+    assert "4 restarts · last exit 1" in body

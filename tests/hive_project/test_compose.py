@@ -58,3 +58,17 @@ def test_web_and_flower_health_checks_use_their_unauthenticated_probes():
 
     assert "http://127.0.0.1:8000/readyz" in web
     assert "http://127.0.0.1:5555/healthcheck" in flower
+
+
+def test_agents_restart_on_failure_and_stay_down_when_shut_down_on_purpose():
+    # A requested warm shutdown exits 0: `on-failure` leaves it down, restarts the rest.
+    assert SERVICES["agent"]["restart"] == "on-failure"
+
+
+@pytest.mark.parametrize("name", ["web", "flower"])
+def test_web_and_flower_restart_whatever_their_exit(name):
+    assert SERVICES[name]["restart"] == "unless-stopped"
+
+
+def test_the_one_shot_setup_is_never_restarted():
+    assert SERVICES["setup"]["restart"] == "no"
