@@ -43,8 +43,11 @@ FAMILIES = {
         others=("created", "updated", "enabled", "disabled", "started", *COMMAND_REFUSALS),
     ),
     "schedule": Family("schedule", others=("created", "saved", "enabled", "disabled", "removed")),
+    # A coordinator took the leader lock, or stopped leading (coordination.leadership).
+    "coordinator": Family("coordinator", others=("leading", "standby")),
 }
-SUBJECT_TYPES = ("run", "agent", "message", "workflow", "command", "invocation", "schedule")
+SUBJECT_TYPES = ("run", "agent", "message", "workflow", "command", "invocation", "schedule",
+                 "coordinator")  # fmt: skip
 
 
 def kind_check(kind: str) -> str:
