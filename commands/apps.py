@@ -8,12 +8,15 @@ class CommandsConfig(AppConfig):
 
     def ready(self):
         from commands import builtins  # noqa: F401 - registers /hive:* in commands.registry
-        from commands.executing import command_run_check
+        from commands.executing import command_run_check, invocations_dequeue
+        from coordination.leadership import leader_passes
         from coordination.services import RUN_ACTION_CHECKS
 
         if command_run_check not in RUN_ACTION_CHECKS:
             RUN_ACTION_CHECKS.append(command_run_check)
         post_migrate.connect(builtins_migrated, sender=self)
+        # Commands with `overlap: queue` waiting for a run with their key to end.
+        leader_passes.register("queued commands", invocations_dequeue)
 
 
 def builtins_migrated(sender, *, apps=global_apps, **kwargs) -> None:

@@ -2,10 +2,15 @@
 made and at every firing."""
 
 import json
+import logging
+from datetime import UTC, datetime, timedelta
 
+from celery import schedules
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from commands.errors import CommandFailure, ScheduleDenied, ScheduleError
@@ -23,7 +28,13 @@ from events.kinds import subject
 from events.services import event_emit
 from hive_core.errors import NotFound
 
+logger = logging.getLogger(__name__)
 Outcome = Invocation.Outcome
+# The message header in which Hive's beat (commands.beat) says when it found a firing due.
+DUE_HEADER = "hive_due"
+# How much earlier than due a firing may come and still count: coordinators' clocks
+# differ a little, and a beat that took over must not skip a period for it.
+DUE_SLACK = 1.0
 # The API's serializer says it too, as an error of no one field.
 WHEN_NEEDED = "give every=<seconds> or cron=<minute hour day month weekday>, one"
 
@@ -197,3 +208,51 @@ def scheduled_execute(*, schedule: str) -> Invocation | None:
         )  # fmt: skip
     except CommandFailure as exc:
         return exc.invocation
+
+
+def scheduled_fire(*, schedule: str, due: str | None = None) -> Invocation | None:
+    """The beat found schedule `schedule` due at `due` (ISO 8601; now if not given): run
+    it, unless its row says it has run since it was last due. Claiming the firing (the
+    row's last run and count) and running it are one transaction holding the row, so
+    two beats (a leader and the one that took over from it) or a message delivered
+    twice fire it once; and a coordinator killed mid-firing leaves the row unclaimed,
+    so the next leader's beat, reading the row, fires it. None when not fired."""
+    try:
+        fired_at = datetime.fromisoformat(due) if due else timezone.now()
+    except (TypeError, ValueError):
+        fired_at = timezone.now()
+    if timezone.is_naive(fired_at):
+        fired_at = fired_at.replace(tzinfo=UTC)
+    with transaction.atomic():
+        task = (
+            # Only the task's row: PostgreSQL locks no nullable side of an outer join.
+            PeriodicTask.objects.select_for_update(of=("self",))
+            .filter(name=schedule, task=SCHEDULE_TASK)
+            .select_related("interval", "crontab", "solar", "clocked")
+            .first()
+            if schedule
+            else None
+        )
+        if task is not None:
+            if not task.enabled or not schedule_due(task, at=fired_at):
+                logger.info("schedule %r: fired already or disabled, not again", schedule)
+                return None
+            PeriodicTask.objects.filter(pk=task.pk).update(
+                last_run_at=fired_at, total_run_count=F("total_run_count") + 1
+            )
+        return scheduled_execute(schedule=schedule)
+
+
+def schedule_due(task: PeriodicTask, *, at: datetime) -> bool:
+    """Whether a firing found due at `at` is one `task` has not had: `at` is no earlier
+    than the first due time after its last recorded run (a little slack for clocks)."""
+    last = task.last_run_at
+    if last is None:
+        return True
+    when = task.schedule
+    slack = DUE_SLACK
+    if isinstance(when, schedules.schedule):
+        # An interval shorter than the slack would take a duplicate for the next run.
+        slack = min(DUE_SLACK, when.run_every.total_seconds() / 4)
+    next_due = timezone.now() + when.remaining_estimate(last)
+    return at >= next_due - timedelta(seconds=slack)

@@ -13,3 +13,8 @@ class CoordinationConfig(AppConfig):
         # through these hooks (agents/hooks.py).
         hooks.lease_renewers.register(step_leases_renew)
         hooks.handoff_recorders.register(step_handoff_record)
+
+        from coordination.leadership import leader_passes
+        from coordination.reaper import reap_pass
+
+        leader_passes.register("reaper", reap_pass)

@@ -2,14 +2,18 @@
 
 import json
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import NoReturn
 
 from celery import current_app
+from celery.beat import EmbeddedService
 from django.conf import settings
 from django.core.management.base import CommandError
 
+from coordination.leadership import Coordinator, coordinator_leader, coordinators_status
 from coordination.models import Run, Workflow
 from coordination.services import run_start, workflow_load
 from hive_core.cli import Output, Subcommand
@@ -18,33 +22,81 @@ from hive_core.db import connections_name
 
 class CoordinatorAction(Subcommand):
     name = "coordinator"
-    help = "Run the coordinator: beat schedule and reaper."
+    help = "Run a coordinator (beat, reaper, queued commands; one leads, others stand by)."
     process = True
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--name", default="coordinator",
+            help="Its name in `--status`, events and Celery (default: coordinator).",
+        )  # fmt: skip
+        parser.add_argument(
+            "--status", action="store_true",
+            help="Print which coordinator leads and which stand by; exit 1 if none leads.",
+        )  # fmt: skip
+
     def handle(self, options: dict, out: Output) -> None:
+        if options["status"]:
+            self._status(out)
+            return
         connections_name(name="hive-coordinator")
-        # Its passes run every HIVE_REAPER_INTERVAL, three INFO lines each (sent,
-        # received, succeeded) burying everything else in `hive up`'s output; a pass
-        # that recovers something says so itself (coordination.tasks).
+        # Schedules may fire every second, three INFO lines each (sent, received,
+        # succeeded) burying everything else in `hive up`'s output; each firing is an
+        # invocation and an event, and a pass that recovers something says so itself.
         for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
             logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
-        # hive_project's Celery app, current since Django started (hive_project/__init__).
-        current_app.worker_main(
-            [
-                "worker",
-                "--beat",
-                # Schedules live in the database (django-celery-beat), beside the
-                # reaper's entry from CELERY_BEAT_SCHEDULE.
-                f"--scheduler={settings.CELERY_BEAT_SCHEDULER}",
-                "--hostname=coordinator@%h",
-                f"--queues={settings.HIVE_COORDINATOR_QUEUE}",
-                # One reaper at a time, in order; solo keeps it a single process.
-                "--pool=solo",
-                f"--loglevel={settings.HIVE_LOG_LEVEL}",
-                "--without-mingle",
-                "--without-gossip",
-            ]
+        coordinator = Coordinator(
+            name=options["name"], interval=settings.HIVE_REAPER_INTERVAL, beat=_beat
         )
+        # Until Celery's worker installs its own handler (seconds, on a busy host), a
+        # SIGTERM (`hive up` stopping) would kill it outright, leaving its lock to the
+        # server and its record to go stale: stop cleanly then too.
+        signal.signal(signal.SIGTERM, lambda *_: _stop_now(coordinator))
+        coordinator.start()
+        try:
+            # hive_project's Celery app, current since Django started (hive_project/__init__).
+            current_app.worker_main(
+                [
+                    "worker",
+                    f"--hostname={options['name']}@%h",
+                    # Schedule firings, which any coordinator may run (each due time
+                    # fires once: commands.schedules.scheduled_fire).
+                    f"--queues={settings.HIVE_COORDINATOR_QUEUE}",
+                    "--pool=solo",
+                    f"--loglevel={settings.HIVE_LOG_LEVEL}",
+                    "--without-mingle",
+                    "--without-gossip",
+                ]
+            )
+        finally:
+            # Hands over at once (the lock is released), rather than when it times out.
+            coordinator.stop()
+
+    def _status(self, out: Output) -> None:
+        records = coordinators_status()
+        leader = coordinator_leader(records)
+        for record in records:
+            if record is leader:
+                state = f"leading since {record['since']} (term {record['term']})"
+            elif not record["alive"]:
+                state = "gone (not heard from)"
+            else:
+                state = "standby" + (" (deposed, has not noticed yet)" if record["leading"] else "")
+            out.write(f"{record['name']} on {record['host']} (pid {record['pid']}): {state}")
+        if leader is None:
+            out.write("no coordinator leads")
+            raise SystemExit(1)
+
+
+def _stop_now(coordinator: Coordinator) -> NoReturn:
+    coordinator.stop()
+    os._exit(0)  # the main thread may be anywhere in Celery's start-up: leave at once
+
+
+def _beat():
+    """The leader's beat, in a thread of the coordinator (never a forked process,
+    which would outlive a SIGKILLed coordinator and go on firing)."""
+    return EmbeddedService(current_app, thread=True, scheduler_cls=settings.CELERY_BEAT_SCHEDULER)
 
 
 def _about_the_workflow(error: Exception) -> bool:

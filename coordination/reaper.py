@@ -1,5 +1,5 @@
-"""The reaper: the coordinator's pass that recovers what Redis or a dead agent lost, and
-sends what is due (coordination.tasks.reap_task runs it every HIVE_REAPER_INTERVAL)."""
+"""The reaper: the leading coordinator's pass that recovers what Redis or a dead agent
+lost, and sends what is due (coordination.leadership runs it every HIVE_REAPER_INTERVAL)."""
 
 import logging
 from datetime import timedelta
@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Agent
+from agents.services import agents_reap
 from coordination.engine import Engine, group_complete
 from coordination.models import StepRun
 from hive_core.redis_client import redis_client
@@ -21,6 +22,24 @@ logger = logging.getLogger(__name__)
 # survives the coordinator's restarts; a FLUSHALL resets it, which Prometheus's
 # rate() reads as a counter reset (ops/metrics.py reports it).
 REAPER_COUNTS_KEY = "hive:metrics:reaper"
+
+
+def reap_pass() -> dict:
+    """The leader's pass: mark silent agents offline, then recover their steps and
+    anything Redis lost, and send what is due."""
+    offline = agents_reap(timeout=settings.HIVE_AGENT_TIMEOUT)
+    counts = steps_reap(queue_lengths=_queue_lengths)
+    reaper_counts_add(counts)
+    if offline or any(counts.values()):
+        logger.info("reaper: offline %s, steps %s", offline, counts)
+    return {"offline": offline, **counts}
+
+
+def _queue_lengths(queues: list[str]) -> dict[str, int]:
+    pipe = redis_client().pipeline()
+    for queue in queues:
+        pipe.llen(queue)
+    return dict(zip(queues, pipe.execute(), strict=True))
 
 
 def steps_reap(*, queue_lengths) -> dict[str, int]:

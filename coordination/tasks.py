@@ -4,18 +4,16 @@ import traceback
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 from django.db import connection
 
 from agents import worker
 from agents.routing import agent_queues
-from agents.services import agents_reap
 from agents.skills import SkillContext, SkillError, skill_execute
 from coordination.dispatch import Continuation
+from coordination.leadership import leading
 from coordination.models import StepRun
-from coordination.reaper import reaper_counts_add, steps_reap
+from coordination.reaper import reap_pass
 from coordination.services import step_claim, step_fail, step_succeed
-from hive_core.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -71,20 +69,8 @@ def _execute(task, step: StepRun, agent: str, here: Continuation | None) -> None
             step_succeed(step=step, output=output, here=here)
 
 
-def _queue_lengths(queues: list[str]) -> dict[str, int]:
-    pipe = redis_client().pipeline()
-    for queue in queues:
-        pipe.llen(queue)
-    return dict(zip(queues, pipe.execute(), strict=True))
-
-
 @shared_task(name="coordination.reap_task", acks_late=False, ignore_result=True)
-def reap_task() -> dict:
-    """The coordinator's pass, every HIVE_REAPER_INTERVAL: mark silent agents offline,
-    then recover their steps and anything Redis lost, and send what is due."""
-    offline = agents_reap(timeout=settings.HIVE_AGENT_TIMEOUT)
-    counts = steps_reap(queue_lengths=_queue_lengths)
-    reaper_counts_add(counts)
-    if offline or any(counts.values()):
-        logger.info("reaper: offline %s, steps %s", offline, counts)
-    return {"offline": offline, **counts}
+def reap_task() -> dict | None:
+    """A pass an older coordinator's beat sent (the leader now runs it itself): only the
+    leader runs it; anywhere else it does nothing, as a deposed leader's pass must."""
+    return reap_pass() if leading() else None

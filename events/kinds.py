@@ -47,9 +47,11 @@ FAMILIES = {
     # What `hive up` did about a process that exited (ops/supervisor.py): restarted it,
     # found it flapping, saw it run steadily again, or left it down as it was asked.
     "process": Family("process", others=("restarted", "flapping", "recovered", "stopped")),
+    # A coordinator took the leader lock, or stopped leading (coordination.leadership).
+    "coordinator": Family("coordinator", others=("leading", "standby")),
 }
 SUBJECT_TYPES = ("run", "agent", "message", "workflow", "command", "invocation", "schedule",
-                 "process")  # fmt: skip
+                 "process", "coordinator")  # fmt: skip
 
 
 def kind_check(kind: str) -> str:

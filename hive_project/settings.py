@@ -441,26 +441,21 @@ LOGGING = {
     "loggers": {"axes.apps": {"level": "WARNING"}},
 }
 
-# The coordinator (a worker with an embedded beat, see `hive coordinator`)
-# consumes hive.coordinator; agents never do.
+# Every coordinator (a worker; the leader's beat in a thread, see `hive coordinator`)
+# consumes hive.coordinator; agents never do. The reaper's and the dequeue's tasks
+# stay routed for messages an older coordinator's beat sent.
 HIVE_COORDINATOR_QUEUE = "hive.coordinator"
 CELERY_TASK_ROUTES = {
     "coordination.reap_task": {"queue": HIVE_COORDINATOR_QUEUE},
     "commands.command_schedule_task": {"queue": HIVE_COORDINATOR_QUEUE},
     "commands.invocations_dequeue_task": {"queue": HIVE_COORDINATOR_QUEUE},
 }
-# The coordinator's beat reads its schedule from the database (django-celery-beat's
-# DatabaseScheduler), so schedules made in admin, the API or /hive:schedule apply
-# without a restart; the entries below are written into it at start-up.
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# A pass that waited longer than a few intervals is stale: the next one will do.
-# (`expire_seconds` is the DatabaseScheduler's name for a relative expiry.)
-_EVERY_REAPER_INTERVAL = {
-    "schedule": float(HIVE_REAPER_INTERVAL),
-    "options": {"expire_seconds": HIVE_REAPER_INTERVAL * 3},
-}
-CELERY_BEAT_SCHEDULE = {
-    "reap": {"task": "coordination.reap_task", **_EVERY_REAPER_INTERVAL},
-    # Commands with `overlap: queue` waiting for a run with their key to end.
-    "commands-dequeue": {"task": "commands.invocations_dequeue_task", **_EVERY_REAPER_INTERVAL},
-}
+# The leading coordinator's beat reads its schedule from the database
+# (django-celery-beat's DatabaseScheduler), so schedules made in admin, the API or
+# /hive:schedule apply without a restart; Hive's subclass makes each firing happen
+# once across a change of leader (commands/beat.py). The reaper and the queued
+# commands are not beat entries: the leader runs them itself (coordination.leadership).
+CELERY_BEAT_SCHEDULER = "commands.beat:HiveScheduler"
+CELERY_BEAT_SCHEDULE = {}
+# How many coordinators `hive up` starts: one leads, the others stand by to take over.
+HIVE_COORDINATORS = env_int("HIVE_COORDINATORS", 1, minimum=1)

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.exceptions import AuthenticationFailed
 
+from coordination.leadership import coordinator_leader, coordinators_status
 from hive_core.auth import ExpiringTokenAuthentication
 from hive_core.redis_client import redis_probe_client
 from ops.metrics import registry
@@ -54,8 +55,28 @@ def readyz(request) -> JsonResponse:
             checks[name] = "ok"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+        {
+            "status": "ok" if ready else "unavailable",
+            "checks": checks,
+            "coordinators": _coordinators() if checks["redis"] == "ok" else None,
+        },
+        status=200 if ready else 503,
     )
+
+
+def _coordinators() -> dict | None:
+    """Which coordinator leads (by the name it was given, never its host) and how many
+    stand by. Not a readiness check: the web serves without one, and a 503 would get
+    healthy web processes restarted for it."""
+    try:
+        records = [r for r in coordinators_status() if r["alive"]]
+    except Exception:  # Redis went away since its check: say nothing rather than fail
+        return None
+    leader = coordinator_leader(records)
+    return {
+        "leader": leader["name"] if leader else None,
+        "standby": sum(1 for r in records if r is not leader),
+    }
 
 
 def _metrics_allowed(request) -> bool | None:

@@ -196,7 +196,7 @@ class Harness:
         return len(self.sent) > sent
 
     def reap(self) -> dict[str, int]:
-        """One pass of the reaper over the steps (coordination.tasks.reap_task), with
+        """One pass of the reaper over the steps (coordination.reaper.reap_pass), with
         the harness's queues as the queues Redis would hold."""
         routing_forget()
         return steps_reap(queue_lengths=self._queue_lengths)

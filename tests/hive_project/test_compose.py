@@ -52,6 +52,13 @@ def test_agents_scale_without_a_fixed_name():
     assert not any(arg.startswith("--name") for arg in SERVICES["agent"]["command"])
 
 
+def test_two_coordinators_run_one_leading_one_in_standby():
+    coordinator = SERVICES["coordinator"]
+    assert coordinator["deploy"]["replicas"] == 2
+    # No fixed --name: each replica is known by its container's hostname.
+    assert not any(arg.startswith("--name") for arg in coordinator["command"])
+
+
 def test_web_and_flower_health_checks_use_their_unauthenticated_probes():
     web = " ".join(SERVICES["web"]["healthcheck"]["test"])
     flower = " ".join(SERVICES["flower"]["healthcheck"]["test"])

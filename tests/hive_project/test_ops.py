@@ -42,7 +42,10 @@ def test_readyz_says_ok_when_database_and_redis_answer(client, redis_url):
     response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    body = response.json()
+    assert (body["status"], body["checks"]) == ("ok", {"database": "ok", "redis": "ok"})
+    # Which coordinator leads, if any (tests/coordination/test_leadership.py has one).
+    assert set(body["coordinators"]) == {"leader", "standby"}
 
 
 def test_metrics_refuses_anonymous_and_wrong_token_with_401_and_non_staff_with_403(
@@ -166,6 +169,7 @@ def test_readyz_fails_while_redis_is_down_and_recovers_when_it_is_back(private_r
     assert down.json() == {
         "status": "unavailable",
         "checks": {"database": "ok", "redis": "unreachable"},
+        "coordinators": None,  # they are recorded in Redis
     }
     assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200  # the process is fine
 
