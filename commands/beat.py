@@ -18,7 +18,7 @@ import logging
 
 from django.db.models import Q
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 from commands.schedules import DUE_HEADER
@@ -52,6 +52,12 @@ class HiveScheduler(DatabaseScheduler):
     def setup_schedule(self):
         for name, task in RETIRED_ENTRIES.items():
             PeriodicTask.objects.filter(name=name, task=task).delete()
+        # django-celery-beat notices a change by the time on PeriodicTasks' one row, and
+        # misses the first change of a database that had no row (nothing to compare
+        # with): a first schedule would wait for its full sync, 5 minutes. Start from a
+        # time, so every change after this one is seen.
+        PeriodicTasks.update_changed()
+        self._last_timestamp = PeriodicTasks.last_change()
         super().setup_schedule()
 
     def apply_async(self, entry, producer=None, advance=True, **kwargs):

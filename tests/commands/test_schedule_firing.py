@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
 from commands.models import Invocation
 from commands.schedules import schedule_create, scheduled_fire
@@ -110,3 +110,21 @@ def test_two_coordinators_firing_one_due_time_at_once_run_it_once(schedule):
 
     assert sorted(f is not None for f in fired) == [False, True]
     assert Invocation.objects.count() == 1
+
+
+def test_the_beat_sees_the_first_schedule_of_a_database_that_had_none(users, monkeypatch):
+    """django-celery-beat compares PeriodicTasks' change time with the last it read; with
+    no row when the beat starts it has none, and the first change (the first schedule)
+    would wait for its full sync, 5 minutes."""
+    from commands.beat import HiveScheduler
+    from hive_project.celery import app
+
+    # As in the coordinator, whose Redis results expire by themselves: no cleanup entry,
+    # whose row would have made the change time.
+    monkeypatch.setitem(app.conf, "result_expires", None)
+    PeriodicTasks.objects.all().delete()
+    scheduler = HiveScheduler(app=app)
+    assert "first" not in scheduler.schedule  # its initial read
+    schedule_create(text="/hive:status", user=users["admin"], every=EVERY, name="first")
+
+    assert "first" in scheduler.schedule  # its next look
