@@ -3,6 +3,7 @@ headless, against the suite's daphne and real agents. Without Chromium they are
 skipped loudly (see tests/conftest.py's summary line), or fail when
 HIVE_REQUIRE_BROWSER=1 (CI installs Chromium and sets it)."""
 
+import contextlib
 import os
 import shutil
 import textwrap
@@ -38,18 +39,27 @@ def chromium_path() -> str:
     pytest.skip(BROWSER_MISSING)
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextlib.contextmanager
+def chromium_browser():
+    """Debian's Chromium driven by Playwright, closed on the way out."""
     executable = chromium_path()
     from playwright.sync_api import sync_playwright
 
     playwright = sync_playwright().start()
-    chromium = playwright.chromium.launch(
-        executable_path=executable, headless=True, args=CHROMIUM_ARGS
-    )
-    yield chromium
-    chromium.close()
-    playwright.stop()
+    try:
+        chromium = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium_browser() as chromium:
+        yield chromium
 
 
 @pytest.fixture(autouse=True)

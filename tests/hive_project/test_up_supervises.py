@@ -23,7 +23,7 @@ from agents.models import Agent
 from coordination.services import run_start
 from events.models import Event
 from tests.chaos.support import succeeded_once
-from tests.e2e.conftest import CHROMIUM_ARGS, TIMEOUT_MS, chromium_path, wait_live
+from tests.e2e.conftest import TIMEOUT_MS, chromium_browser, wait_live
 from tests.processes import free_port, group_members, wait_for
 from tests.runs import wait_run
 
@@ -124,19 +124,11 @@ def stack(module_processes, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    executable = chromium_path()
-    from playwright.sync_api import sync_playwright
-
     with pytest.MonkeyPatch.context() as patch:
         # Playwright's sync API keeps an asyncio loop in this thread (tests/e2e/conftest).
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        playwright = sync_playwright().start()
-        chromium = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
-        playwright.stop()
+        with chromium_browser() as chromium:
+            yield chromium
 
 
 @pytest.fixture
