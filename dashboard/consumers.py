@@ -14,6 +14,9 @@ from hive_core.api import MAX_ID
 
 # A page watches one run or two; more from one socket is a misbehaving client.
 MAX_SUBSCRIPTIONS = 20
+# How long "subscribed" waits for the relay to read (it starts with the first socket);
+# past it the answer goes anyway, and a missed event is a gap the client catches up.
+RELAY_START_WAIT = 5.0
 # Subjects whose visibility a socket remembers (it never changes for a subject and a user).
 VISIBILITY_CACHE = 10_000
 # A client sends `{"subscribe": "run:12"}` and the like, tens of characters; a
@@ -96,6 +99,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
                 return
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
+        # "subscribed" promises every event from now on: the relay must be reading
+        # (it starts with the first socket; a slow start only delays the answer).
+        await relay.until_serving(timeout=RELAY_START_WAIT)
         await self.send_json({"type": "subscribed", "group": group})
 
     async def events_batch(self, message):

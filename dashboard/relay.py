@@ -93,6 +93,17 @@ class Relay:
         self.last_sent: dict[str, int] = {}
         self.last_id = "$"
         self.token = ""
+        # Set once events are being read for this process's sockets (by this relay, from
+        # a known entry, or by another process's): what a socket subscribes to from then
+        # on reaches it (EventsConsumer waits for it before it says "subscribed").
+        self.serving = False
+
+    async def until_serving(self, timeout: float) -> None:
+        """Wait until `serving` (at most `timeout` s). A flag polled, not an asyncio.Event:
+        the one relay of the module outlives event loops (tests run several)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.serving and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
 
     def attach(self) -> None:
         self.sockets += 1
@@ -105,11 +116,13 @@ class Relay:
             self.sockets = 0
             self.task.cancel()
             self.task = None
+            self.serving = False
 
     async def _run(self) -> None:
         """Relay until cancelled. A Redis blip costs a reconnect (with backoff), never
         the relay: it goes on from the last entry it read, still holding its lock."""
         self.token, self.last_id = uuid.uuid4().hex, "$"
+        self.serving = False
         delay = 0.1
         while True:
             client = _blocking_client()
@@ -136,9 +149,13 @@ class Relay:
                 # A new holder cannot know what was sent before: `after` null, clients
                 # resync; and it starts from the stream's end.
                 self.last_sent.clear()
-                self.last_id = "$"
+                self.last_id = await _stream_end(client)
                 break
+            self.serving = True  # another process's relay reads for every socket
             await asyncio.sleep(LOCK_TTL_MS / 3000)
+        if self.last_id == "$":  # a relay that held the lock before a Redis blip
+            self.last_id = await _stream_end(client)
+        self.serving = True
         while True:
             reply = await client.xread(
                 {EVENTS_STREAM: self.last_id}, block=BLOCK_MS, count=READ_COUNT
@@ -169,6 +186,13 @@ class Relay:
             }
             self.last_sent[group] = upto
             await layer.group_send(group, message)
+
+
+async def _stream_end(client) -> str:
+    """The id of the stream's last entry: reading after it from now on misses nothing
+    added after this call (`$` would mean the end at the time of each XREAD)."""
+    last = await client.xrevrange(EVENTS_STREAM, count=1)
+    return last[0][0] if last else "0-0"
 
 
 async def _release(client, token: str) -> None:
