@@ -7,6 +7,7 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 from agents.mailbox import user_sender
 from agents.models import Agent, Message
 from agents.skills import skill_get, skill_names
+from events.kinds import agent_subject
 from events.models import Event
 from hive_core.db import filter_given
 from hive_core.visibility import user_sees_all
@@ -21,7 +22,7 @@ def agent_shutdown_requested(*, name: str, pid: int | None, since: datetime) -> 
     (agent_shutdown records it before it tells the agent). The pid and the time both
     match, so neither another process of that name nor an old request with a reused
     pid counts."""
-    requests = Event.objects.filter(kind="agent.shutdown", subject=f"agent:{name}")
+    requests = Event.objects.filter(kind="agent.shutdown", subject=agent_subject(name))
     return requests.filter(data__pid=pid, created_at__gte=since).exists()
 
 

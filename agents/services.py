@@ -12,6 +12,7 @@ from agents.identity import concurrency_problem
 from agents.liveness import agents_live, live_key
 from agents.models import Agent, Message
 from agents.routing import agent_queues
+from events.kinds import agent_subject
 from events.services import event_emit
 from hive_core.errors import Conflict
 from hive_core.redis_client import redis_client
@@ -66,7 +67,9 @@ def agent_ready(*, name: str, pid: int, node: str) -> bool:
         status=Status.IDLE, node=node, last_heartbeat=timezone.now()
     )
     if updated:
-        event_emit(kind="agent.online", subject=f"agent:{name}", data={"pid": pid, "node": node})
+        event_emit(
+            kind="agent.online", subject=agent_subject(name), data={"pid": pid, "node": node}
+        )
     return bool(updated)
 
 
@@ -83,7 +86,9 @@ def agent_write_through(
     )
     if row["status"] != status:
         kind = "agent.online" if row["status"] == Status.OFFLINE else "agent.status"
-        event_emit(kind=kind, subject=f"agent:{name}", data={"from": row["status"], "to": status})
+        event_emit(
+            kind=kind, subject=agent_subject(name), data={"from": row["status"], "to": status}
+        )
     return True
 
 
@@ -94,7 +99,7 @@ def agent_mark_offline(*, name: str, pid: int, reason: str) -> bool:
     if not updated.update(status=Status.OFFLINE, load=0.0):
         return False
     redis_client().delete(live_key(name))
-    event_emit(kind="agent.offline", subject=f"agent:{name}", data={"reason": reason})
+    event_emit(kind="agent.offline", subject=agent_subject(name), data={"reason": reason})
     return True
 
 
@@ -117,7 +122,7 @@ def agents_reap(*, timeout: int) -> list[str]:
             ):
                 event_emit(
                     kind="agent.offline",
-                    subject=f"agent:{name}",
+                    subject=agent_subject(name),
                     data={"reason": f"no heartbeat for {timeout} s"},
                 )
                 reaped.append(name)
@@ -187,7 +192,7 @@ def agent_shutdown(*, agent: Agent) -> None:
     """
     _reachable(agent)
     event_emit(
-        kind="agent.shutdown", subject=f"agent:{agent.name}",
+        kind="agent.shutdown", subject=agent_subject(agent.name),
         data={"pid": agent.pid, "node": agent.node},
     )  # fmt: skip
     # The worker exits instead of answering, so no reply is awaited.
@@ -217,7 +222,9 @@ def _change(agent: Agent, field: str, value: object, *, kind: str) -> None:
     """Write one field of the row and record the change as an event."""
     Agent.objects.filter(pk=agent.pk).update(**{field: value})
     event_emit(
-        kind=kind, subject=f"agent:{agent.name}", data={"from": getattr(agent, field), "to": value}
+        kind=kind,
+        subject=agent_subject(agent.name),
+        data={"from": getattr(agent, field), "to": value},
     )
     setattr(agent, field, value)
 
@@ -360,6 +367,6 @@ def messages_acked(*, agent: str, acks: list[tuple[list[int], datetime]]) -> Non
             Message.objects.filter(pk__in=batch).update(acked_at=at)
         event_emit(
             kind="message.handled",
-            subject=f"agent:{agent}",
+            subject=agent_subject(agent),
             data={"count": len(ids), "first": min(ids), "last": max(ids)},
         )

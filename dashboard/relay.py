@@ -153,8 +153,6 @@ class Relay:
                 break
             self.serving = True  # another process's relay reads for every socket
             await asyncio.sleep(LOCK_TTL_MS / 3000)
-        if self.last_id == "$":  # a relay that held the lock before a Redis blip
-            self.last_id = await _stream_end(client)
         self.serving = True
         while True:
             reply = await client.xread(
