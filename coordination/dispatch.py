@@ -29,15 +29,47 @@ SEND_BATCH = 100
 _queues_bound: dict[str, float] = {}
 
 
+# Priorities travel as the Redis transport's own (kombu): a queue is one Redis list
+# per priority, and an agent's BRPOP lists every queue's higher priority first, so a
+# ready step of higher priority is taken first from the same queues, with no queues
+# per band to route to or to consume. kombu's Redis priorities run the other way (0
+# is taken first), and it is given all ten (CELERY_BROKER_TRANSPORT_OPTIONS).
+PRIORITY_STEPS = settings.CELERY_BROKER_TRANSPORT_OPTIONS["priority_steps"]
+PRIORITY_SEP = settings.CELERY_BROKER_TRANSPORT_OPTIONS["sep"]
+
+
+def broker_priority(priority: int) -> int:
+    """Hive's 0-9 (9 goes first) as the Redis transport's (0 goes first)."""
+    return 9 - priority
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold `queue`'s messages, one per priority."""
+    return [queue if not pri else f"{queue}{PRIORITY_SEP}{pri}" for pri in PRIORITY_STEPS]
+
+
+def queue_lengths(client, queues: list[str]) -> dict[str, int]:
+    """How many messages wait on each of `queues`, every priority counted."""
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        for key in queue_keys(queue):
+            pipe.llen(key)
+    lengths = iter(pipe.execute())
+    return {queue: sum(next(lengths) for _ in PRIORITY_STEPS) for queue in queues}
+
+
 @dataclass(frozen=True)
 class Outgoing:
-    """A step to send: its row, try and Celery task id, the queue, its time limit."""
+    """A step to send: its row, try and Celery task id, the queue, its time limit, its
+    priority, and whether its claim counts it against a rate."""
 
     step_run_id: int
     attempt: int
     task_id: str
     queue: str
     timeout: int | None
+    priority: int = 0
+    rated: bool = False
 
 
 def _queue_bind(name: str, channel) -> None:
@@ -66,8 +98,11 @@ class CeleryTransport:
             for out in outgoing:
                 app.send_task(
                     EXECUTE_STEP_TASK,
-                    (out.step_run_id, out.attempt),
+                    (out.step_run_id, out.attempt, True)
+                    if out.rated
+                    else (out.step_run_id, out.attempt),
                     queue=out.queue,
+                    priority=broker_priority(out.priority),
                     task_id=out.task_id,
                     producer=producer,
                     soft_time_limit=out.timeout,
@@ -150,7 +185,7 @@ class Continuation:
     def __init__(self, *, agent: str, queues: list[str], task_id: str):
         self.agent, self.queues, self.task_id = agent, frozenset(queues), task_id
         self.until = time.monotonic() + KEEP_FOR
-        self._step: StepRun | None = None
+        self._step: tuple[StepRun, bool] | None = None
 
     def takes(self, step: StepRun, timeout: float | None) -> bool:
         return (
@@ -160,10 +195,11 @@ class Continuation:
             and agent_accepts_work(self.agent)
         )
 
-    def keep(self, step: StepRun) -> None:
-        """After commit: the step is the task's to run next."""
-        self._step = step
+    def keep(self, step: StepRun, *, rated: bool) -> None:
+        """After commit: the step is the task's to run next (`rated`: its claim counts
+        it against a rate)."""
+        self._step = (step, rated)
 
-    def take(self) -> StepRun | None:
-        step, self._step = self._step, None
-        return step
+    def take(self) -> tuple[StepRun, bool] | None:
+        kept, self._step = self._step, None
+        return kept

@@ -13,6 +13,7 @@ on_failure: continue), be it the steps needing it or its foreach group, and star
 what that readied; `Engine.fail` retries or fails a step, and maybe the run.
 """
 
+import logging
 import random
 from collections.abc import Mapping
 from datetime import timedelta
@@ -23,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.routing import RoutingError
-from coordination import dispatch
+from coordination import dispatch, flow
 from coordination.errors import RunConflict
 from coordination.models import Run, StepRun, Workflow
 from coordination.spec import spec_dependents
@@ -33,12 +34,14 @@ from events.kinds import run_subject
 from events.services import event_emit
 from hive_core.sql import Add
 
+logger = logging.getLogger(__name__)
+
 # States that let the steps needing this one go ahead ("none failed").
 SATISFIED = frozenset({StepRun.State.SUCCEEDED, StepRun.State.SKIPPED})
 # What a step's dispatch writes to its row.
 _DISPATCH_FIELDS = (
     "state", "queue", "waiting_reason", "attempt", "task_id", "queued_at", "next_attempt_at",
-    "inputs",
+    "inputs", "concurrency_key", "rate_key",
 )  # fmt: skip
 
 
@@ -75,6 +78,7 @@ def step_end(
             return False
         graph = graph or workflow_graph(ended.workflow_digest, ended.workflow_id)
         engine = Engine(step.run_id, run=ended.run, graph=graph, here=here)
+        engine.freed(ended)
         if succeeded:
             engine.done(ended, counted=ended.counted)
         else:
@@ -98,6 +102,8 @@ def _item_succeed(item: StepRun, values: dict) -> bool:
     ended = _try_end(item, state, values, lock_run=None, count_down={"id": item.group_id})
     if ended is None:
         return False
+    if ended.concurrency_key:
+        transaction.on_commit(lambda: capacity_wake(ended.concurrency_key))
     if ended.counted[0].pending_deps == 0:
         group_complete(group_id=item.group_id)
     return True
@@ -116,6 +122,58 @@ def _try_end(step: StepRun, state: str, values: dict, **statement) -> StepRun | 
     )
 
 
+def capacity_wake(key: str) -> int:
+    """Start the steps waiting for a slot of `key`, head of the line first, while it
+    has room (a slot freed, or the reaper looks); how many started."""
+    started = 0
+    while True:
+        head = (
+            StepRun.objects.filter(
+                concurrency_key=key,
+                state=StepRun.State.PENDING,
+                waiting_reason__startswith=flow.WAIT_CAPACITY,
+            )
+            .order_by("-priority", "queued_at", "id")
+            .values_list("pk", "run_id")
+            .first()
+        )
+        if head is None:
+            return started
+        with transaction.atomic():
+            engine = Engine(head[1])
+            step = engine.step(head[0])
+            if step.state == StepRun.State.PENDING and step.waiting_reason.startswith(
+                flow.WAIT_CAPACITY
+            ):
+                engine.dispatch(step)
+            engine.settle()
+        if step.waiting_reason.startswith(flow.WAIT_CAPACITY):
+            return started  # the line's head still waits: so does everyone behind it
+        started += step.state == StepRun.State.QUEUED
+
+
+def run_capacity_wake(key: str) -> int:
+    """Start the runs waiting in line for `key`, while it has room; how many started."""
+    started = 0
+    while True:
+        head = (
+            Run.objects.filter(concurrency_key=key, state=Run.State.PENDING)
+            .order_by("-priority", "id")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if head is None:
+            return started
+        with transaction.atomic():
+            engine = Engine(head)
+            if engine.run.state == Run.State.PENDING:
+                engine.begin()
+            engine.settle()
+        if engine.run.state == Run.State.PENDING:
+            return started
+        started += 1
+
+
 def group_complete(*, group_id: int) -> None:
     """Every item of a foreach group has finished: complete it and carry the run on."""
     with transaction.atomic():
@@ -125,11 +183,31 @@ def group_complete(*, group_id: int) -> None:
 
 
 @lru_cache(maxsize=256)
-def workflow_graph(digest: str, workflow_id: int) -> tuple[dict, dict]:
-    """A spec's steps by id and who needs each, cached by the spec's digest: a digest
-    always means the same spec, even if a row id is ever reused."""
+def workflow_graph(digest: str, workflow_id: int) -> tuple[dict, dict, dict]:
+    """A spec's steps by id, who needs each, and the rest of the spec (its flow control),
+    cached by the spec's digest: a digest always means the same spec, even if a row id
+    is ever reused."""
     spec = Workflow.objects.values_list("spec", flat=True).get(pk=workflow_id)
-    return {s["id"]: s for s in spec["steps"]}, spec_dependents(spec)
+    rest = {name: value for name, value in spec.items() if name != "steps"}
+    return {s["id"]: s for s in spec["steps"]}, spec_dependents(spec), rest
+
+
+def _flow_keys(spec: dict, skill: str, context: dict) -> tuple[str, str]:
+    """A step's concurrency and rate keys, rendered (a rate without a key is its
+    skill's); a TemplateError names the field."""
+    keys = []
+    for field in ("concurrency", "rate"):
+        flow_spec = spec.get(field)
+        key = ""
+        if flow_spec:
+            try:
+                key = str(render(flow_spec.get("key", flow.skill_key(skill)), context))
+            except TemplateError as exc:
+                raise TemplateError(f"{field}.key: {exc}") from None
+            if not key or len(key) > 200:
+                raise TemplateError(f"{field}.key: rendered to {len(key)} characters (1-200)")
+        keys.append(key)
+    return keys[0], keys[1]
 
 
 class _StepResults(Mapping):
@@ -180,12 +258,16 @@ class Engine:
             )
             graph = workflow_graph(run.workflow.digest, run.workflow_id)
         self.run = run
-        self.spec, self.dependents = graph
+        self.spec, self.dependents, self.spec_run = graph
         self._maybe_waiting = self.run.state == Run.State.WAITING
         self._outbox: list[StepRun] = []
         self._here, self._kept = here, None
         self._revoke: list[str] = []
         self._router = dispatch.Router()
+        self._capacity = flow.Capacity()
+        # Concurrency keys a step (or this run) let go of: their lines move after commit.
+        self._freed: set[str] = set()
+        self._runs_freed: set[str] = set()
         transaction.on_commit(self._send)
 
     # reading
@@ -205,6 +287,67 @@ class Engine:
         if step.state != StepRun.State.WAITING:
             raise RunConflict(f"step {step.key!r} is {step.state}, not waiting for approval")
         return step
+
+    # the run's flow
+
+    def begin(self) -> None:
+        """Start the run: its steps that need nothing go ahead, unless its workflow's
+        concurrency key is full and it waits in line (pending) for a slot."""
+        run, limit = self.run, (self.spec_run.get("concurrency") or {}).get("limit")
+        reason = flow.run_capacity_reason(run, limit=limit) if run.concurrency_key else ""
+        if reason:
+            if reason != run.waiting_reason:
+                Run.objects.filter(pk=run.pk).update(state=Run.State.PENDING, waiting_reason=reason)
+                event_emit(kind="run.pending", subject=run_subject(run.pk), data={"reason": reason})
+            run.state, run.waiting_reason = Run.State.PENDING, reason
+            return
+        run.state, run.started_at, run.waiting_reason = Run.State.RUNNING, timezone.now(), ""
+        Run.objects.filter(pk=run.pk).update(
+            state=run.state, started_at=run.started_at, waiting_reason=""
+        )
+        for step in self.steps(pending_deps=0, group=None, state=StepRun.State.PENDING):
+            self.ready(step)
+
+    def pause(self, *, by: str) -> None:
+        """Dispatch nothing new: ready and queued steps wait (`paused`), running ones
+        finish, approvals can still be decided."""
+        self._open_check("pause")
+        if self.run.state == Run.State.PAUSED:
+            raise RunConflict(f"run {self.run.pk} is already paused")
+        reason = f"paused by {by}" if by else "paused"
+        Run.objects.filter(pk=self.run.pk).update(state=Run.State.PAUSED, waiting_reason=reason)
+        self.run.state, self.run.waiting_reason = Run.State.PAUSED, reason
+        event_emit(kind="run.paused", subject=run_subject(self.run.pk), data={"by": by})
+        # A queued step's message may still reach an agent: its claim finds it pending.
+        for step in self.steps(state=StepRun.State.QUEUED).select_for_update():
+            self._wait(step, flow.WAIT_PAUSED)
+            StepRun.objects.filter(pk=step.pk).update(
+                **{f: getattr(step, f) for f in _DISPATCH_FIELDS}
+            )
+
+    def resume(self, *, by: str) -> None:
+        """Go on: dispatch what waited while paused (a run that never started goes back
+        in line)."""
+        self._open_check("resume")
+        if self.run.state != Run.State.PAUSED:
+            raise RunConflict(f"run {self.run.pk} is {self.run.state}, not paused")
+        event_emit(kind="run.resumed", subject=run_subject(self.run.pk), data={"by": by})
+        Run.objects.filter(pk=self.run.pk).update(waiting_reason="")
+        self.run.waiting_reason = ""
+        if self.run.started_at is None:
+            return self.begin()
+        # Until settle says whether it waits, the run is running again: dispatch reads it.
+        self.run.state, self._maybe_waiting = Run.State.RUNNING, True
+        Run.objects.filter(pk=self.run.pk).update(state=Run.State.RUNNING)
+        event_emit(kind="run.running", subject=run_subject(self.run.pk), data={})
+        paused = self.steps(state=StepRun.State.PENDING, waiting_reason=flow.WAIT_PAUSED)
+        for step in paused.order_by("-priority", "id"):
+            self.dispatch(step)
+        return None
+
+    def _open_check(self, action: str) -> None:
+        if self.run.state in Run.TERMINAL:
+            raise RunConflict(f"run {self.run.pk} is already {self.run.state}: cannot {action} it")
 
     # moving steps along
 
@@ -236,6 +379,10 @@ class Engine:
             step.inputs = render(spec["with"], context)
         except TemplateError as exc:
             return self.fail(step, f"with: {exc}", retryable=False)
+        try:
+            step.concurrency_key, step.rate_key = _flow_keys(spec, step.skill, context)
+        except TemplateError as exc:
+            return self.fail(step, str(exc), retryable=False)
         return self.dispatch(step)
 
     def _expand(self, group: StepRun, context: dict) -> None:
@@ -255,6 +402,14 @@ class Engine:
             inputs = [render(spec["with"], {**context, "item": item}) for item in items]
         except TemplateError as exc:
             return self.fail(group, f"foreach: {exc}", retryable=False)
+        try:
+            keys = [_flow_keys(spec, group.skill, {**context, "item": item}) for item in items]
+        except TemplateError as exc:
+            return self.fail(group, str(exc), retryable=False)
+        # Every key's row is locked now, in key order, so two transactions never lock
+        # the same keys in opposite orders.
+        if distinct := {key for pair in keys for key in pair if key}:
+            flow.keys_lock(distinct)
         self._set(group, StepRun.State.RUNNING, pending_deps=len(items), started_at=timezone.now())
         step_event_emit(group, "step.expanded", items=len(items))
         if not items:
@@ -270,6 +425,9 @@ class Engine:
                     item=item,
                     skill=group.skill,
                     inputs=inputs[i],
+                    priority=group.priority,
+                    concurrency_key=keys[i][0],
+                    rate_key=keys[i][1],
                 )
             )
             for i, item in enumerate(items)
@@ -280,7 +438,7 @@ class Engine:
 
     def dispatch(self, step: StepRun) -> None:
         """Queue the step (sent after commit, or kept for the calling task), or leave it
-        waiting for an agent."""
+        waiting (for an agent, a slot of its concurrency key, the run's resume)."""
         self._prepare(step)
         queued = step.state == StepRun.State.QUEUED
         here = self._here
@@ -296,16 +454,46 @@ class Engine:
             self._outbox.append(step)
 
     def _prepare(self, step: StepRun) -> StepRun:
-        queue = self._router.route(step, self.spec[step.step_id])
+        """Queue `step` on its agents' queue, or leave it pending with why it waits: the
+        run is paused, no agent takes it, its concurrency key has no slot free."""
+        if self.run.state == Run.State.PAUSED:
+            return self._wait(step, flow.WAIT_PAUSED)
+        spec = self.spec[step.step_id]
+        queue = self._router.route(step, spec)
         if isinstance(queue, RoutingError):
-            reason = f"waiting for an agent: {queue}"
-            if reason != step.waiting_reason:  # the reaper asks again every pass
-                step_event_emit(step, "step.waiting", reason=reason)
-            self._maybe_waiting = True
-            step.state, step.waiting_reason = StepRun.State.PENDING, reason
-        else:
-            dispatch.step_queue(step, queue=queue)
+            return self._wait(step, f"{flow.WAIT_AGENT}: {queue}")
+        if concurrency := spec.get("concurrency"):
+            reason = self._capacity.admit(
+                step, key=step.concurrency_key, limit=concurrency["limit"]
+            )
+            if reason:
+                if not step.waiting_reason.startswith(flow.WAIT_CAPACITY):
+                    step.queued_at = timezone.now()  # it joins the line now
+                return self._wait(step, reason)
+        dispatch.step_queue(step, queue=queue)
         return step
+
+    def _wait(self, step: StepRun, reason: str, *, until=None) -> StepRun:
+        """Leave `step` pending with `reason` (until `until`, when the reaper sends it):
+        a step that held a slot of its concurrency key lets it go."""
+        if step.state in flow.HOLDING and step.concurrency_key:
+            self._freed.add(step.concurrency_key)
+        if reason != step.waiting_reason:  # the reaper asks again every pass
+            step_event_emit(step, "step.waiting", reason=reason)
+        self._maybe_waiting = True
+        step.state, step.waiting_reason, step.next_attempt_at = StepRun.State.PENDING, reason, until
+        return step
+
+    def wait_rate(self, step: StepRun, reason: str, *, until) -> None:
+        """A rate it starts under has no room: `step` (queued) waits, holding no worker,
+        until its slot time."""
+        self._wait(step, reason, until=until)
+        StepRun.objects.filter(pk=step.pk).update(**{f: getattr(step, f) for f in _DISPATCH_FIELDS})
+
+    def freed(self, step: StepRun) -> None:
+        """`step` ended: the line of the concurrency key it held moves after commit."""
+        if step.concurrency_key:
+            self._freed.add(step.concurrency_key)
 
     # a step finished
 
@@ -424,14 +612,17 @@ class Engine:
         # Lock the open steps in id order, as lease renewals do, so two multi-row
         # updates never wait on each other in opposite order.
         rows = self.steps(state__in=StepRun.OPEN).select_for_update().order_by("id")
-        rows = list(rows.values_list("pk", "state", "task_id"))
+        rows = list(rows.values_list("pk", "state", "task_id", "concurrency_key"))
         running = StepRun.State.RUNNING
-        self._revoke += [task for _, state, task in rows if state == running and task]
-        StepRun.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+        self._revoke += [task for _, state, task, _ in rows if state == running and task]
+        self._freed |= {key for _, state, _, key in rows if key and state in flow.HOLDING}
+        if self.run.concurrency_key:
+            self._runs_freed.add(self.run.concurrency_key)
+        StepRun.objects.filter(pk__in=[pk for pk, _, _, _ in rows]).update(
             state=StepRun.State.CANCELLED, finished_at=timezone.now(), lease_until=None
         )
         Run.objects.filter(pk=self.run.pk).update(
-            state=state, error=error, finished_at=timezone.now()
+            state=state, error=error, finished_at=timezone.now(), waiting_reason=""
         )
         self.run.state = state
         event_emit(kind=f"run.{state}", subject=run_subject(self.run.pk), data={"error": error})
@@ -444,6 +635,8 @@ class Engine:
         queued = self._outbox or self._kept
         if not queued and not self.steps(state__in=StepRun.OPEN).exists():
             return self.finish_run(Run.State.SUCCEEDED)
+        if self.run.state in (Run.State.PAUSED, Run.State.PENDING):
+            return None  # it stays so until resumed, or started from its line
         if not self._maybe_waiting:
             return None  # nothing this transaction did can have started or ended a wait
         waiting = self.steps(state=StepRun.State.WAITING).exists() or (
@@ -482,10 +675,20 @@ class Engine:
         """After commit: hand the queued steps to Celery (or the kept one to the calling
         task), stop the cancelled ones."""
         if self._kept:
-            self._here.keep(self._kept)
+            self._here.keep(self._kept, rated=flow.rated(self._kept, self.spec[self._kept.step_id]))
         dispatch.send([
             dispatch.Outgoing(step.pk, step.attempt, step.task_id, step.queue,
-                              self.spec[step.step_id]["timeout"])
+                              self.spec[step.step_id]["timeout"], step.priority,
+                              flow.rated(step, self.spec[step.step_id]))
             for step in self._outbox
         ])  # fmt: skip
         dispatch.revoke(self._revoke)
+        try:
+            for key in sorted(self._freed):
+                capacity_wake(key)
+            for key in sorted(self._runs_freed):
+                run_capacity_wake(key)
+        except Exception:
+            # What this transaction did is committed; the reaper's next pass moves the
+            # lines this could not.
+            logger.exception("engine: a concurrency key's line did not move")

@@ -28,14 +28,17 @@ class Run(models.Model):
     """One execution of a workflow version with validated params."""
 
     class State(models.TextChoices):
-        PENDING = "pending"
+        PENDING = "pending"  # in line for its workflow's concurrency key
         RUNNING = "running"
         WAITING = "waiting"
+        PAUSED = "paused"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
     TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+    # The states of a run that holds a slot of its workflow's concurrency key.
+    STARTED = frozenset({State.RUNNING, State.WAITING, State.PAUSED})
 
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="runs")
     state = models.CharField(max_length=16, choices=State, default=State.PENDING, db_index=True)
@@ -45,12 +48,33 @@ class Run(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
+    priority = models.PositiveSmallIntegerField(
+        default=0, help_text="0-9: the default priority of its steps (higher goes first)."
+    )
+    deadline = models.DateTimeField(
+        null=True, blank=True, help_text="Cancelled as 'deadline exceeded' if open after this."
+    )
+    concurrency_key = models.CharField(
+        max_length=200, blank=True, help_text="Its workflow's concurrency key, rendered."
+    )
+    waiting_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
+        indexes = [
+            # Partial: most runs have neither, and an index is one more write per change.
+            models.Index(
+                fields=["concurrency_key", "state"],
+                condition=~models.Q(concurrency_key=""),
+                name="run_concurrency_key",
+            ),
+            models.Index(
+                fields=["deadline"], condition=models.Q(deadline__isnull=False), name="run_deadline"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.workflow} ({self.state})"
@@ -97,6 +121,11 @@ class StepRun(models.Model):
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     waiting_reason = models.CharField(max_length=500, blank=True)
+    priority = models.PositiveSmallIntegerField(default=0, help_text="0-9, higher goes first.")
+    # Flow control (coordination.flow): the keys the step holds a slot of while queued
+    # or running, and counts its starts against; rendered when it is dispatched.
+    concurrency_key = models.CharField(max_length=200, blank=True)
+    rate_key = models.CharField(max_length=200, blank=True)
     history = models.JSONField(default=list, help_text="Earlier tries: state, agent, error, times.")
     agent = models.CharField(max_length=64, blank=True, help_text="The agent that ran it.")
     queue = models.CharField(max_length=200, blank=True)
@@ -113,8 +142,53 @@ class StepRun(models.Model):
         indexes = [
             models.Index(fields=["state", "queued_at"]),
             models.Index(fields=["agent", "state"]),
+            models.Index(
+                fields=["concurrency_key", "state"],
+                condition=~models.Q(concurrency_key=""),
+                name="steprun_concurrency_key",
+            ),
         ]
         ordering = ["id"]
 
     def __str__(self) -> str:
         return f"{self.key} of run {self.run_id} ({self.state})"
+
+
+# A rate's window keeps one start time per slot in its key's row: bounded.
+RATE_LIMIT_MAX = 10_000
+RATE_PER_MAX = 86_400
+
+
+class FlowKey(models.Model):
+    """A flow control key: the row every step or run counted against it locks while it
+    is counted, the recent starts its rate limit counts, and the operator's rate limit.
+
+    Rows are made as keys are first used. An operator's limit on `skill:<name>` holds
+    for every step of that skill; on any other key it overrides the `rate:` of the
+    steps that use it.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    rate_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many starts per `rate_per` seconds."
+    )
+    rate_per = models.FloatField(null=True, blank=True, help_text="The rate's window, seconds.")
+    starts = models.JSONField(
+        default=list, blank=True, help_text="Start times (epoch seconds) in the latest window."
+    )
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if (self.rate_limit is None) != (self.rate_per is None):
+            raise ValidationError("Give both rate_limit and rate_per, or neither.")
+        if self.rate_limit is not None and not 1 <= self.rate_limit <= RATE_LIMIT_MAX:
+            raise ValidationError({"rate_limit": f"From 1 to {RATE_LIMIT_MAX}."})
+        if self.rate_per is not None and not 0 < self.rate_per <= RATE_PER_MAX:
+            raise ValidationError({"rate_per": f"More than 0, at most {RATE_PER_MAX} s."})

@@ -12,8 +12,10 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.services import agents_reap
-from coordination.engine import Engine, group_complete
-from coordination.models import StepRun
+from coordination import flow
+from coordination.dispatch import queue_lengths
+from coordination.engine import Engine, capacity_wake, group_complete, run_capacity_wake
+from coordination.models import Run, StepRun
 from hive_core.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ def reap_pass() -> dict:
     """The leader's pass: mark silent agents offline, then recover their steps and
     anything Redis lost, and send what is due."""
     offline = agents_reap(timeout=settings.HIVE_AGENT_TIMEOUT)
-    counts = steps_reap(queue_lengths=_queue_lengths)
+    counts = {"expired": runs_expire(), **steps_reap(queue_lengths=_queue_lengths)}
     reaper_counts_add(counts)
     if offline or any(counts.values()):
         logger.info("reaper: offline %s, steps %s", offline, counts)
@@ -36,10 +38,7 @@ def reap_pass() -> dict:
 
 
 def _queue_lengths(queues: list[str]) -> dict[str, int]:
-    pipe = redis_client().pipeline()
-    for queue in queues:
-        pipe.llen(queue)
-    return dict(zip(queues, pipe.execute(), strict=True))
+    return queue_lengths(redis_client(), queues)
 
 
 def steps_reap(*, queue_lengths) -> dict[str, int]:
@@ -49,7 +48,10 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
       (a step that keeps losing its worker fails after HIVE_STEP_MAX_LOST tries);
     - queued steps unclaimed for HIVE_DISPATCH_TIMEOUT whose queue is empty
       (`queue_lengths(queues)` asks Redis): the message was lost, send it again;
-    - retries whose backoff has passed, and steps waiting for an agent: sent;
+    - retries whose backoff has passed, steps whose rate slot has come, and steps
+      waiting for an agent: sent;
+    - the lines of concurrency keys (steps and runs) with room: moved on (a slot is
+      handed on when it frees; this catches one whose process died first);
     - foreach groups whose items all finished but were not completed: completed.
     """
     now = timezone.now()
@@ -62,14 +64,14 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
     lengths = queue_lengths(sorted({s.queue for s in stale})) if stale else {}
     unsent = [s for s in stale if not lengths.get(s.queue)]
     due = StepRun.objects.filter(state=StepRun.State.PENDING, pending_deps=0).filter(
-        Q(next_attempt_at__lte=now) | ~Q(waiting_reason="")
+        Q(next_attempt_at__lte=now) | Q(waiting_reason__startswith=flow.WAIT_AGENT)
     )
     # A foreach group whose last item's process died before completing it.
     for group_id in StepRun.objects.filter(
         state=StepRun.State.RUNNING, pending_deps=0, agent=""
     ).values_list("pk", flat=True):
         group_complete(group_id=group_id)
-    counts = {"lost": 0, "resent": 0, "due": 0}
+    counts = {"lost": 0, "resent": 0, "due": 0, "lines": 0}
     work = [("lost", s) for s in lost] + [("resent", s) for s in unsent] + [("due", s) for s in due]
     for kind, found in work:
         try:
@@ -78,7 +80,38 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
         except Exception:
             # One step the reaper cannot handle must not stop it recovering the rest.
             logger.exception("reaper: could not handle step %s (%s)", found.pk, kind)
+    lines = StepRun.objects.filter(
+        state=StepRun.State.PENDING, waiting_reason__startswith=flow.WAIT_CAPACITY
+    )
+    run_lines = Run.objects.filter(state=Run.State.PENDING).exclude(concurrency_key="")
+    for wake, keys in (
+        (capacity_wake, lines.values_list("concurrency_key", flat=True).distinct()),
+        (run_capacity_wake, run_lines.values_list("concurrency_key", flat=True).distinct()),
+    ):
+        for key in sorted(set(keys)):
+            try:
+                counts["lines"] += wake(key)
+            except Exception:
+                logger.exception("reaper: could not move the line of %r", key)
     return counts
+
+
+def runs_expire() -> int:
+    """Cancel the open runs past their deadline ('deadline exceeded'), their running
+    steps stopped as a cancel stops them; how many."""
+    expired = 0
+    late = Run.objects.filter(deadline__lt=timezone.now()).exclude(state__in=Run.TERMINAL)
+    for run_id in late.values_list("pk", flat=True):
+        try:
+            with transaction.atomic():
+                engine = Engine(run_id)
+                if engine.run.state in Run.TERMINAL:
+                    continue
+                engine.finish_run(Run.State.CANCELLED, "deadline exceeded")
+            expired += 1
+        except Exception:
+            logger.exception("reaper: could not end run %s past its deadline", run_id)
+    return expired
 
 
 def _step_recover(found: StepRun, kind: str) -> bool:

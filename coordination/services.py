@@ -8,7 +8,7 @@ the recovery of lost work in coordination.reaper. Every refusal is a RunError
 """
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -16,12 +16,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.skills.registry import schema_problem
+from coordination import flow
 from coordination.dispatch import Continuation
 from coordination.engine import Engine, step_end
 from coordination.errors import RunConflict, RunDenied, RunError, RunForbidden, RunInvalid
 from coordination.models import Run, StepRun, Workflow
-from coordination.spec import spec_digest, spec_load
+from coordination.spec import RUN_TIMEOUT, spec_digest, spec_load
 from coordination.sql import step_event_emit, step_update
+from coordination.templates import TemplateError, render
 from events.kinds import run_subject, subject
 from events.services import event_emit
 from hive_core.jsondata import SchemaValidator, json_problem
@@ -31,7 +33,8 @@ from hive_core.sql import Add
 __all__ = [
     "COMMAND_WORKFLOW_PREFIX", "INTERNAL_PARAM_PREFIX", "RUN_ACTION_CHECKS",
     "RUN_ACTION_PERMISSIONS", "Continuation", "RunConflict", "RunDenied", "RunError",
-    "RunForbidden", "RunInvalid", "run_cancel", "run_rerun", "run_start",
+    "RunForbidden", "RunInvalid", "run_cancel", "run_pause", "run_rerun", "run_resume",
+    "run_start",
     "step_approve", "step_claim", "step_fail", "step_handoff_record", "step_leases_renew",
     "step_reject", "step_retry", "step_succeed", "workflow_load",
     "workflow_save",
@@ -72,6 +75,8 @@ COMMAND_WORKFLOW_PREFIX = "cmd:"
 # user the API refused an approval (403) approved with /hive:approve.
 RUN_ACTION_PERMISSIONS = {
     "cancel": "coordination.change_run",
+    "pause": "coordination.change_run",
+    "resume": "coordination.change_run",
     "rerun": "coordination.add_run",
     "retry": "coordination.change_steprun",
     "approve": "coordination.approve_steprun",
@@ -119,13 +124,19 @@ def run_start(
     user=None,
     rerun_of: Run | None = None,
     internal: Mapping | None = None,
+    priority: int | None = None,
+    deadline: float | None = None,
 ) -> Run:
     """Validate `params`, create the run and its steps in one transaction, and send
-    the steps that need nothing once it commits.
+    the steps that need nothing once it commits (or queue the run behind its
+    workflow's concurrency key).
 
     `internal` is Hive's own params (each named `_...`), given only by the service
-    that starts a command's run; `params` come from a caller and may not name one."""
+    that starts a command's run; `params` come from a caller and may not name one.
+    `priority` (0-9) and `deadline` (seconds from now) override the workflow's
+    `priority` and `timeout`."""
     params = _run_params(workflow=workflow, params=params, internal=internal)
+    flow_fields = _run_flow(workflow=workflow, params=params, priority=priority, deadline=deadline)
     with transaction.atomic():
         run = Run.objects.create(
             workflow=workflow,
@@ -133,7 +144,7 @@ def run_start(
             state=Run.State.RUNNING,
             created_by=user,
             rerun_of=rerun_of,
-            started_at=timezone.now(),
+            **flow_fields,
         )
         StepRun.objects.bulk_create(
             StepRun(
@@ -142,6 +153,7 @@ def run_start(
                 key=s["id"],
                 skill=s["skill"],
                 pending_deps=len(s["needs"]),
+                priority=run.priority if s.get("priority") is None else s["priority"],
             )
             for s in workflow.spec["steps"]
         )
@@ -151,8 +163,67 @@ def run_start(
             data={"workflow": str(workflow), "params": params},
         )
         engine = Engine(run.pk)
-        for step in engine.steps(pending_deps=0, group=None):
-            engine.ready(step)
+        engine.begin()
+        engine.settle()
+    return Run.objects.get(pk=run.pk)
+
+
+def _run_flow(*, workflow: Workflow, params: dict, priority, deadline) -> dict:
+    """A new run's priority, deadline and concurrency key: the caller's, else the
+    workflow's; a key that does not render refuses the run."""
+    spec = workflow.spec
+    priority = spec.get("priority", 0) if priority is None else priority
+    if not (isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 9):
+        raise RunInvalid(
+            f"priority: must be an integer from 0 to 9, not {priority!r}", field="priority"
+        )
+    timeout = spec.get("timeout") if deadline is None else deadline
+    if timeout is not None and not (
+        isinstance(timeout, int | float)
+        and not isinstance(timeout, bool)
+        and 0 < timeout <= RUN_TIMEOUT["maximum"]
+    ):
+        raise RunInvalid(
+            f"deadline: must be a number of seconds, more than 0 and at most "
+            f"{RUN_TIMEOUT['maximum']}, not {timeout!r}",
+            field="deadline",
+        )
+    key = ""
+    if spec.get("concurrency"):
+        try:
+            key = str(render(spec["concurrency"]["key"], {"params": params}))
+        except TemplateError as exc:
+            raise RunInvalid(f"concurrency.key: {exc}", field="concurrency.key") from None
+        if not 0 < len(key) <= 200:
+            raise RunInvalid(
+                f"concurrency.key: rendered to {len(key)} characters (1-200)",
+                field="concurrency.key",
+            )
+    now = timezone.now()
+    return {
+        "priority": priority,
+        "deadline": now + timedelta(seconds=timeout) if timeout is not None else None,
+        "concurrency_key": key,
+    }
+
+
+def run_pause(*, run: Run, user=None) -> Run:
+    """Hold the run: nothing new is dispatched (ready steps wait, `paused`), running
+    steps finish, approvals can still be decided."""
+    _run_action_check(run_id=run.pk, user=user, action="pause")
+    with transaction.atomic():
+        engine = Engine(run.pk)
+        engine.pause(by=str(user or ""))
+        engine.settle()
+    return Run.objects.get(pk=run.pk)
+
+
+def run_resume(*, run: Run, user=None) -> Run:
+    """Let a paused run go on: what is ready is dispatched."""
+    _run_action_check(run_id=run.pk, user=user, action="resume")
+    with transaction.atomic():
+        engine = Engine(run.pk)
+        engine.resume(by=str(user or ""))
         engine.settle()
     return Run.objects.get(pk=run.pk)
 
@@ -199,9 +270,11 @@ def run_cancel(*, run: Run, user=None) -> Run:
 
 
 def run_rerun(*, run: Run, user=None) -> Run:
-    """A new run of the same workflow version with the same params."""
+    """A new run of the same workflow version with the same params and priority."""
     try:
-        return run_start(workflow=run.workflow, params=run.params, user=user, rerun_of=run)
+        return run_start(
+            workflow=run.workflow, params=run.params, user=user, rerun_of=run, priority=run.priority
+        )
     except RunInvalid as exc:
         # A rerun brings no params of its own: what refuses it is the run it repeats
         # (a command's run, which runs again only as its command), a conflict.
@@ -265,15 +338,47 @@ def step_reject(*, step: StepRun, user=None, reason: str = "") -> StepRun:
 # --- what agents call -------------------------------------------------------------
 
 
-def step_claim(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
+def step_claim(
+    *, step_run_id: int, attempt: int, agent: str, rated: bool = False
+) -> StepRun | None:
     """Take a queued step for `agent`; None if it is not this delivery's to take.
 
     Zero rows updated is normal: Redis delivers at least once, the reaper may
-    have sent the step again (a newer attempt), or the run was cancelled. The
-    step comes back with its run's workflow version (`workflow_id`,
+    have sent the step again (a newer attempt), or the run was cancelled or
+    paused. The step comes back with its run's workflow version (`workflow_id`,
     `workflow_digest`), so its result can count down the steps needing it.
+    A `rated` step (one that starts under a rate limit) is counted against its
+    rates as it is claimed, or waits for its slot (None).
     """
-    now = timezone.now()
+    if rated:
+        return _step_claim_rated(step_run_id=step_run_id, attempt=attempt, agent=agent)
+    return _claim(step_run_id=step_run_id, attempt=attempt, agent=agent, now=timezone.now())
+
+
+def _step_claim_rated(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
+    """Claim a step under a rate: its start is counted, under the rate keys' locks, in
+    the claim's transaction and at its time, so the starts themselves keep the rate
+    across every agent. Over the rate, the step waits pending, holding no worker,
+    until its slot time (the reaper sends it then)."""
+    run_id = StepRun.objects.filter(pk=step_run_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        return None
+    with transaction.atomic():
+        engine = Engine(run_id)
+        step = engine.step(step_run_id)
+        if (step.state, step.attempt) != (StepRun.State.QUEUED, attempt):
+            return None  # not this delivery's: as a claim finds it
+        now = timezone.now()
+        rates = flow.step_rates(step, engine.spec[step.step_id])
+        reason, slot = flow.rate_take(rates, now=now.timestamp()) if rates else ("", 0)
+        if reason:
+            engine.wait_rate(step, reason, until=datetime.fromtimestamp(slot, tz=UTC))
+            engine.settle()
+            return None
+        return _claim(step_run_id=step_run_id, attempt=attempt, agent=agent, now=now)
+
+
+def _claim(*, step_run_id: int, attempt: int, agent: str, now) -> StepRun | None:
     return step_update(
         step_run_id,
         where={"state": StepRun.State.QUEUED, "attempt": attempt},

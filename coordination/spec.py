@@ -16,11 +16,34 @@ from jsonschema.exceptions import SchemaError
 
 from agents.skills import skill_names
 from agents.skills.registry import schema_problem, skill_get
+from coordination.models import RATE_LIMIT_MAX, RATE_PER_MAX
 from coordination.templates import TemplateError, template_check, template_steps
 from hive_core.jsondata import SchemaValidator
 from hive_core.yamlfile import DefinitionError, LineDict, yaml_load
 
 _SLUG = "^[a-z0-9][a-z0-9_-]*$"
+# Flow control (coordination.flow). A key is a template, like the overlap key.
+_KEY = {"type": "string", "minLength": 1, "maxLength": 200}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": RATE_LIMIT_MAX}
+PRIORITY = {"type": "integer", "minimum": 0, "maximum": 9}
+CONCURRENCY_SCHEMA = {
+    "type": "object",
+    "properties": {"key": _KEY, "limit": _LIMIT},
+    "required": ["key", "limit"],
+    "additionalProperties": False,
+}
+RATE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "key": _KEY,
+        "limit": _LIMIT,
+        "per": {"type": "number", "exclusiveMinimum": 0, "maximum": RATE_PER_MAX},
+    },
+    "required": ["limit", "per"],
+    "additionalProperties": False,
+}
+# A run's deadline, seconds from its start (a week at most).
+RUN_TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400}
 STEP_SCHEMA = {
     "type": "object",
     "properties": {
@@ -43,6 +66,9 @@ STEP_SCHEMA = {
         "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
         "approval": {"type": "boolean"},
         "on_failure": {"enum": ["fail_run", "continue"]},
+        "priority": PRIORITY,
+        "concurrency": CONCURRENCY_SCHEMA,
+        "rate": RATE_SCHEMA,
     },
     "required": ["id", "skill"],
     "additionalProperties": False,
@@ -54,6 +80,9 @@ SPEC_SCHEMA = {
         "description": {"type": "string"},
         "params": {"type": "object"},
         "steps": {"type": "array", "minItems": 1, "maxItems": 1000, "items": STEP_SCHEMA},
+        "priority": PRIORITY,
+        "timeout": RUN_TIMEOUT,
+        "concurrency": CONCURRENCY_SCHEMA,
     },
     "required": ["steps"],
     "additionalProperties": False,
@@ -72,6 +101,9 @@ STEP_DEFAULTS = {
     "approval": False,
     "on_failure": "fail_run",
 }
+# Flow control's step fields (priority, concurrency, rate) are kept only when given:
+# the specs stored before them have none, and the digest of a definition that does not
+# use them stays what it was (no new version of every workflow on upgrade).
 
 
 class SpecError(DefinitionError):
@@ -118,10 +150,20 @@ def spec_validate(data: object, *, source: str) -> dict:
                 template_check(step[field], condition=field == "when")
             except TemplateError as exc:
                 raise SpecError(f"{at(sid, field)}{field}: template error: {exc}") from None
+        for field in ("concurrency", "rate"):
+            _check_key(step.get(field), at(sid, field), field)
         _check_inputs(step, at(sid, "with"))
         normalized.append(step)
     _check_acyclic(normalized, at)
     _check_step_references(normalized, at)
+    _check_key(data.get("concurrency"), _where(source, data, "concurrency"), "concurrency")
+    if "{{" in data.get("concurrency", {}).get("key", "") and template_steps(
+        data["concurrency"]["key"]
+    ):
+        raise SpecError(
+            f"{_where(source, data, 'concurrency')}concurrency.key: a run's key may read "
+            "params only: no step has run when the run starts"
+        )
     params = data.get("params", {})
     try:
         Draft202012Validator.check_schema(params)
@@ -134,6 +176,8 @@ def spec_validate(data: object, *, source: str) -> dict:
         "description": data.get("description", ""),
         "params": params,
         "steps": normalized,
+        # Left out when not given, so the digest of a definition without them stays.
+        **{f: data[f] for f in ("priority", "timeout", "concurrency") if f in data},
     }
 
 
@@ -199,6 +243,15 @@ def _check_inputs(step: dict, at: str) -> None:
             problem = schema_problem(validator, inputs[name], at=f"with.{name}")
             if problem:
                 raise SpecError(f"{at}{problem}")
+
+
+def _check_key(flow: dict | None, at: str, field: str) -> None:
+    """A flow key's template must parse (it renders when the step or run starts)."""
+    if flow and "key" in flow:
+        try:
+            template_check(flow["key"])
+        except TemplateError as exc:
+            raise SpecError(f"{at}{field}.key: template error: {exc}") from None
 
 
 def _has_template(value: object) -> bool:

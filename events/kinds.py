@@ -10,7 +10,7 @@ tests/events/test_kinds.py holds them equal to the models' choices.
 
 from dataclasses import dataclass
 
-RUN_STATES = ("pending", "running", "waiting", "succeeded", "failed", "cancelled")
+RUN_STATES = ("pending", "running", "waiting", "paused", "succeeded", "failed", "cancelled")
 STEP_STATES = ("pending", "queued", "running", "waiting", "succeeded", "failed", "skipped",
                "cancelled")  # fmt: skip
 AGENT_STATUSES = ("starting", "idle", "busy", "draining", "offline")
@@ -30,7 +30,7 @@ class Family:
 
 
 FAMILIES = {
-    "run": Family("run", states=RUN_STATES, others=("started", "retried")),
+    "run": Family("run", states=RUN_STATES, others=("started", "retried", "resumed")),
     # A step's events are about its run: whoever sees the run sees its steps.
     "step": Family(
         "run", states=STEP_STATES, others=("approved", "expanded", "retrying", "lost", "handoff")

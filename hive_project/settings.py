@@ -188,7 +188,13 @@ CELERY_DB_REUSE_MAX = 1000
 # An unacked message is redelivered after this long; it must exceed the longest
 # step, and it is set for the broker and the result backend alike.
 HIVE_VISIBILITY_TIMEOUT = env_int("HIVE_VISIBILITY_TIMEOUT", 3600, minimum=60)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": HIVE_VISIBILITY_TIMEOUT}
+# A queue is one Redis list per priority, all ten (coordination/dispatch.py: a step's
+# priority travels as the broker's), named `<queue><sep><n>` with kombu's separator.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": HIVE_VISIBILITY_TIMEOUT,
+    "priority_steps": list(range(10)),
+    "sep": "\x06\x16",
+}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": HIVE_VISIBILITY_TIMEOUT}
 CELERY_TASK_DEFAULT_QUEUE = "hive.default"
 # Task events stay off by default: Flower switches them on while it runs

@@ -1,0 +1,175 @@
+"""Flow control: concurrency keys, rate limits and the reasons a ready step waits.
+
+A step (or a run) counted against a key first locks the key's `FlowKey` row, so the
+count is the same for every agent and host; locks are taken after the run's row (the
+Engine's), in key order. A step holds a slot of its concurrency key while it is
+queued or running; one over the limit stays pending with a reason and is started,
+head of the line first (priority, then how long it has waited), when a slot frees
+(coordination.engine.capacity_wake; the reaper wakes lines too). A rate limit
+counts starts: it is checked when an agent claims the step (`rate_take`), so the
+starts themselves keep the rate, and a step over it waits pending, holding no
+worker, until its slot time.
+"""
+
+import time
+from collections.abc import Iterable
+
+from django.db.models import Q
+
+from coordination.models import FlowKey, Run, StepRun
+
+# What a pending step (or run) waits for: its waiting_reason starts with one of these.
+WAIT_AGENT = "waiting for an agent"
+WAIT_CAPACITY = "waiting for capacity"
+WAIT_RATE = "waiting for rate"
+WAIT_PAUSED = "paused"
+# A step holds a slot of its concurrency key in these states.
+HOLDING = (StepRun.State.QUEUED, StepRun.State.RUNNING)
+# Rate slots are kept this far apart beyond the window, so a start at the slot time
+# and the start it waited for are never read as one window (seconds).
+_SLOT_MARGIN = 0.001
+# Operators' limits (FlowKey rows with a rate) are read at most this often (seconds).
+OPERATOR_RATES_TTL = 5.0
+_operator_rates: tuple[float, dict[str, tuple[int, float]]] = (-OPERATOR_RATES_TTL, {})
+
+
+def keys_lock(keys: Iterable[str]) -> dict[str, FlowKey]:
+    """Lock the rows of `keys` (made if new), in key order."""
+    keys = sorted(set(keys))
+    rows = _locked(keys)
+    if len(rows) < len(keys):
+        FlowKey.objects.bulk_create(
+            [FlowKey(key=key) for key in keys if key not in rows], ignore_conflicts=True
+        )
+        rows = _locked(keys)
+    return rows
+
+
+def _locked(keys: list[str]) -> dict[str, FlowKey]:
+    found = FlowKey.objects.select_for_update().filter(key__in=keys).order_by("key")
+    return {row.key: row for row in found}
+
+
+def capacity_reason(key: str, in_use: int, limit: int) -> str:
+    return f"{WAIT_CAPACITY}: {key} {in_use}/{limit}"
+
+
+class Capacity:
+    """The concurrency slots one engine transaction hands out, key by key."""
+
+    def __init__(self):
+        self._in_use: dict[str, int] = {}
+        # A key whose line this transaction has found or joined: later steps queue
+        # behind it rather than overtake it.
+        self._line: set[str] = set()
+
+    def admit(self, step: StepRun, *, key: str, limit: int) -> str:
+        """Take a slot of `key` for `step`; "" if it may go, else why it waits."""
+        holds = step.state in HOLDING and step.concurrency_key == key and step.pk is not None
+        if key not in self._in_use:
+            keys_lock([key])
+            # A step sent again counts itself: it holds its slot still.
+            holders = StepRun.objects.filter(concurrency_key=key, state__in=HOLDING)
+            self._in_use[key] = holders.count()
+            if _line_ahead(step, key):
+                self._line.add(key)
+        if holds:
+            return ""  # sent again (lost, or its message was): it keeps its slot
+        if key in self._line or self._in_use[key] >= limit:
+            self._line.add(key)
+            return capacity_reason(key, self._in_use[key], limit)
+        self._in_use[key] += 1
+        return ""
+
+
+def _line_ahead(step: StepRun, key: str) -> bool:
+    """Whether a step waits for `key` ahead of `step`: of higher priority, or of the
+    same and waiting longer (a step not yet in the line is behind all of its own)."""
+    line = StepRun.objects.filter(
+        concurrency_key=key, state=StepRun.State.PENDING, waiting_reason__startswith=WAIT_CAPACITY
+    )
+    ahead = Q(priority__gt=step.priority)
+    if step.waiting_reason.startswith(WAIT_CAPACITY) and step.queued_at:
+        ahead |= Q(priority=step.priority, queued_at__lt=step.queued_at)
+    else:
+        ahead |= Q(priority=step.priority)
+    if step.pk is not None:
+        line = line.exclude(pk=step.pk)
+    return line.filter(ahead).exists()
+
+
+def run_capacity_reason(run: Run, *, limit: int) -> str:
+    """Whether `run` may start under its workflow's concurrency key (locked here): ""
+    if it may, else why it waits. Runs start in line: priority, then oldest first."""
+    key = run.concurrency_key
+    keys_lock([key])
+    runs = Run.objects.filter(concurrency_key=key).exclude(pk=run.pk)
+    in_use = runs.filter(state__in=Run.STARTED).count()
+    ahead = runs.filter(state=Run.State.PENDING).filter(
+        Q(priority__gt=run.priority) | Q(priority=run.priority, pk__lt=run.pk)
+    )
+    if in_use >= limit or ahead.exists():
+        return capacity_reason(key, in_use, limit)
+    return ""
+
+
+# --- rates -----------------------------------------------------------------------
+
+
+def operator_rates() -> dict[str, tuple[int, float]]:
+    """The operators' rate limits by key (admin: Flow keys), re-read every few seconds."""
+    global _operator_rates
+    read_at, rates = _operator_rates
+    now = time.monotonic()
+    if now - read_at >= OPERATOR_RATES_TTL:
+        found = FlowKey.objects.filter(rate_limit__isnull=False, rate_per__isnull=False)
+        rates = {
+            key: (limit, per)
+            for key, limit, per in found.values_list("key", "rate_limit", "rate_per")
+        }
+        _operator_rates = (now, rates)
+    return rates
+
+
+def skill_key(skill: str) -> str:
+    """The key an operator's rate limit for a whole skill is set on."""
+    return f"skill:{skill}"
+
+
+def step_rates(step: StepRun, spec: dict) -> list[tuple[str, int, float]]:
+    """The rates `step` starts under: its spec's `rate` (on its rendered key, or its
+    skill's) and an operator's on its skill; (key, limit, per) each."""
+    operator = operator_rates()
+    rates = {}
+    if spec.get("rate") and step.rate_key:
+        rates[step.rate_key] = (spec["rate"]["limit"], float(spec["rate"]["per"]))
+    if skill_key(step.skill) in operator:
+        rates[skill_key(step.skill)] = operator[skill_key(step.skill)]
+    # An operator's limit on a key overrides the spec's.
+    return [(key, *operator.get(key, limit_per)) for key, limit_per in rates.items()]
+
+
+def rate_take(rates: list[tuple[str, int, float]], *, now: float) -> tuple[str, float]:
+    """Count a start at `now` (epoch seconds) against every rate, if each has room;
+    ("", now) if it did, else (why, the time of the step's slot) and nothing counted."""
+    rows = keys_lock(key for key, _, _ in rates)
+    recent, slot, reason = {}, now, ""
+    for key, limit, per in rates:
+        starts = sorted(t for t in rows[key].starts if t > now - per)
+        recent[key] = starts
+        if len(starts) >= limit:
+            # The window holding the last `limit` starts must pass before the next.
+            at = starts[-limit] + per + _SLOT_MARGIN
+            if at > slot:
+                slot, reason = at, f"{WAIT_RATE}: {key} {limit}/{per:g}s"
+    if reason:
+        return reason, slot
+    for key, _, _ in rates:
+        rows[key].starts = [*recent[key], now]
+        rows[key].save(update_fields=["starts"])
+    return "", now
+
+
+def rated(step: StepRun, spec: dict) -> bool:
+    """Whether `step` starts under a rate, so its claim must count it (`rate_take`)."""
+    return bool(spec.get("rate")) or skill_key(step.skill) in operator_rates()
