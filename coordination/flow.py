@@ -131,6 +131,12 @@ def operator_rates() -> dict[str, tuple[int, float]]:
     return rates
 
 
+def operator_rates_forget() -> None:
+    """Read the operators' rate limits again on next use (after one changed here)."""
+    global _operator_rates
+    _operator_rates = (-OPERATOR_RATES_TTL, {})
+
+
 def skill_key(skill: str) -> str:
     """The key an operator's rate limit for a whole skill is set on."""
     return f"skill:{skill}"

@@ -151,18 +151,17 @@ def spec_validate(data: object, *, source: str) -> dict:
             except TemplateError as exc:
                 raise SpecError(f"{at(sid, field)}{field}: template error: {exc}") from None
         for field in ("concurrency", "rate"):
-            _check_key(step.get(field), at(sid, field), field)
+            _check_key(step.get(field), at(sid, f"{field}.key"), field)
         _check_inputs(step, at(sid, "with"))
         normalized.append(step)
     _check_acyclic(normalized, at)
     _check_step_references(normalized, at)
-    _check_key(data.get("concurrency"), _where(source, data, "concurrency"), "concurrency")
-    if "{{" in data.get("concurrency", {}).get("key", "") and template_steps(
-        data["concurrency"]["key"]
-    ):
+    at_key = _where(source, data, "concurrency.key")
+    _check_key(data.get("concurrency"), at_key, "concurrency")
+    if template_steps(data.get("concurrency", {}).get("key", "")):
         raise SpecError(
-            f"{_where(source, data, 'concurrency')}concurrency.key: a run's key may read "
-            "params only: no step has run when the run starts"
+            f"{at_key}concurrency.key: a run's key may read params only: no step has run "
+            "when the run starts"
         )
     params = data.get("params", {})
     try:
@@ -197,12 +196,24 @@ def spec_dependents(spec: dict) -> dict[str, list[str]]:
 
 
 def _where(source: str, node: object, field: str = "") -> str:
-    """`file:line: step 'id': `, at `field`'s line when the file gives it."""
+    """`file:line: step 'id': `, at the line of `field` (a dotted path, as
+    `concurrency.limit`) when the file gives it."""
     line = ""
     if isinstance(node, LineDict):
-        line = f":{(node.key_lines or {}).get(field, node.line)}"
+        line = f":{_line(node, field.split('.') if field else [])}"
     step = f" step {node['id']!r}:" if isinstance(node, dict) and "id" in node else ""
     return f"{source}{line}:{step} "
+
+
+def _line(node: LineDict, path: list[str]) -> int:
+    """The line of the deepest key of `path` the file gives."""
+    line = node.line
+    for name in path:
+        if not isinstance(node, LineDict):
+            break
+        line = (node.key_lines or {}).get(name, line)
+        node = node.get(name)
+    return line
 
 
 def _check_shape(data: object, source: str) -> None:
@@ -219,7 +230,7 @@ def _check_shape(data: object, source: str) -> None:
     else:
         field = [str(p) for p in path]
     prefix = f"{'.'.join(field)}: " if field else ""
-    raise SpecError(f"{_where(source, node, field[0] if field else '')}{prefix}{error.message}")
+    raise SpecError(f"{_where(source, node, '.'.join(field))}{prefix}{error.message}")
 
 
 def _check_inputs(step: dict, at: str) -> None:

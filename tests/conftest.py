@@ -256,8 +256,9 @@ _workflow_names = itertools.count()
 def make_workflow():
     """Save a workflow from a list of steps (and a params schema) and return it."""
 
-    def make(steps: list[dict], params: dict | None = None, name: str = ""):
-        spec = spec_validate({"steps": steps, "params": params or {}}, source="test")
+    def make(steps: list[dict], params: dict | None = None, name: str = "", **rest):
+        """`rest`: the spec's other top-level fields (priority, timeout, concurrency)."""
+        spec = spec_validate({"steps": steps, "params": params or {}, **rest}, source="test")
         workflow, _ = workflow_save(name=name or f"wf-{next(_workflow_names)}", spec=spec)
         return workflow
 

@@ -116,6 +116,14 @@ class Harness:
                 return self.ran[ran_before:]
         raise AssertionError(f"the runs did not settle in {limit} rounds: {self.outgoing}")
 
+    def run_sent(self) -> list[tuple[Outgoing, str]]:
+        """Run what is sent now, wave after wave, without the reaper's pass (a step left
+        waiting for a time stays so). Returns what ran."""
+        ran_before = len(self.ran)
+        while wave := self._wave():
+            self._run_wave(wave)
+        return self.ran[ran_before:]
+
     def _wave(self) -> list[tuple[Outgoing, str]]:
         """The next steps to run side by side: each on a consuming agent with a free
         slot, at most one with a time limit (limits are signals to the main thread)."""
