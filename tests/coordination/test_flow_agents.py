@@ -4,6 +4,7 @@ dispatches nothing until resumed, a deadline cancels a run and stops its step, a
 slot held by an agent SIGKILLed is recovered through the reaper. The rules in detail
 run in this process (test_flow.py)."""
 
+import itertools
 import os
 import signal
 import time
@@ -43,7 +44,7 @@ def test_a_concurrency_key_lets_one_step_run_at_a_time_across_agents(
     assert [run.state for run in runs] == ["succeeded"] * 3
     prod = [steps_of(run)["deploy"] for run in runs]
     spans = _spans(prod)
-    for (_, finished), (started, _) in zip(spans, spans[1:], strict=False):
+    for (_, finished), (started, _) in itertools.pairwise(spans):
         assert finished <= started, f"steps of deploy:prod overlapped: {spans}"
     # The key is per environment: staging ran beside prod.
     staging = steps_of(wait_run(other))["deploy"]
