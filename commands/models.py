@@ -90,7 +90,7 @@ class Invocation(models.Model):
         DENIED = "denied"  # the user lacks the permission
         FAILED = "failed"  # valid and allowed, but it could not be carried out
 
-    OPEN_RUN_STATES = (Run.State.PENDING, Run.State.RUNNING, Run.State.WAITING)
+    OPEN_RUN_STATES = tuple(state for state in Run.State if state not in Run.TERMINAL)
 
     command = models.ForeignKey(
         Command, null=True, blank=True, on_delete=models.SET_NULL, related_name="invocations"
