@@ -104,7 +104,8 @@ def run_capacity_reason(run: Run, *, limit: int) -> str:
     key = run.concurrency_key
     keys_lock([key])
     runs = Run.objects.filter(concurrency_key=key).exclude(pk=run.pk)
-    in_use = runs.filter(state__in=Run.STARTED).count()
+    # A run paused while in line has not started: it holds no slot.
+    in_use = runs.filter(state__in=Run.STARTED, started_at__isnull=False).count()
     ahead = runs.filter(state=Run.State.PENDING).filter(
         Q(priority__gt=run.priority) | Q(priority=run.priority, pk__lt=run.pk)
     )

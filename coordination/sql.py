@@ -54,7 +54,9 @@ def step_update(
         run = None
         if lock_run is not None:
             run = (
-                Run.objects.select_for_update().only("state", "params", "workflow").get(pk=lock_run)
+                Run.objects.select_for_update()
+                .only("state", "params", "workflow", "concurrency_key")
+                .get(pk=lock_run)
             )
         step = next(iter(steps_update({"id": pk, **where}, **values)), None)
         if step is None:
@@ -93,6 +95,7 @@ def _step_update_announcing(
             workflow_id=step.workflow_id,
             state=step.run_state,
             params=params_field.from_db_value(step.run_params, None, connection),
+            concurrency_key=step.run_concurrency_key,
         )
     data = {name: getattr(step, column) for name, column in _ANNOUNCED.items()}
     event = Event(pk=step.event_id, kind=announce, subject=run_subject(step.run_id), data=data)
@@ -107,13 +110,18 @@ def _announcing_sql(pk, where, announce, count_down, lock_run, values) -> tuple[
     run_table, workflow_table = qn(Run._meta.db_table), qn(Workflow._meta.db_table)
     data = ", ".join(f"'{name}', s.{qn(column)}" for name, column in _ANNOUNCED.items())
     # Only quoted names from the models are formatted in; every value is a parameter.
-    ctes, params, run_state, run_params, locked = [], [], "NULL", "NULL", ""
+    ctes, params, locked = [], [], ""
+    run_state = run_params = run_key = "NULL"
     if lock_run is not None:
         # The run's row first, as on every path that changes a run (the Engine): the
         # step's UPDATE waits for it (a one-time filter), so locks come in that order.
-        ctes.append(f"r AS (SELECT state, params FROM {run_table} WHERE id = %s FOR UPDATE)")  # noqa: S608
+        ctes.append(
+            f"r AS (SELECT state, params, concurrency_key FROM {run_table} "  # noqa: S608
+            "WHERE id = %s FOR UPDATE)"
+        )
         params.append(lock_run)
         run_state, run_params, locked = "(SELECT state FROM r)", "(SELECT params FROM r)", "r"
+        run_key = "(SELECT concurrency_key FROM r)"
     update, update_params = _update_sql({"id": pk, **where}, values, after=locked)
     ctes += [
         f"s AS ({update})",
@@ -131,7 +139,7 @@ def _announcing_sql(pk, where, announce, count_down, lock_run, values) -> tuple[
         params += down_params
         counted = (
             f"UNION ALL SELECT {_step_columns('c')}, "  # noqa: S608
-            "NULL, NULL, NULL, NULL, NULL, NULL FROM c"
+            "NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM c"
         )
     # The step's row, then the rows counted down, in one result: their columns are
     # the same; the step's carries its event, its workflow version and the run.
@@ -139,7 +147,8 @@ def _announcing_sql(pk, where, announce, count_down, lock_run, values) -> tuple[
         f"WITH {', '.join(ctes)} "  # noqa: S608
         f"SELECT {_step_columns('s')}, e.id AS event_id, e.created_at AS event_at, "
         "w.id AS workflow_id, w.digest AS workflow_digest, "
-        f"{run_state} AS run_state, {run_params} AS run_params "
+        f"{run_state} AS run_state, {run_params} AS run_params, "
+        f"{run_key} AS run_concurrency_key "
         f"FROM s CROSS JOIN e JOIN {run_table} rw ON rw.id = s.run_id "
         f"JOIN {workflow_table} w ON w.id = rw.workflow_id {counted}"
     )

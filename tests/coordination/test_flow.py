@@ -118,7 +118,7 @@ def test_steps_waiting_for_a_key_start_by_priority_then_in_the_order_they_came(
     ]  # fmt: skip
     assert steps_of(low)["ship"].waiting_reason == "waiting for capacity: deploy 1/1"
     assert Run.objects.get(pk=low.pk).state == "waiting"
-    harness.drain()
+    harness.run_sent()  # no reaper: a step that ends hands its slot on itself
     order = sorted(
         (steps_of(r)["ship"] for r in (first, low, high, low_later)), key=lambda s: s.started_at
     )
@@ -141,7 +141,7 @@ def test_a_workflow_key_queues_whole_runs_oldest_first(harness, agent, make_work
     assert steps_of(states[2])["ship"].state == "pending" and states[2].started_at is None
     assert Run.objects.get(pk=other.pk).state == "running"
 
-    harness.drain()
+    harness.run_sent()  # no reaper: a run that ends hands its slot on itself
 
     done = [Run.objects.get(pk=r.pk) for r in runs]
     assert [r.state for r in done] == ["succeeded"] * 4
