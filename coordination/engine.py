@@ -406,10 +406,8 @@ class Engine:
             keys = [_flow_keys(spec, group.skill, {**context, "item": item}) for item in items]
         except TemplateError as exc:
             return self.fail(group, str(exc), retryable=False)
-        # Every key's row is locked now, in key order, so two transactions never lock
-        # the same keys in opposite orders.
-        if distinct := {key for pair in keys for key in pair if key}:
-            flow.keys_lock(distinct)
+        # The items' keys are locked at once, in order (see flow.Capacity).
+        self._capacity.lock(key for key, _ in keys if key)
         self._set(group, StepRun.State.RUNNING, pending_deps=len(items), started_at=timezone.now())
         step_event_emit(group, "step.expanded", items=len(items))
         if not items:
@@ -684,7 +682,7 @@ class Engine:
         ])  # fmt: skip
         dispatch.revoke(self._revoke)
         try:
-            for key in sorted(self._freed):
+            for key in sorted(self._freed | self._capacity.deferred):
                 capacity_wake(key)
             for key in sorted(self._runs_freed):
                 run_capacity_wake(key)

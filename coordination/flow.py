@@ -55,26 +55,45 @@ def capacity_reason(key: str, in_use: int, limit: int) -> str:
 
 
 class Capacity:
-    """The concurrency slots one engine transaction hands out, key by key."""
+    """The concurrency slots one engine transaction hands out, key by key.
+
+    Key rows are locked in ascending order within a transaction, so two never wait
+    on each other's keys: a step whose key sorts before one locked already does not
+    lock it here; it joins the key's line, and the line moves after commit
+    (`deferred`, which the engine wakes), in a transaction of its own.
+    """
 
     def __init__(self):
         self._in_use: dict[str, int] = {}
         # A key whose line this transaction has found or joined: later steps queue
         # behind it rather than overtake it.
         self._line: set[str] = set()
+        self._locked: set[str] = set()
+        self.deferred: set[str] = set()
+
+    def lock(self, keys: Iterable[str]) -> None:
+        """Lock the rows of `keys` now (a foreach's, all at once, in order)."""
+        keys = sorted(set(keys) - self._locked)
+        if self._locked:  # the ones sorting before are deferred (`admit`)
+            keys = [key for key in keys if key > max(self._locked)]
+        if keys:
+            keys_lock(keys)
+            self._locked.update(keys)
 
     def admit(self, step: StepRun, *, key: str, limit: int) -> str:
         """Take a slot of `key` for `step`; "" if it may go, else why it waits."""
-        holds = step.state in HOLDING and step.concurrency_key == key and step.pk is not None
+        if step.state in HOLDING and step.concurrency_key == key and step.pk is not None:
+            return ""  # sent again (lost, or its message was): it keeps its slot
         if key not in self._in_use:
-            keys_lock([key])
+            if self._locked and key < max(self._locked) and key not in self._locked:
+                self.deferred.add(key)
+                return f"{WAIT_CAPACITY}: {key}"
+            self.lock([key])
             # A step sent again counts itself: it holds its slot still.
             holders = StepRun.objects.filter(concurrency_key=key, state__in=HOLDING)
             self._in_use[key] = holders.count()
             if _line_ahead(step, key):
                 self._line.add(key)
-        if holds:
-            return ""  # sent again (lost, or its message was): it keeps its slot
         if key in self._line or self._in_use[key] >= limit:
             self._line.add(key)
             return capacity_reason(key, self._in_use[key], limit)

@@ -126,6 +126,27 @@ def test_steps_waiting_for_a_key_start_by_priority_then_in_the_order_they_came(
     assert all(Run.objects.get(pk=s.run_id).state == "succeeded" for s in order)
 
 
+def test_keys_are_locked_in_order_and_a_step_whose_key_sorts_first_starts_after_commit(
+    harness, agent, make_workflow
+):
+    # Both steps are ready in run_start's transaction; `second` locks "b" first, so
+    # `first`'s "a" is not locked behind it (another transaction may hold "a" and
+    # wait for "b"): it joins the line of "a", which moves once the start commits.
+    workflow = make_workflow(
+        [{"id": "second", "skill": "noop", "concurrency": {"key": "b", "limit": 1}},
+         {"id": "first", "skill": "noop", "concurrency": {"key": "a", "limit": 1}}]
+    )  # fmt: skip
+
+    run = run_start(workflow=workflow, params={})
+
+    assert {s.key: s.state for s in steps_of(run).values()} == {
+        "second": "queued", "first": "queued"
+    }  # fmt: skip
+    assert harness.settle(run).state == "succeeded"
+    waited = Event.objects.filter(kind="step.waiting", subject=f"run:{run.pk}")
+    assert [e.data for e in waited] == [{"step": "first", "reason": "waiting for capacity: a"}]
+
+
 def test_a_workflow_key_queues_whole_runs_oldest_first(harness, agent, make_workflow):
     workflow = make_workflow(
         [{"id": "ship", "skill": "noop"}, {"id": "check", "skill": "noop", "needs": "ship"}],
