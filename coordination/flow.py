@@ -14,7 +14,7 @@ worker, until its slot time.
 import time
 from collections.abc import Iterable
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from coordination.models import FlowKey, Run, StepRun
 
@@ -89,10 +89,9 @@ class Capacity:
                 self.deferred.add(key)
                 return f"{WAIT_CAPACITY}: {key}"
             self.lock([key])
-            # A step sent again counts itself: it holds its slot still.
-            holders = StepRun.objects.filter(concurrency_key=key, state__in=HOLDING)
-            self._in_use[key] = holders.count()
-            if _line_ahead(step, key):
+            in_use, ahead = _key_count(step, key)
+            self._in_use[key] = in_use
+            if ahead:
                 self._line.add(key)
         if key in self._line or self._in_use[key] >= limit:
             self._line.add(key)
@@ -101,20 +100,25 @@ class Capacity:
         return ""
 
 
-def _line_ahead(step: StepRun, key: str) -> bool:
-    """Whether a step waits for `key` ahead of `step`: of higher priority, or of the
-    same and waiting longer (a step not yet in the line is behind all of its own)."""
-    line = StepRun.objects.filter(
-        concurrency_key=key, state=StepRun.State.PENDING, waiting_reason__startswith=WAIT_CAPACITY
-    )
+def _key_count(step: StepRun, key: str) -> tuple[int, int]:
+    """In one query: the steps holding `key`, and those waiting for it ahead of `step`
+    (of higher priority, or of the same and waiting longer; a step not yet in the line
+    is behind all of its own priority)."""
     ahead = Q(priority__gt=step.priority)
     if step.waiting_reason.startswith(WAIT_CAPACITY) and step.queued_at:
         ahead |= Q(priority=step.priority, queued_at__lt=step.queued_at)
     else:
         ahead |= Q(priority=step.priority)
-    if step.pk is not None:
-        line = line.exclude(pk=step.pk)
-    return line.filter(ahead).exists()
+    waiting = Q(state=StepRun.State.PENDING, waiting_reason__startswith=WAIT_CAPACITY)
+    counts = (
+        StepRun.objects.filter(concurrency_key=key)
+        .exclude(pk=step.pk)
+        .aggregate(
+            in_use=Count("pk", filter=Q(state__in=HOLDING)),
+            ahead=Count("pk", filter=waiting & ahead),
+        )
+    )
+    return counts["in_use"], counts["ahead"]
 
 
 def run_capacity_reason(run: Run, *, limit: int) -> str:
@@ -162,15 +166,15 @@ def skill_key(skill: str) -> str:
     return f"skill:{skill}"
 
 
-def step_rates(step: StepRun, spec: dict) -> list[tuple[str, int, float]]:
-    """The rates `step` starts under: its spec's `rate` (on its rendered key, or its
-    skill's) and an operator's on its skill; (key, limit, per) each."""
+def step_rates(*, rate_key: str, skill: str, spec: dict) -> list[tuple[str, int, float]]:
+    """The rates a step (of `spec`, with its rendered `rate_key`) starts under: its
+    spec's `rate` and an operator's on its skill; (key, limit, per) each."""
     operator = operator_rates()
     rates = {}
-    if spec.get("rate") and step.rate_key:
-        rates[step.rate_key] = (spec["rate"]["limit"], float(spec["rate"]["per"]))
-    if skill_key(step.skill) in operator:
-        rates[skill_key(step.skill)] = operator[skill_key(step.skill)]
+    if spec.get("rate") and rate_key:
+        rates[rate_key] = (spec["rate"]["limit"], float(spec["rate"]["per"]))
+    if skill_key(skill) in operator:
+        rates[skill_key(skill)] = operator[skill_key(skill)]
     # An operator's limit on a key overrides the spec's.
     return [(key, *operator.get(key, limit_per)) for key, limit_per in rates.items()]
 

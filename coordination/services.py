@@ -18,7 +18,7 @@ from django.utils import timezone
 from agents.skills.registry import schema_problem
 from coordination import flow
 from coordination.dispatch import Continuation
-from coordination.engine import Engine, step_end
+from coordination.engine import Engine, step_end, workflow_graph
 from coordination.errors import RunConflict, RunDenied, RunError, RunForbidden, RunInvalid
 from coordination.models import Run, StepRun, Workflow
 from coordination.spec import RUN_TIMEOUT, spec_digest, spec_load
@@ -360,22 +360,34 @@ def _step_claim_rated(*, step_run_id: int, attempt: int, agent: str) -> StepRun 
     the claim's transaction and at its time, so the starts themselves keep the rate
     across every agent. Over the rate, the step waits pending, holding no worker,
     until its slot time (the reaper sends it then)."""
-    run_id = StepRun.objects.filter(pk=step_run_id).values_list("run_id", flat=True).first()
-    if run_id is None:
-        return None
+    found = (
+        StepRun.objects.filter(pk=step_run_id, state=StepRun.State.QUEUED, attempt=attempt)
+        .values("run_id", "step_id", "skill", "rate_key", "run__workflow_id",
+                "run__workflow__digest")
+        .first()
+    )  # fmt: skip
+    if found is None:
+        return None  # not this delivery's: as a claim finds it
+    spec = workflow_graph(found["run__workflow__digest"], found["run__workflow_id"])[0]
+    rates = flow.step_rates(
+        rate_key=found["rate_key"], skill=found["skill"], spec=spec[found["step_id"]]
+    )
+    now = timezone.now()
     with transaction.atomic():
-        engine = Engine(run_id)
+        reason, slot = flow.rate_take(rates, now=now.timestamp())
+        if not reason:
+            claimed = _claim(step_run_id=step_run_id, attempt=attempt, agent=agent, now=now)
+            # A stale delivery starts nothing: its start is not counted either.
+            transaction.set_rollback(claimed is None)
+            return claimed
+    # Over the rate: the step waits, a change of the run's steps, under the run's lock.
+    with transaction.atomic():
+        engine = Engine(found["run_id"])
         step = engine.step(step_run_id)
-        if (step.state, step.attempt) != (StepRun.State.QUEUED, attempt):
-            return None  # not this delivery's: as a claim finds it
-        now = timezone.now()
-        rates = flow.step_rates(step, engine.spec[step.step_id])
-        reason, slot = flow.rate_take(rates, now=now.timestamp()) if rates else ("", 0)
-        if reason:
+        if (step.state, step.attempt) == (StepRun.State.QUEUED, attempt):
             engine.wait_rate(step, reason, until=datetime.fromtimestamp(slot, tz=UTC))
             engine.settle()
-            return None
-        return _claim(step_run_id=step_run_id, attempt=attempt, agent=agent, now=now)
+    return None
 
 
 def _claim(*, step_run_id: int, attempt: int, agent: str, now) -> StepRun | None:
