@@ -1,6 +1,7 @@
 """The engine on one agent: steps/s of a 2,000-item foreach of `noop`, and the per-step
 latency of a 100-step chain, beside raw Celery no-op tasks on the same broker with the
-same worker settings (prefork, -c 2, acks late, prefetch 1), in the same run; each
+same worker settings (prefork, -c 2, acks late, prefetch 1), in the same run; and the
+chain's step with a concurrency key and with a rate limit beside its plain step. Each
 figure is the median of three rounds."""
 
 import statistics
@@ -22,6 +23,15 @@ FANOUT = 2000
 CHAIN = 100
 CONCURRENCY = 2
 ROUNDS = 3
+# Flow control's own cost: each step of these chains takes its key's row lock and
+# counts the key's holders as it is dispatched (concurrency), or takes the lock and
+# rewrites the window's starts as it is claimed (rate); the limits are too high for a
+# step ever to wait, so only that bookkeeping is measured. A window of 1 s keeps the
+# rate's list of starts as short as a busy key's (a few hundred).
+FLOW = {
+    "a concurrency key": {"concurrency": {"key": "bench:slots", "limit": 1000}},
+    "a rate limit": {"rate": {"key": "bench:rate", "limit": 10_000, "per": 1}},
+}
 
 
 def run(group: ProcessGroup) -> list[Result]:
@@ -47,16 +57,16 @@ def run(group: ProcessGroup) -> list[Result]:
 
     each = {"id": "each", "skill": "noop", "foreach": "{{ params.n }}", "with": {"i": "{{ item }}"}}
     fanout = _workflow("bench-fanout", [each])
-    links = [
-        {"id": f"s{i}", "skill": "noop", "needs": [f"s{i - 1}"] if i else []} for i in range(CHAIN)
-    ]
-    chain = _workflow("bench-chain", links)
+    chain = _workflow("bench-chain", _links({}))
+    flows = {what: _workflow(f"bench-chain-{i}", _links(flow)) for i, (what, flow) in
+             enumerate(FLOW.items())}  # fmt: skip
     tables_tidy(Run, StepRun, Event)  # the rows earlier runs left behind
     _timed_run(chain, {})  # warm up the agent and the database
 
     # Rounds alternate Hive and raw Celery, and each figure is the median over the
     # rounds, so a burst of load from elsewhere on the machine moves both sides.
     rates, raw_rates, steps, raw_steps = [], [], [], []
+    flow_steps = {what: [] for what in FLOW}
     for _ in range(ROUNDS):
         rates.append(FANOUT / _timed_run(fanout, {"n": list(range(FANOUT))}))
         started = time.perf_counter()
@@ -72,6 +82,8 @@ def run(group: ProcessGroup) -> list[Result]:
             noop.apply_async().get(timeout=30)
             trips.append((time.perf_counter() - started) * 1000)
         raw_steps.append(statistics.mean(trips))
+        for what, workflow in flows.items():
+            flow_steps[what].append(_timed_run(workflow, {}) / CHAIN * 1000)
     median = statistics.median
     hive_rate, raw_rate = median(rates), median(raw_rates)
     hive_step, raw_step = median(steps), median(raw_steps)
@@ -81,7 +93,18 @@ def run(group: ProcessGroup) -> list[Result]:
                "raw Celery no-op tasks/s", ">= 0.5x"),
         Result("engine", f"{CHAIN}-step chain, per step", hive_step, raw_step, "ms",
                "raw Celery round trip", "<= 3x"),
+        *(Result("engine", f"{CHAIN}-step chain, per step with {what}",
+                 median(flow_steps[what]), hive_step, "ms", "the chain's plain step", "<= 1.5x")
+          for what in FLOW),
     ]  # fmt: skip
+
+
+def _links(flow: dict) -> list[dict]:
+    """A chain of CHAIN `noop` steps, each with the flow control fields `flow`."""
+    return [
+        {"id": f"s{i}", "skill": "noop", "needs": [f"s{i - 1}"] if i else [], **flow}
+        for i in range(CHAIN)
+    ]
 
 
 def _workflow(name: str, steps: list[dict]):

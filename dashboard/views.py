@@ -16,6 +16,7 @@ from coordination.selectors import (
     run_state_counts,
     step_throughput,
 )
+from coordination.services import RUN_ACTION_PERMISSIONS
 from dashboard.dag import dag_layout
 from dashboard.selectors import event_last_seq, event_recent, process_health
 
@@ -77,8 +78,14 @@ def run_detail(request, pk: str):
     steps = list(run.steps.all())
     return _page(request, "run", {
         "seq": seq, "run": run, "steps": steps,
-        "dag": dag_layout(run.workflow.spec["steps"], steps),
+        "dag": dag_layout(run.workflow.spec["steps"], steps), "can": _run_actions(request.user),
     })  # fmt: skip
+
+
+def _run_actions(user) -> dict[str, bool]:
+    """The run actions `user` holds the permission of, by the API's own table: a
+    button is shown only to those its API action would not refuse outright."""
+    return {action: user.has_perm(perm) for action, perm in RUN_ACTION_PERMISSIONS.items()}
 
 
 @login_required

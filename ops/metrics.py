@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import redis
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Count, F, Q
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -25,6 +25,8 @@ from prometheus_client.registry import CollectorRegistry
 from agents.models import Agent, Message
 from agents.routing import agent_queues
 from agents.selectors import agent_status_counts
+from coordination import flow
+from coordination.dispatch import queue_lengths
 from coordination.models import Run, StepRun
 from coordination.reaper import REAPER_COUNTS_KEY
 from hive_core.redis_client import redis_probe_client
@@ -35,6 +37,35 @@ logger = logging.getLogger(__name__)
 STEP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 # Queue wait is the time from dispatch to claim: milliseconds when agents keep up.
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+# What a step waits for, by its state and reason (coordination.flow): a ready step
+# held back for an agent, a concurrency slot, a rate slot or its paused run; one
+# waiting for an approval; a failed try waiting for its retry's backoff to pass.
+_PENDING = Q(state=StepRun.State.PENDING)
+STEPS_WAITING = {
+    "agent": _PENDING & Q(waiting_reason__startswith=flow.WAIT_AGENT),
+    "capacity": _PENDING & Q(waiting_reason__startswith=flow.WAIT_CAPACITY),
+    "rate": _PENDING & Q(waiting_reason__startswith=flow.WAIT_RATE),
+    "paused": _PENDING & Q(waiting_reason__startswith=flow.WAIT_PAUSED),
+    "approval": Q(state=StepRun.State.WAITING),
+    "retry": _PENDING & Q(waiting_reason="", next_attempt_at__isnull=False),
+}
+# Concurrency keys are templates rendered from params (`deploy:{{ params.env }}`, a
+# key per customer or per model): there may be any number, and each key reported is a
+# series Prometheus keeps in memory (and keeps as a stale series after it goes). So
+# only the keys something holds or waits for are reported, the busiest this many of
+# steps' and of runs', and hive_concurrency_keys says how many there are in all.
+KEYS_SHOWN = 100
+# Who counts against a key, and who waits in its line: steps (a slot while queued or
+# running) and runs (a workflow's key, while started).
+KEY_HOLDERS = {
+    "step": (StepRun, Q(state__in=flow.HOLDING), _PENDING & Q(
+        waiting_reason__startswith=flow.WAIT_CAPACITY)),
+    "run": (Run, Q(state__in=Run.STARTED), Q(state=Run.State.PENDING)),
+}  # fmt: skip
+# The reaper's counts (coordination/reaper.py): steps sent again, runs past their
+# deadline, and lines of concurrency keys moved on.
+REAPER_REASONS = ("lost", "resent", "due", "expired", "lines")
 
 
 # Seconds from one timestamp column to another, in SQL the database computes natively.
@@ -72,6 +103,7 @@ class HiveCollector:
         yield from self._agents()
         yield from self._runs()
         yield from self._steps()
+        yield from self._concurrency()
         yield from self._step_histograms()
         yield from self._messages()
         yield from self._redis()
@@ -101,6 +133,51 @@ class HiveCollector:
     def _steps(self) -> Iterator[Metric]:
         counts = _counts_by_state(StepRun)
         yield _gauge_by("hive_steps", "Steps by state.", "state", StepRun.State.values, counts)
+        open_steps = StepRun.objects.filter(
+            state__in=[StepRun.State.PENDING, StepRun.State.WAITING]
+        )
+        waiting = open_steps.aggregate(
+            **{reason: Count("pk", filter=q) for reason, q in STEPS_WAITING.items()}
+        )
+        yield _gauge_by(
+            "hive_steps_waiting",
+            "Steps held back, by what for: an agent, a concurrency slot (capacity), a rate "
+            "slot, their paused run, an approval, a retry's backoff.",
+            "reason", STEPS_WAITING, waiting,
+        )  # fmt: skip
+
+    def _concurrency(self) -> Iterator[Metric]:
+        """Per concurrency key, what holds a slot and what waits in its line; the
+        busiest KEYS_SHOWN keys of steps and of runs (see KEYS_SHOWN)."""
+        in_use = GaugeMetricFamily(
+            "hive_concurrency_in_use",
+            "Slots of a concurrency key held: steps queued or running, runs started "
+            f"(the busiest {KEYS_SHOWN} keys of each).",
+            labels=["key", "of"],
+        )
+        line = GaugeMetricFamily(
+            "hive_concurrency_line",
+            f"Steps or runs waiting for a slot of a concurrency key (the busiest {KEYS_SHOWN}).",
+            labels=["key", "of"],
+        )
+        keys = GaugeMetricFamily(
+            "hive_concurrency_keys",
+            "Concurrency keys something holds or waits for, shown or not.",
+            labels=["of"],
+        )
+        for of, (model, holding, waiting) in KEY_HOLDERS.items():
+            keyed = model.objects.exclude(concurrency_key="").filter(holding | waiting)
+            by_key = keyed.values("concurrency_key").order_by()
+            keys.add_metric([of], by_key.distinct().count())
+            busiest = by_key.annotate(
+                held=Count("pk", filter=holding), waiting=Count("pk", filter=waiting)
+            ).order_by((F("held") + F("waiting")).desc(), "concurrency_key")[:KEYS_SHOWN]
+            for row in busiest:
+                in_use.add_metric([row["concurrency_key"], of], row["held"])
+                line.add_metric([row["concurrency_key"], of], row["waiting"])
+        yield in_use
+        yield line
+        yield keys
 
     def _step_histograms(self) -> Iterator[Metric]:
         """Duration (claim to result) and queue wait (dispatch to claim) per skill, as
@@ -188,11 +265,9 @@ class HiveCollector:
         # hive_redis_up 0) instead of hanging for the scraper's timeout.
         client = redis_probe_client()
         try:
-            pipe = client.pipeline(transaction=False)
-            for queue in queues:
-                pipe.llen(queue)
-            pipe.hgetall(REAPER_COUNTS_KEY)
-            *lengths, reaped = pipe.execute()
+            # Every priority's list of each queue counted (coordination.dispatch).
+            lengths = queue_lengths(client, queues)
+            reaped = client.hgetall(REAPER_COUNTS_KEY)
         except (redis.RedisError, OSError) as exc:
             logger.warning("metrics: Redis unreachable: %s", exc.__class__.__name__)
             up.add_metric([], 0)
@@ -207,16 +282,18 @@ class HiveCollector:
             "Messages waiting in each Celery queue of a live agent (not yet delivered).",
             labels=["queue"],
         )
-        for queue, length in zip(queues, lengths, strict=True):
-            depth.add_metric([queue], length)
+        for queue in queues:
+            depth.add_metric([queue], lengths[queue])
         yield depth
         redispatched = CounterMetricFamily(
             "hive_reaper_redispatched",
-            "Steps the reaper sent again: lost (agent died or lease ran out), resent (the "
-            "queue lost the message), due (retry backoff passed or an agent came back).",
+            "What the reaper moved on: steps sent again, lost (agent died or lease ran "
+            "out), resent (the queue lost the message), due (retry backoff or rate slot "
+            "passed, or an agent came back); expired (runs cancelled past their "
+            "deadline); lines (steps or runs started from a concurrency key's line).",
             labels=["reason"],
         )
-        for reason in ("lost", "resent", "due"):
+        for reason in REAPER_REASONS:
             redispatched.add_metric([reason], int(reaped.get(reason, 0)))
         yield redispatched
 

@@ -165,3 +165,57 @@ def test_the_overview_shows_each_restarted_process_by_its_last_word(admin_client
     # An hour-old restart is history, not news: the coordinator is not listed.
     assert shown == {"agent.spare": "stopped", "flower": "flapping", "web": "restarted"}
     assert "4 restarts · last exit 1" in body
+
+
+def test_the_run_page_shows_flow_control_and_why_each_step_waits(admin_client, run):
+    deadline = timezone.now() + timedelta(hours=1)
+    Run.objects.filter(pk=run.pk).update(
+        priority=7, deadline=deadline, concurrency_key="release:prod"
+    )
+    StepRun.objects.filter(run=run, key="test").update(
+        state="pending", concurrency_key="deploy:prod", rate_key="llm:big",
+        waiting_reason="waiting for capacity: deploy:prod 1/1",
+    )  # fmt: skip
+
+    body = admin_client.get(f"/runs/{run.pk}/").content.decode()
+
+    assert "<b data-run-priority>7</b>" in body
+    assert f'datetime="{deadline.isoformat()}"' in body
+    assert "<code data-run-concurrency-key>release:prod</code>" in body
+    assert '<small data-step-waiting="test">waiting for capacity: deploy:prod 1/1</small>' in body
+    assert 'data-step-id="test" data-state="pending" data-waiting' in body
+    assert "concurrency <code>deploy:prod</code>" in body and "rate <code>llm:big</code>" in body
+    assert f'data-url="/api/v1/runs/{run.pk}/pause/"' in body
+    assert "/resume/" not in body and "data-run-waiting" not in body
+
+
+def test_a_paused_run_offers_resume_and_says_who_paused_it(admin_client, run):
+    Run.objects.filter(pk=run.pk).update(state="paused", waiting_reason="paused by admin")
+
+    body = admin_client.get(f"/runs/{run.pk}/").content.decode()
+
+    assert 'data-run-state="paused"' in body and '<span class="state paused"' in body
+    assert '<p class="waiting" data-run-waiting>paused by admin</p>' in body
+    assert f'data-url="/api/v1/runs/{run.pk}/resume/"' in body
+    assert "/pause/" not in body
+
+
+@pytest.mark.parametrize(
+    ("permissions", "actions"),
+    [
+        ([], set()),
+        (["change_run"], {"pause", "cancel"}),
+        (["change_steprun", "approve_steprun"], {"retry", "approve", "reject"}),
+    ],
+)
+def test_the_run_page_offers_only_the_actions_the_user_may_take(client, run, permissions, actions):
+    from django.contrib.auth.models import Permission
+
+    bob = get_user_model().objects.create_user("bob", password="pw")
+    bob.user_permissions.set(Permission.objects.filter(codename__in=permissions))
+    Run.objects.filter(pk=run.pk).update(created_by=bob)  # so bob sees it
+    client.force_login(bob)
+
+    body = client.get(f"/runs/{run.pk}/").content.decode()
+
+    assert set(re.findall(r'data-action="(\w+)"', body)) == actions

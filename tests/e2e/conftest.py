@@ -69,20 +69,29 @@ def _django_beside_playwright(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-@pytest.fixture
-def page(browser, live_server_url, transactional_db):
-    """A logged-in page (through the login form) of a staff user."""
-    get_user_model().objects.create_superuser(USER, password=PASSWORD)
+@contextlib.contextmanager
+def logged_in_page(browser, live_server_url: str, username: str, password: str):
+    """A page of its own browser context, logged in through the login form."""
     context = browser.new_context(base_url=live_server_url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.goto("/accounts/login/")
-    page.fill("input[name=username]", USER)
-    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server_url}/")
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, live_server_url, transactional_db):
+    """A logged-in page (through the login form) of a staff user."""
+    get_user_model().objects.create_superuser(USER, password=PASSWORD)
+    with logged_in_page(browser, live_server_url, USER, PASSWORD) as page:
+        yield page
 
 
 def screenshot(page, name: str) -> None:

@@ -1,17 +1,19 @@
 """The dashboard in a real browser, live: a command from the console runs to success
-before the user's eyes, a failed step is retried and an approval given from the run
-page, a killed agent turns offline, and a page whose socket was cut catches up."""
+before the user's eyes, a failed step is retried, an approval given and a run paused
+and resumed from the run page, a killed agent turns offline, and a page whose socket
+was cut catches up."""
 
 import os
 import signal
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from agents.models import Agent
 from coordination.models import Run, StepRun
 from coordination.services import run_start, step_approve
-from tests.e2e.conftest import screenshot, wait_live
+from tests.e2e.conftest import USER, logged_in_page, screenshot, wait_live
 from tests.processes import wait_for
 
 # Records every state each step node of `root` shows, in order, across refreshes.
@@ -242,3 +244,68 @@ def test_a_step_is_rejected_and_a_run_cancelled_from_the_page(page, make_workflo
 
     states = dict(Run.objects.values_list("pk", "state"))
     assert (states[rejected.pk], states[cancelled.pk]) == ("failed", "cancelled")
+
+
+def test_a_running_run_is_paused_and_resumed_from_the_page(page, agent, make_workflow):
+    workflow = make_workflow(
+        [
+            {"id": "nap", "skill": "sleep", "with": {"seconds": 2}},
+            {"id": "next", "skill": "noop", "needs": "nap"},
+        ]
+    )
+    run = run_start(workflow=workflow, params={})
+    page.goto(f"/runs/{run.pk}/")
+    wait_live(page)
+    page.wait_for_selector('[data-step-id=nap][data-state="running"]')
+    page.evaluate("window.notReloaded = true")
+
+    page.click('button[data-action="pause"]')
+    page.wait_for_selector('[data-run-state="paused"]')
+    page.wait_for_selector('button[data-action="resume"]')  # a refetch since the pause
+    assert page.inner_text("[data-run-state-label]") == "paused"
+    assert page.inner_text("[data-run-waiting]") == f"paused by {USER}"
+    # The running step finishes; the next one is held with its reason, undispatched.
+    page.wait_for_selector('[data-step-id=nap][data-state="succeeded"]', timeout=20_000)
+    page.wait_for_selector('[data-step-id=next][data-state="pending"][data-waiting]')
+    assert page.inner_text('[data-step-waiting="next"]') == "paused"
+    page.wait_for_timeout(1000)
+    held = StepRun.objects.get(run=run, key="next")
+    assert (held.state, held.waiting_reason, held.agent) == ("pending", "paused", "")
+    assert Run.objects.get(pk=run.pk).state == "paused"
+    assert not page.query_selector('button[data-action="pause"]')
+    screenshot(page, "run-paused")
+
+    page.click('button[data-action="resume"]')
+    page.wait_for_selector('[data-run-state="succeeded"]', timeout=20_000)
+    # A finished run has no buttons: only a refetch after the last event shows that (an
+    # event's hint alone can be overwritten by a refetch begun before it).
+    page.wait_for_selector(".run-head button", state="detached")
+
+    assert page_states(page) == db_states(run) == {"nap": "succeeded", "next": "succeeded"}
+    assert page.inner_text("[data-run-state-label]") == "succeeded"
+    assert not page.query_selector("[data-run-waiting]")
+    assert page.evaluate("window.notReloaded")
+
+
+POST = """async (url) => (await fetch(url, {
+  method: "POST", credentials: "same-origin",
+  headers: {"X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content},
+})).status"""
+
+
+def test_without_change_run_the_page_offers_no_pause_and_the_api_refuses_one(
+    browser, live_server_url, transactional_db, make_workflow
+):
+    # A user who sees the run (they started it) but may not change it.
+    watcher = get_user_model().objects.create_user("watcher", password="pw-watcher-1")
+    workflow = make_workflow([{"id": "gate", "skill": "noop", "approval": True}])
+    run = run_start(workflow=workflow, params={}, user=watcher)
+
+    with logged_in_page(browser, live_server_url, "watcher", "pw-watcher-1") as page:
+        page.goto(f"/runs/{run.pk}/")
+        page.wait_for_selector('[data-step-id=gate][data-state="waiting"]')
+        assert page.query_selector_all("button[data-action]") == []
+        refused = page.evaluate(POST, f"/api/v1/runs/{run.pk}/pause/")
+
+    assert refused == 403
+    assert Run.objects.get(pk=run.pk).state == "waiting"

@@ -1,8 +1,11 @@
 """Operators' endpoints: /healthz, /readyz, /metrics, and Flower, on real processes."""
 
+import uuid
+
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
@@ -125,7 +128,7 @@ def test_metrics_series_exist_and_move_when_a_run_happens(
     assert moved("hive_step_duration_seconds_sum", skill="sleep") >= 0.3
     assert moved("hive_step_queue_wait_seconds_count", skill="noop") == 1
     assert moved("hive_step_queue_wait_seconds_bucket", skill="noop", le="+Inf") == 1
-    for reason in ("lost", "resent", "due"):
+    for reason in ("lost", "resent", "due", "expired", "lines"):
         assert ("hive_reaper_redispatched_total", (("reason", reason),)) in after
     for name in ("sent", "handled", "dead"):
         assert (f"hive_messages_{name}_total", ()) in after
@@ -147,6 +150,134 @@ def test_metrics_count_messages_and_reaper_redispatches(client, metrics_token, r
     assert after[("hive_messages_dead_total", ())] - before[("hive_messages_dead_total", ())] == 1
     lost = ("hive_reaper_redispatched_total", (("reason", "lost"),))
     assert after[lost] - before[lost] == 2
+
+
+def test_metrics_count_steps_waiting_by_reason_and_the_slots_of_each_concurrency_key(
+    client, metrics_token, start_agent, make_workflow, monkeypatch
+):
+    from coordination.models import Run, StepRun
+    from coordination.services import run_pause, step_approve, workflow_save
+    from coordination.spec import spec_validate
+
+    start_agent("flow", skills="noop,sleep,test.flaky", concurrency=2)
+
+    def step(run, key="a") -> StepRun:
+        return StepRun.objects.get(run=run, key=key)
+
+    def waits(run, key="a") -> str:
+        return wait_for(lambda: step(run, key).waiting_reason, timeout=20, what=f"{key} to wait")
+
+    # A rate of one start a minute: the second run's step waits for its slot.
+    rated = make_workflow([{"id": "a", "skill": "noop",
+                            "rate": {"key": "api:test", "limit": 1, "per": 60}}])  # fmt: skip
+    first = run_start(workflow=rated, params={})
+    wait_for(lambda: step(first).state == "succeeded", timeout=20, what="the first rated step")
+    assert waits(run_start(workflow=rated, params={})) == "waiting for rate: api:test 1/60s"
+    # A failed try waits a minute for its retry.
+    flaky = make_workflow([{"id": "a", "skill": "test.flaky", "retries": 1, "backoff": 60,
+                            "with": {"key": str(uuid.uuid4()), "failures": 1}}])  # fmt: skip
+    retried = run_start(workflow=flaky, params={})
+    wait_for(lambda: step(retried).next_attempt_at, timeout=20, what="the retry's backoff")
+    # A paused run's step, approved meanwhile, waits for the resume.
+    gated = make_workflow([{"id": "a", "skill": "noop", "approval": True}])
+    paused = run_pause(run=run_start(workflow=gated, params={}))
+    step_approve(step=step(paused))
+    assert waits(paused) == "paused"
+    # One waits for an approval, one for an agent with its skill (none has test.fail).
+    run_start(workflow=gated, params={})
+    homeless = run_start(workflow=make_workflow([{"id": "a", "skill": "test.fail"}]), params={})
+    assert waits(homeless).startswith("waiting for an agent")
+    # Steps of one slot per environment: prod's and dev's run (the agent's two slots),
+    # qa's is queued (a slot held too), prod's other two wait in its line.
+    deploy = make_workflow(
+        [{"id": "a", "skill": "sleep", "with": {"seconds": 30},
+          "concurrency": {"key": "deploy:{{ params.env }}", "limit": 1}}],
+        params={"type": "object", "properties": {"env": {"type": "string"}}},
+    )  # fmt: skip
+    for env in ("prod", "dev", "qa", "prod", "prod"):
+        last = run_start(workflow=deploy, params={"env": env})
+    assert waits(last) == "waiting for capacity: deploy:prod 1/1"
+    # Runs of a workflow one at a time: the second waits in its key's line.
+    spec = {"concurrency": {"key": "nightly", "limit": 1},
+            "steps": [{"id": "a", "skill": "noop", "approval": True}]}  # fmt: skip
+    nightly, _ = workflow_save(name="nightly", spec=spec_validate(spec, source="test"))
+    run_start(workflow=nightly, params={})
+    assert Run.objects.get(pk=run_start(workflow=nightly, params={}).pk).state == "pending"
+    wait_for(
+        lambda: StepRun.objects.filter(skill="sleep", state="running").count() == 2,
+        timeout=20,
+        what="prod's and dev's steps to run",
+    )
+    monkeypatch.setattr("ops.metrics.KEYS_SHOWN", 2)
+
+    after = scrape(client)
+
+    expected = {"agent": 1, "capacity": 2, "rate": 1, "paused": 1, "approval": 2, "retry": 1}
+    for reason, n in expected.items():
+        assert after[("hive_steps_waiting", (("reason", reason),))] == n, reason
+
+    def key_series(name: str, of: str) -> dict[str, float]:
+        series = [(dict(labels), v) for (n, labels), v in after.items() if n == name]
+        return {labels["key"]: v for labels, v in series if labels["of"] == of}
+
+    # The busiest two step keys only (KEYS_SHOWN), ties by name; all three counted.
+    assert key_series("hive_concurrency_in_use", "step") == {"deploy:prod": 1, "deploy:dev": 1}
+    assert key_series("hive_concurrency_line", "step") == {"deploy:prod": 2, "deploy:dev": 0}
+    assert after[("hive_concurrency_keys", (("of", "step"),))] == 3
+    assert key_series("hive_concurrency_in_use", "run") == {"nightly": 1}
+    assert key_series("hive_concurrency_line", "run") == {"nightly": 1}
+    assert after[("hive_concurrency_keys", (("of", "run"),))] == 1
+
+
+def test_queue_depth_counts_a_queues_messages_of_every_priority(
+    client, metrics_token, redis_client
+):
+    from agents.models import Agent
+    from coordination.dispatch import CeleryTransport, Outgoing, queue_keys
+
+    # An agent's row (no process: nothing takes its queue's messages).
+    Agent.objects.create(name="depth", role="depth", skills=["noop"], status="idle")
+    queue = "agent.depth"
+    message = {"step_run_id": 0, "attempt": 0, "queue": queue, "timeout": None}
+    CeleryTransport().send(
+        [Outgoing(**message, task_id=str(uuid.uuid4()), priority=p) for p in (0, 0, 5, 9)]
+    )
+    try:
+        after = scrape(client)
+    finally:
+        redis_client.delete(*queue_keys(queue))
+
+    # One Redis list per priority (coordination.dispatch): the base list holds one.
+    assert after[("hive_queue_depth", (("queue", queue),))] == 4
+
+
+def test_metrics_count_the_runs_the_reaper_expires_and_the_lines_it_moves(
+    client, metrics_token, harness, make_workflow
+):
+    from coordination.models import StepRun
+    from coordination.reaper import reap_pass
+
+    harness.agent("reaped", skills="noop")
+    gate = make_workflow([{"id": "a", "skill": "noop", "approval": True}])
+    late = run_start(workflow=gate, params={}, deadline=0.05)
+    one = make_workflow([{"id": "a", "skill": "noop",
+                          "concurrency": {"key": "one", "limit": 1}}])  # fmt: skip
+    holder, waiter = (run_start(workflow=one, params={}) for _ in range(2))
+    # The holder's slot freed by a process that died before handing it on: only the
+    # reaper's pass moves the line.
+    StepRun.objects.filter(run=holder).update(state="succeeded")
+    wait_for(lambda: late.deadline < timezone.now(), timeout=5, what="the deadline")
+    before = scrape(client)
+
+    reap_pass()
+    after = scrape(client)
+
+    def moved(reason):
+        key = ("hive_reaper_redispatched_total", (("reason", reason),))
+        return after[key] - before[key]
+
+    assert (moved("expired"), moved("lines")) == (1, 1)
+    assert StepRun.objects.get(run=waiter).state == "queued"
 
 
 def test_readyz_fails_while_redis_is_down_and_recovers_when_it_is_back(private_redis, processes):

@@ -46,17 +46,22 @@ function applyHint(event) {
   const seq = String(event.seq);
   const runId = subjectRun(event.subject);
   if (family === "step" && runId && STEP_STATES.has(what) && event.data?.step) {
+    // `step.waiting` also says why a step stays pending (an agent, capacity, a rate, a
+    // paused run): only a step waiting for approval is in the state `waiting`.
+    const state = what === "waiting" && event.data.reason !== "approval" ? "pending" : what;
     const selector = `[data-run="${runId}"] [data-step-id="${CSS.escape(event.data.step)}"]`;
     for (const node of document.querySelectorAll(selector)) {
-      node.dataset.state = what;
+      node.dataset.state = state;
       node.dataset.seq = seq;
       const label = node.querySelector(".node-state");
-      if (label) label.textContent = what;
+      if (label) label.textContent = state;
     }
   } else if (family === "run" && runId && RUN_STATES.has(what)) {
     for (const node of document.querySelectorAll(`[data-run-id="${runId}"]`)) {
       node.dataset.runState = what;
       node.dataset.seq = seq;
+      const label = node.querySelector("[data-run-state-label]");
+      if (label) { label.textContent = what; label.className = `state ${what}`; }
     }
   } else if (family === "agent" && event.subject.startsWith("agent:")) {
     const status = event.kind === "agent.offline" ? "offline"
