@@ -27,7 +27,9 @@ ROUNDS = 3
 # counts the key's holders as it is dispatched (concurrency), or takes the lock and
 # rewrites the window's starts as it is claimed (rate); the limits are too high for a
 # step ever to wait, so only that bookkeeping is measured. A window of 1 s keeps the
-# rate's list of starts as short as a busy key's (a few hundred).
+# rate's list of starts as short as a busy key's (a few hundred). Each costs about
+# three round trips on a plain step's seven (and a step's end looks at the key's
+# line), hence the goal of at most twice the plain step.
 FLOW = {
     "a concurrency key": {"concurrency": {"key": "bench:slots", "limit": 1000}},
     "a rate limit": {"rate": {"key": "bench:rate", "limit": 10_000, "per": 1}},
@@ -94,7 +96,7 @@ def run(group: ProcessGroup) -> list[Result]:
         Result("engine", f"{CHAIN}-step chain, per step", hive_step, raw_step, "ms",
                "raw Celery round trip", "<= 3x"),
         *(Result("engine", f"{CHAIN}-step chain, per step with {what}",
-                 median(flow_steps[what]), hive_step, "ms", "the chain's plain step", "<= 1.5x")
+                 median(flow_steps[what]), hive_step, "ms", "the chain's plain step", "<= 2x")
           for what in FLOW),
     ]  # fmt: skip
 
