@@ -18,8 +18,8 @@ from commands.models import Command, Invocation
 from commands.parser import Parsed, ParseError, bind, parse
 from commands.planning import command_plan
 from commands.registry import builtin_run
-from commands.selectors import invocation_open_list, invocation_runs_seen
-from coordination.services import RunError, run_cancel, run_start
+from commands.selectors import invocation_flow, invocation_open_list, invocation_runs_seen
+from coordination.services import RunError, RunInvalid, run_cancel, run_flow_check, run_start
 from coordination.templates import TemplateError, render
 from events.kinds import subject
 from events.services import event_emit
@@ -41,6 +41,9 @@ class Attempt:
     command: Command | None = None
     parsed: Parsed | None = None
     args: dict | None = None
+    # What the invocation asks of its run over the command's: set once checked.
+    priority: int | None = None
+    deadline: float | None = None
 
     def __post_init__(self):
         # Refused text is recorded too; the parser points at a NUL or lone surrogate in
@@ -58,6 +61,8 @@ class Attempt:
             command_name=self.parsed.name if self.parsed else "",
             command_version=self.command.version if self.command else None,
             args=self.args or {},
+            priority=self.priority,
+            deadline=self.deadline,
             outcome=outcome,
             finished_at=None if outcome == Outcome.QUEUED else timezone.now(),
             **fields,
@@ -135,18 +140,41 @@ def command_resolve(*, text: str, user, attempt: Attempt | None = None) -> tuple
 
 
 def command_execute(
-    *, text: str, user, source: str, dry_run: bool = False, schedule: str = ""
+    *,
+    text: str,
+    user,
+    source: str,
+    dry_run: bool = False,
+    schedule: str = "",
+    priority: int | None = None,
+    deadline: float | None = None,
 ) -> Invocation:
-    """Run the command `text` as `user`; raises CommandFailure (recorded) when refused."""
+    """Run the command `text` as `user`; raises CommandFailure (recorded) when refused.
+    `priority` (0-9) and `deadline` (seconds) override the command's for its run."""
     attempt = Attempt(text=text, user=user, source=source, schedule=schedule, dry_run=dry_run)
+    try:
+        run_flow_check(priority=priority, deadline=deadline)
+    except RunInvalid as exc:
+        # Before anything else, and not recorded as asked: a value out of range may not
+        # fit the invocation's column.
+        raise attempt.refuse(Outcome.INVALID, exc.message, param=exc.field) from None
+    attempt.priority, attempt.deadline = priority, deadline
     parsed, command, args = command_resolve(text=text, user=user, attempt=attempt)
     try:
         key = overlap_key(command=command, args=args)
     except TemplateError as exc:
         # Before the dry run too: a plan must not pass what the run would refuse.
         raise attempt.refuse(Outcome.FAILED, f"overlap key: {exc}") from None
+    if command.builtin and (priority, deadline) != (None, None):
+        given = "priority" if priority is not None else "deadline"
+        raise attempt.refuse(
+            Outcome.INVALID, f"{given}: /{command.name} starts no run to give it to", param=given
+        )
     if attempt.dry_run:
-        plan = command_plan(command=command, args=args, parsed=parsed, key=key, user=user)
+        plan = command_plan(
+            command=command, args=args, parsed=parsed, key=key, user=user,
+            flow=invocation_flow(command=command, priority=priority, deadline=deadline),
+        )  # fmt: skip
         return attempt.record(Outcome.PLANNED, output=plan)
     if command.builtin:
         try:
@@ -225,6 +253,9 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
         "invocation": invocation.pk,
         "user": getattr(invocation.user, "username", ""),
     }
+    flow = invocation_flow(
+        command=command, priority=invocation.priority, deadline=invocation.deadline
+    )
     try:
         with transaction.atomic():
             run = run_start(
@@ -232,6 +263,7 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
                 params=args,
                 internal={CONTEXT_KEY: context},
                 user=invocation.user,
+                **flow,
             )
     except RunError as exc:
         invocation.outcome, invocation.error = Outcome.FAILED, str(exc)

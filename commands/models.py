@@ -54,6 +54,15 @@ class Command(models.Model):
     overlap_key = models.CharField(
         max_length=500, blank=True, help_text="Template, e.g. deploy:{{ params.env }}."
     )
+    # Flow control of its runs, over its workflow's (an invocation may override both).
+    priority = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="0-9, higher goes first; none: its workflow's."
+    )
+    timeout = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Seconds a run may take before it is cancelled; none: its workflow's.",
+    )
     enabled = models.BooleanField(default=True)
     body = models.TextField(blank=True, help_text="Help text; steps see it as {{ prompt }}.")
     source = models.CharField(max_length=500, blank=True, help_text="File it was loaded from.")
@@ -90,7 +99,8 @@ class Invocation(models.Model):
         DENIED = "denied"  # the user lacks the permission
         FAILED = "failed"  # valid and allowed, but it could not be carried out
 
-    OPEN_RUN_STATES = (Run.State.PENDING, Run.State.RUNNING, Run.State.WAITING)
+    # A paused run is open: it holds its overlap key until it ends.
+    OPEN_RUN_STATES = (Run.State.PENDING, *Run.STARTED)
 
     command = models.ForeignKey(
         Command, null=True, blank=True, on_delete=models.SET_NULL, related_name="invocations"
@@ -104,6 +114,11 @@ class Invocation(models.Model):
     text = models.TextField(help_text="The raw command text.")
     args = models.JSONField(default=dict, blank=True, help_text="The parsed, validated arguments.")
     dry_run = models.BooleanField(default=False)
+    # What the invocation asked of its run over the command's (kept for a queued one).
+    priority = models.PositiveSmallIntegerField(null=True, blank=True, help_text="0-9.")
+    deadline = models.FloatField(
+        null=True, blank=True, help_text="Seconds its run may take before it is cancelled."
+    )
     outcome = models.CharField(max_length=16, choices=Outcome, db_index=True)
     error = models.TextField(blank=True)
     output = models.JSONField(

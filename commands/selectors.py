@@ -28,6 +28,18 @@ def command_list(*, include_disabled: bool = False) -> QuerySet[Command]:
     return commands if include_disabled else commands.filter(enabled=True)
 
 
+def invocation_flow(*, command: Command, priority=None, deadline=None) -> dict:
+    """The priority and deadline (seconds, or None) a run of `command` starts with: the
+    invocation's (`priority`, `deadline`), else the command's, else its workflow's."""
+    spec = command.workflow.spec if command.workflow else {}
+    given = (priority, command.priority, spec.get("priority"), 0)
+    limits = (deadline, command.timeout, spec.get("timeout"))
+    return {
+        "priority": next(p for p in given if p is not None),
+        "deadline": next((d for d in limits if d is not None), None),
+    }
+
+
 def invocation_list(
     *, user, command: str = "", outcome: str = "", source: str = "", run: int | None = None
 ) -> QuerySet[Invocation]:

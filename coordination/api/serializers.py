@@ -89,6 +89,13 @@ class VersionSerializer(serializers.Serializer):
     )
 
 
+class PriorityField(serializers.IntegerField):
+    """A run's priority, 0-9 (coordination.spec.PRIORITY)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=PRIORITY["minimum"], max_value=PRIORITY["maximum"], **kwargs)
+
+
 @extend_schema_field(
     {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": RUN_TIMEOUT["maximum"]}
 )
@@ -111,14 +118,16 @@ class StartSerializer(serializers.Serializer):
     `priority` and `timeout`."""
 
     params = serializers.DictField(required=False, default=dict)
-    priority = serializers.IntegerField(
+    priority = PriorityField(
         required=False,
-        min_value=PRIORITY["minimum"],
-        max_value=PRIORITY["maximum"],
+        allow_null=True,
+        default=None,
         help_text="0-9, higher goes first; the workflow's `priority` (else 0) by default.",
     )
     deadline = DeadlineField(
         required=False,
+        allow_null=True,
+        default=None,
         help_text="Seconds the run may take before it is cancelled (deadline exceeded); "
         "the workflow's `timeout` by default.",
     )

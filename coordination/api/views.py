@@ -87,8 +87,8 @@ class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
             workflow=self.get_object(),
             params=given["params"],
             user=request.user,
-            priority=given.get("priority"),
-            deadline=given.get("deadline"),
+            priority=given["priority"],
+            deadline=given["deadline"],
         )
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
