@@ -14,11 +14,16 @@ from django.utils import timezone
 
 from commands.errors import CommandFailure, command_refusal
 from commands.loader import CONTEXT_KEY
-from commands.models import Command, Invocation
+from commands.models import ANY_OF, Command, Invocation
 from commands.parser import Parsed, ParseError, bind, parse
 from commands.planning import command_plan
 from commands.registry import builtin_run
-from commands.selectors import invocation_flow, invocation_open_list, invocation_runs_seen
+from commands.selectors import (
+    command_allowed,
+    invocation_flow,
+    invocation_open_list,
+    invocation_runs_seen,
+)
 from coordination.services import RunError, RunInvalid, run_cancel, run_flow_check, run_start
 from coordination.templates import TemplateError, render
 from events.kinds import subject
@@ -129,12 +134,13 @@ def command_resolve(*, text: str, user, attempt: Attempt | None = None) -> tuple
     except ParseError as exc:
         raise attempt.refuse(Outcome.INVALID, exc) from None
     attempt.args = args
-    if not (user and user.is_active and user.has_perm(command.permission)):
+    if not command_allowed(command=command, user=user):
         who = getattr(user, "username", "") or "anonymous"
+        permissions = command.permission.split(ANY_OF)
         raise attempt.refuse(
             Outcome.DENIED,
-            f"permission denied: /{command.name} needs {command.permission} "
-            f"and {who} does not have it",
+            f"permission denied: /{command.name} needs {' or '.join(permissions)} "
+            f"and {who} does not have {'it' if len(permissions) == 1 else 'any'}",
         )
     return parsed, command, args
 
@@ -291,7 +297,7 @@ def command_run_check(*, run, user, action: str) -> str:
         return ""
     invocation = Invocation.objects.select_related("command").filter(run=run).first()
     command = invocation.command if invocation else None
-    if command is None or (user.is_active and user.has_perm(command.permission)):
+    if command is None or command_allowed(command=command, user=user):
         return ""
     return (
         f"permission denied: retrying run {run.pk} runs /{command.name} again, which needs "

@@ -5,6 +5,8 @@ from coordination.models import Run, Workflow
 
 # The permission a command needs when its definition names none.
 EXECUTE_PERMISSION = "commands.execute_command"
+# Between the permissions of a built-in that needs any one of them (commands.registry).
+ANY_OF = "|"
 
 
 class Command(models.Model):
@@ -43,7 +45,11 @@ class Command(models.Model):
     builtin = models.CharField(
         max_length=64, blank=True, help_text="The handler of a built-in (/hive:*) command."
     )
-    permission = models.CharField(max_length=200, default=EXECUTE_PERMISSION)
+    permission = models.CharField(
+        max_length=200,
+        default=EXECUTE_PERMISSION,
+        help_text="app_label.codename; a built-in may take any one of several, split by |.",
+    )
     approval = models.CharField(
         max_length=500,
         blank=True,

@@ -5,7 +5,7 @@ import json
 from django.db.models import Prefetch, QuerySet
 from django_celery_beat.models import PeriodicTask
 
-from commands.models import Command, Invocation, Schedule
+from commands.models import ANY_OF, Command, Invocation, Schedule
 from coordination.models import Run, StepRun
 from coordination.selectors import run_visible_ids
 from hive_core.db import filter_given
@@ -21,6 +21,16 @@ SCHEDULE_ACTION_PERMISSIONS = {
     "disable": "django_celery_beat.change_periodictask",
     "remove": "django_celery_beat.delete_periodictask",
 }
+
+
+def command_allowed(*, command: Command, user) -> bool:
+    """Whether `user` (active) may execute `command`: holds its permission, or one of a
+    built-in's that takes any of several (its handler checks the one it needs)."""
+    return bool(
+        user
+        and user.is_active
+        and any(user.has_perm(permission) for permission in command.permission.split(ANY_OF))
+    )
 
 
 def command_list(*, include_disabled: bool = False) -> QuerySet[Command]:

@@ -4,7 +4,7 @@ from rest_framework import serializers
 from commands.models import Command, Invocation
 from commands.parser import TEXT_PATTERN
 from commands.schedules import WHEN_NEEDED
-from commands.selectors import run_outputs
+from commands.selectors import command_allowed, run_outputs
 from coordination.api.serializers import DeadlineField, PriorityField
 from coordination.models import Run
 from hive_core.api import MAX_ID
@@ -48,7 +48,7 @@ class CommandSerializer(serializers.ModelSerializer):
 
     def get_allowed(self, command: Command) -> bool:
         request = self.context.get("request")
-        return bool(request and request.user and request.user.has_perm(command.permission))
+        return bool(request and command_allowed(command=command, user=request.user))
 
 
 class CommandDetailSerializer(CommandSerializer):

@@ -355,6 +355,7 @@ def test_the_shipped_commands_and_builtins_load(settings):
             "runs",
             "run",
             "cancel",
+            "pause",
             "retry",
             "approve",
             "reject",
