@@ -107,6 +107,8 @@ class DeadlineField(serializers.FloatField):
         super().__init__(max_value=RUN_TIMEOUT["maximum"], **kwargs)
 
     def to_internal_value(self, data) -> float:
+        if isinstance(data, bool):  # float(True) is 1.0: `true` is no number of seconds
+            self.fail("invalid")
         value = super().to_internal_value(data)
         if value <= 0:
             raise serializers.ValidationError("Must be more than 0 seconds.")

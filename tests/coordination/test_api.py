@@ -176,6 +176,7 @@ def test_a_start_may_set_the_runs_priority_and_deadline(ada, workflow):
         ({"priority": "high"}, "priority", "A valid integer is required."),
         ({"deadline": 0}, "deadline", "Must be more than 0 seconds."),
         ({"deadline": -5}, "deadline", "Must be more than 0 seconds."),
+        ({"deadline": True}, "deadline", "A valid number is required."),
         ({"deadline": 10**9}, "deadline", "Ensure this value is less than or equal to 604800."),
     ],
 )
