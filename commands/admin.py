@@ -32,6 +32,8 @@ class CommandForm(forms.ModelForm):
             "approval",
             "overlap",
             "overlap_key",
+            "priority",
+            "timeout",
             "enabled",
             "body",
         ]
@@ -58,6 +60,8 @@ class CommandForm(forms.ModelForm):
                 "policy": data.get("overlap"),
                 **({"key": data["overlap_key"]} if data.get("overlap_key") else {}),
             },
+            "priority": data.get("priority"),
+            "timeout": data.get("timeout"),
             "enabled": data.get("enabled", True),
         }
         front = json.loads(json.dumps({k: v for k, v in front.items() if v not in ("", None)}))

@@ -11,24 +11,36 @@ from agents.services import agent_drain, agent_resume, message_send
 from commands.parser import hint_names
 from commands.registry import builtin
 from commands.schedules import schedule_check, schedule_create, schedule_delete, schedule_update
-from commands.selectors import command_list, invocation_queued_count, schedule_list, schedule_when
+from commands.selectors import (
+    command_allowed,
+    command_list,
+    invocation_queued_count,
+    schedule_list,
+    schedule_when,
+)
 from coordination.models import Run, StepRun
 from coordination.selectors import run_get, run_list, run_state_counts, step_get
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
     run_cancel,
+    run_pause,
+    run_resume,
     step_approve,
     step_reject,
     step_retry,
 )
 from hive_core.api import ID_PATTERN
-from hive_core.errors import Conflict, Invalid, NotFound
+from hive_core.errors import Conflict, Denied, Invalid, NotFound
 
 AGENT_CONTROL = "agents.change_agent"
 MESSAGE_SEND = "agents.add_message"
 _RUN = {"type": "integer", "minimum": 1}
 _STEP = {"type": "string", "minLength": 1, "maxLength": 120}
 _AGENT = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "maxLength": 64}
+# A run's id (a number: `minimum` holds for numbers only) or an agent's name (`pattern`
+# and `maxLength` hold for strings only); the parser reads a number first.
+_RUN_OR_AGENT = {"type": ["integer", "string"], "minimum": 1,
+                 "pattern": _AGENT["pattern"], "maxLength": _AGENT["maxLength"]}  # fmt: skip
 
 
 # --- reading -----------------------------------------------------------------------
@@ -58,7 +70,7 @@ def _help(*, user, command: str = "") -> dict:
             [usage, found.description, *(["arguments:", *params] if params else []), "", found.body]
         ).strip()
         return {"message": text, "command": found.name, "params": found.params}
-    commands = [c for c in command_list() if user and user.has_perm(c.permission)]
+    commands = [c for c in command_list() if command_allowed(command=c, user=user)]
     lines = [f"/{c.name} {c.argument_hint}".rstrip() + f" — {c.description}" for c in commands]
     return {"message": "\n".join(lines), "commands": [c.name for c in commands]}
 
@@ -123,8 +135,9 @@ def _run(*, user, run: int) -> dict:
     lines = [f"run {found.pk} of {found.workflow}: {found.state}" + _colon(found.error)]
     lines += [
         f"  {s.key}: {s.state}" + (f" on {s.agent}" if s.agent else "") + _colon(s.error)
+        + _colon(s.waiting_reason if s.state in _WAITS else "")
         for s in steps
-    ]
+    ]  # fmt: skip
     rows = [
         {"key": s.key, "state": s.state, "agent": s.agent, "output": s.output, "error": s.error}
         for s in steps
@@ -134,6 +147,10 @@ def _run(*, user, run: int) -> dict:
 
 def _colon(text: str) -> str:
     return f": {text}" if text else ""
+
+
+# The states of a step whose waiting_reason says what it waits for.
+_WAITS = (StepRun.State.PENDING, StepRun.State.WAITING)
 
 
 # --- control -----------------------------------------------------------------------
@@ -148,8 +165,22 @@ def _colon(text: str) -> str:
 )
 def _cancel(*, user, run: int) -> dict:
     """Cancel a run: running steps are stopped, nothing more starts."""
-    found = run_cancel(run=_get_run(run, user=user), user=user)
-    return {"message": f"run {found.pk}: {found.state}", "run": found.pk, "state": found.state}
+    return _run_answer(run_cancel(run=_get_run(run, user=user), user=user))
+
+
+@builtin(
+    "pause",
+    hint="<run>",
+    params={"run": _RUN},
+    required=["run"],
+    permission=RUN_ACTION_PERMISSIONS["pause"],
+)
+def _pause(*, user, run: int) -> dict:
+    """Pause a run: nothing new starts, running steps finish, approvals can still be decided.
+
+    Its ready steps wait (`paused`) until `/hive:resume <run>`.
+    """
+    return _run_answer(run_pause(run=_get_run(run, user=user), user=user))
 
 
 @builtin(
@@ -201,11 +232,28 @@ def _drain(*, user, agent: str) -> dict:
 
 
 @builtin(
-    "resume", hint="<agent>", params={"agent": _AGENT}, required=["agent"], permission=AGENT_CONTROL
+    "resume",
+    hint="<target>",
+    params={"target": _RUN_OR_AGENT},
+    required=["target"],
+    # Resuming a run and resuming an agent are two actions, each with the permission
+    # of the same action in the API. A user holding either may execute the command;
+    # the handler then checks the one its target needs, so neither permission resumes
+    # what only the other may.
+    permission=(RUN_ACTION_PERMISSIONS["resume"], AGENT_CONTROL),
 )
-def _resume(*, user, agent: str) -> dict:
-    """Resume a drained agent: it takes steps again."""
-    found = agent_resume(agent=_get_agent(agent))
+def _resume(*, user, target: int | str) -> dict:
+    """Resume a paused run (its id) or a drained agent (its name).
+
+    `/hive:resume 42`: run 42 starts what is ready again (needs coordination.change_run).
+    `/hive:resume worker`: the agent takes steps again (needs agents.change_agent).
+    A number is always a run's id.
+    """
+    if isinstance(target, int):
+        _permission_check(user, RUN_ACTION_PERMISSIONS["resume"], what="resuming a run")
+        return _run_answer(run_resume(run=_get_run(target, user=user), user=user))
+    _permission_check(user, AGENT_CONTROL, what="resuming an agent")
+    found = agent_resume(agent=_get_agent(target))
     return {"message": f"agent {found.name}: {found.status}", "agent": found.name}
 
 
@@ -282,6 +330,19 @@ def _schedule(
 
 
 # --- helpers -----------------------------------------------------------------------
+
+
+def _run_answer(run: Run) -> dict:
+    return {"message": f"run {run.pk}: {run.state}", "run": run.pk, "state": run.state}
+
+
+def _permission_check(user, permission: str, *, what: str) -> None:
+    """A built-in executed with any one of its permissions (`/hive:resume`) checks the
+    one its target needs, in the words of the command's own check."""
+    if not user.has_perm(permission):
+        raise Denied(
+            f"permission denied: {what} needs {permission} and {user.username} does not have it"
+        )
 
 
 def _get_run(pk: int, *, user) -> Run:

@@ -72,6 +72,15 @@ class RunAction(Subcommand):
         parser.add_argument("--json", dest="as_json", action="store_true", help="Print JSON.")
         parser.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait.")
         parser.add_argument("--dry-run", action="store_true", help="Show the plan; start nothing.")
+        parser.add_argument(
+            "--priority", type=int,
+            help="0-9, higher goes first (default: the command's, else its workflow's).",
+        )  # fmt: skip
+        parser.add_argument(
+            "--deadline", type=float,
+            help="Seconds the run may take before it is cancelled (default: the command's "
+            "timeout, else its workflow's).",
+        )  # fmt: skip
 
     def handle(self, options: dict, out: Output) -> None:
         user, wait, as_json = options["user"], options["wait"], options["as_json"]
@@ -83,6 +92,8 @@ class RunAction(Subcommand):
             user=account,
             source=Invocation.Source.CLI,
             dry_run=options["dry_run"],
+            priority=options["priority"],
+            deadline=options["deadline"],
         )
         deadline = time.monotonic() + options["timeout"]
         while wait and invocation.outcome == Invocation.Outcome.QUEUED:

@@ -14,12 +14,17 @@ from django.utils import timezone
 
 from commands.errors import CommandFailure, command_refusal
 from commands.loader import CONTEXT_KEY
-from commands.models import Command, Invocation
+from commands.models import ANY_OF, Command, Invocation
 from commands.parser import Parsed, ParseError, bind, parse
 from commands.planning import command_plan
 from commands.registry import builtin_run
-from commands.selectors import invocation_open_list, invocation_runs_seen
-from coordination.services import RunError, run_cancel, run_start
+from commands.selectors import (
+    command_allowed,
+    invocation_flow,
+    invocation_open_list,
+    invocation_runs_seen,
+)
+from coordination.services import RunError, RunInvalid, run_cancel, run_flow_check, run_start
 from coordination.templates import TemplateError, render
 from events.kinds import subject
 from events.services import event_emit
@@ -41,6 +46,9 @@ class Attempt:
     command: Command | None = None
     parsed: Parsed | None = None
     args: dict | None = None
+    # What the invocation asks of its run over the command's: set once checked.
+    priority: int | None = None
+    deadline: float | None = None
 
     def __post_init__(self):
         # Refused text is recorded too; the parser points at a NUL or lone surrogate in
@@ -58,6 +66,8 @@ class Attempt:
             command_name=self.parsed.name if self.parsed else "",
             command_version=self.command.version if self.command else None,
             args=self.args or {},
+            priority=self.priority,
+            deadline=self.deadline,
             outcome=outcome,
             finished_at=None if outcome == Outcome.QUEUED else timezone.now(),
             **fields,
@@ -124,29 +134,53 @@ def command_resolve(*, text: str, user, attempt: Attempt | None = None) -> tuple
     except ParseError as exc:
         raise attempt.refuse(Outcome.INVALID, exc) from None
     attempt.args = args
-    if not (user and user.is_active and user.has_perm(command.permission)):
+    if not command_allowed(command=command, user=user):
         who = getattr(user, "username", "") or "anonymous"
+        permissions = command.permission.split(ANY_OF)
         raise attempt.refuse(
             Outcome.DENIED,
-            f"permission denied: /{command.name} needs {command.permission} "
-            f"and {who} does not have it",
+            f"permission denied: /{command.name} needs {' or '.join(permissions)} "
+            f"and {who} does not have {'it' if len(permissions) == 1 else 'any'}",
         )
     return parsed, command, args
 
 
 def command_execute(
-    *, text: str, user, source: str, dry_run: bool = False, schedule: str = ""
+    *,
+    text: str,
+    user,
+    source: str,
+    dry_run: bool = False,
+    schedule: str = "",
+    priority: int | None = None,
+    deadline: float | None = None,
 ) -> Invocation:
-    """Run the command `text` as `user`; raises CommandFailure (recorded) when refused."""
+    """Run the command `text` as `user`; raises CommandFailure (recorded) when refused.
+    `priority` (0-9) and `deadline` (seconds) override the command's for its run."""
     attempt = Attempt(text=text, user=user, source=source, schedule=schedule, dry_run=dry_run)
+    try:
+        run_flow_check(priority=priority, deadline=deadline)
+    except RunInvalid as exc:
+        # Before anything else, and not recorded as asked: a value out of range may not
+        # fit the invocation's column.
+        raise attempt.refuse(Outcome.INVALID, exc.message, param=exc.field) from None
+    attempt.priority, attempt.deadline = priority, deadline
     parsed, command, args = command_resolve(text=text, user=user, attempt=attempt)
     try:
         key = overlap_key(command=command, args=args)
     except TemplateError as exc:
         # Before the dry run too: a plan must not pass what the run would refuse.
         raise attempt.refuse(Outcome.FAILED, f"overlap key: {exc}") from None
+    if command.builtin and (priority, deadline) != (None, None):
+        given = "priority" if priority is not None else "deadline"
+        raise attempt.refuse(
+            Outcome.INVALID, f"{given}: /{command.name} starts no run to give it to", param=given
+        )
     if attempt.dry_run:
-        plan = command_plan(command=command, args=args, parsed=parsed, key=key, user=user)
+        plan = command_plan(
+            command=command, args=args, parsed=parsed, key=key, user=user,
+            flow=invocation_flow(command=command, priority=priority, deadline=deadline),
+        )  # fmt: skip
         return attempt.record(Outcome.PLANNED, output=plan)
     if command.builtin:
         try:
@@ -225,6 +259,9 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
         "invocation": invocation.pk,
         "user": getattr(invocation.user, "username", ""),
     }
+    flow = invocation_flow(
+        command=command, priority=invocation.priority, deadline=invocation.deadline
+    )
     try:
         with transaction.atomic():
             run = run_start(
@@ -232,6 +269,7 @@ def _run_for(invocation: Invocation, *, command: Command, args: dict, parsed: Pa
                 params=args,
                 internal={CONTEXT_KEY: context},
                 user=invocation.user,
+                **flow,
             )
     except RunError as exc:
         invocation.outcome, invocation.error = Outcome.FAILED, str(exc)
@@ -259,7 +297,7 @@ def command_run_check(*, run, user, action: str) -> str:
         return ""
     invocation = Invocation.objects.select_related("command").filter(run=run).first()
     command = invocation.command if invocation else None
-    if command is None or (user.is_active and user.has_perm(command.permission)):
+    if command is None or command_allowed(command=command, user=user):
         return ""
     return (
         f"permission denied: retrying run {run.pk} runs /{command.name} again, which needs "

@@ -11,6 +11,7 @@
         - {id: build, skill: sleep, role: builder, with: {seconds: 1}}
     approval: params.env == 'prod'
     overlap: {policy: queue, key: "release:{{ params.env }}"}
+    priority: 5                   # 0-9, over its workflow's; `timeout`: a run's seconds
     ---
     Releases $ARGUMENTS. This body is the help text, and `{{ prompt }}` in steps.
 
@@ -32,7 +33,7 @@ from jsonschema.exceptions import SchemaError
 
 from coordination.models import Workflow
 from coordination.services import COMMAND_WORKFLOW_PREFIX, INTERNAL_PARAM_PREFIX
-from coordination.spec import STEP_DEFAULTS, spec_validate
+from coordination.spec import PRIORITY, RUN_TIMEOUT, STEP_DEFAULTS, spec_validate
 from coordination.templates import TemplateError, template_check
 from hive_core.jsondata import SchemaValidator
 from hive_core.yamlfile import DefinitionError, LineDict, definition_text_read, yaml_parse
@@ -46,6 +47,9 @@ CONTEXT_KEY = f"{INTERNAL_PARAM_PREFIX}command"
 RESERVED_PARAMS = {CONTEXT_KEY, "dry_run", "dry-run"}
 # API paths under /api/v1/commands/ that a command name would shadow.
 RESERVED_NAMES = {"execute", "invocations", "schedules"}
+# A workflow's own flow control (coordination.spec), which an inline workflow may set
+# and a command running a stored workflow keeps.
+WORKFLOW_FLOW = ("priority", "timeout", "concurrency")
 # Limits every argument gets unless its schema sets its own: a command is typed by
 # people and scripts, and its arguments end up in run params, events and logs.
 DEFAULT_MAX_LENGTH = 1000
@@ -84,6 +88,10 @@ FRONTMATTER_SCHEMA = {
             ]
         },
         "enabled": {"type": "boolean"},
+        # Its runs' priority and deadline (seconds), over its workflow's `priority`
+        # and `timeout`.
+        "priority": PRIORITY,
+        "timeout": RUN_TIMEOUT,
     },
     "required": ["workflow"],
     "additionalProperties": False,
@@ -105,6 +113,8 @@ class Definition:
     approval: str
     overlap: str
     overlap_key: str
+    priority: int | None
+    timeout: float | None
     enabled: bool
     body: str
     source: str
@@ -136,9 +146,11 @@ def definition_build(front: object, *, body: str, name: str, source: str, path: 
     _check_shape(front, source)
     name = front.get("name", name)
     if name in RESERVED_NAMES:
-        raise DefinitionError(f"{_at(source, front)}name: {name!r} is reserved for the API")
+        raise DefinitionError(f"{_at(source, front, 'name')}name: {name!r} is reserved for the API")
     if name.split(":")[0] == "hive":
-        raise DefinitionError(f"{_at(source, front)}name: the hive: namespace is for built-ins")
+        raise DefinitionError(
+            f"{_at(source, front, 'name')}name: the hive: namespace is for built-ins"
+        )
     params = _params_schema(front.get("params"), source, front)
     hint = front.get("argument-hint", "")
     _check_hint(hint, params, source, front)
@@ -154,9 +166,10 @@ def definition_build(front: object, *, body: str, name: str, source: str, path: 
         try:
             template_check(template, condition=condition)
         except TemplateError as exc:
-            raise DefinitionError(f"{_at(source, front)}{field}: template error: {exc}") from None
+            at = _at(source, front, field.split(".")[0])
+            raise DefinitionError(f"{at}{field}: template error: {exc}") from None
     written = front["workflow"]
-    steps, origin = _workflow_steps(written, params, source, front)
+    steps, flow, origin = _workflow_steps(written, params, source, front)
     spec = command_spec(
         name=name,
         params=params,
@@ -164,6 +177,7 @@ def definition_build(front: object, *, body: str, name: str, source: str, path: 
         approval=approval,
         description=front.get("description", "") or origin,
         source=source,
+        flow=flow,
     )
     fields = {
         "name": name,
@@ -176,20 +190,35 @@ def definition_build(front: object, *, body: str, name: str, source: str, path: 
         "approval": approval,
         "overlap": policy,
         "overlap_key": key,
+        "priority": front.get("priority"),
+        "timeout": front.get("timeout"),
         "enabled": front.get("enabled", True),
         "body": body,
     }
-    digest = hashlib.sha256(
-        json.dumps({k: v for k, v in fields.items() if k != "enabled"}, sort_keys=True).encode()
-    ).hexdigest()
+    # Flow control left out when not given: the digest of a definition without it stays
+    # what it was (no new version of every command on upgrade).
+    digested = {
+        k: v
+        for k, v in fields.items()
+        if k != "enabled" and not (k in ("priority", "timeout") and v is None)
+    }
+    digest = hashlib.sha256(json.dumps(digested, sort_keys=True).encode()).hexdigest()
     return Definition(**fields, source=path, digest=digest)
 
 
 def command_spec(
-    *, name: str, params: dict, steps: list[dict], approval: str, description: str, source: str
+    *,
+    name: str,
+    params: dict,
+    steps: list[dict],
+    approval: str,
+    description: str,
+    source: str,
+    flow: dict | None = None,
 ) -> dict:
     """The workflow a command's runs start: its steps, with `{{ prompt }}` wired to the
-    invocation, behind an approval gate when the command has an approval rule.
+    invocation, behind an approval gate when the command has an approval rule, under
+    the workflow's own flow control (`flow`: WORKFLOW_FLOW's fields).
 
     The gate is a `noop` step with `approval: true` and `when:` the rule, which every
     step that needs nothing else needs: when the rule holds the run waits for an
@@ -231,6 +260,7 @@ def command_spec(
             "description": description,
             "params": run_params,
             "steps": steps,
+            **(flow or {}),
         },
         source=source,
     )
@@ -258,8 +288,11 @@ def _rewrite_prompt(value: object, *, condition: bool = False) -> object:
     return "".join(out)
 
 
-def _workflow_steps(written, params: dict, source: str, front: dict) -> tuple[list[dict], str]:
-    """The steps a command runs, as written: inline, or those of a stored workflow."""
+def _workflow_steps(
+    written, params: dict, source: str, front: dict
+) -> tuple[list[dict], dict, str]:
+    """The steps a command runs, as written (inline, or those of a stored workflow), and
+    the workflow's flow control (WORKFLOW_FLOW)."""
     if isinstance(written, str):
         workflow_name, _, version = written.partition("@")
         versions = Workflow.objects.filter(name=workflow_name).order_by("-version")
@@ -267,21 +300,30 @@ def _workflow_steps(written, params: dict, source: str, front: dict) -> tuple[li
         if workflow is None:
             known = ", ".join(str(v) for v in versions.values_list("version", flat=True))
             raise DefinitionError(
-                f"{_at(source, front)}workflow: no workflow {written!r}"
+                f"{_at(source, front, 'workflow')}workflow: no workflow {written!r}"
                 + (f" (versions: {known})" if known else "; load it first with hive workflow load")
             )
         steps = [_unnormalized(step) for step in workflow.spec["steps"]]
-        return steps, f"runs {workflow}"
-    steps = written["steps"] if isinstance(written, dict) else written
-    extra = set(written) - {"steps", "description"} if isinstance(written, dict) else set()
+        return steps, _flow_of(workflow.spec), f"runs {workflow}"
+    if not isinstance(written, dict):
+        written = LineDict(steps=written)
+    extra = sorted(set(written) - {"steps", "description", *WORKFLOW_FLOW})
     if extra:
         raise DefinitionError(
-            f"{_at(source, written)}workflow: unknown field {sorted(extra)[0]!r} "
-            "(an inline workflow has steps and a description; its params are the command's)"
+            f"{_at(source, written, extra[0])}workflow: unknown field {extra[0]!r} "
+            "(an inline workflow has steps, a description, priority, timeout and "
+            "concurrency; its params are the command's)"
         )
-    # The user's steps are checked on their own first, so errors name their lines.
-    spec_validate({"steps": steps, "params": params}, source=source)
-    return [dict(step) for step in steps], ""
+    # The user's workflow is checked on its own first, so errors name its lines.
+    checked = LineDict({**written, "params": params})
+    checked.line = getattr(written, "line", 0)  # an admin's edit is plain JSON
+    checked.key_lines = getattr(written, "key_lines", None)
+    spec_validate(checked, source=source)
+    return [dict(step) for step in written["steps"]], _flow_of(written), ""
+
+
+def _flow_of(workflow: dict) -> dict:
+    return _plain({field: workflow[field] for field in WORKFLOW_FLOW if field in workflow})
 
 
 def _unnormalized(step: dict) -> dict:
@@ -334,7 +376,8 @@ def _check_hint(hint: str, params: dict, source: str, front: dict) -> None:
         if name not in props and name.replace("-", "_") not in props:
             known = ", ".join(props) or "none"
             raise DefinitionError(
-                f"{_at(source, front)}argument-hint: {name!r} is not a parameter (params: {known})"
+                f"{_at(source, front, 'argument-hint')}argument-hint: {name!r} is not a "
+                f"parameter (params: {known})"
             )
 
 
@@ -342,7 +385,7 @@ def _check_permission(permission: str, source: str, front: dict) -> None:
     app_label, codename = permission.split(".", 1)
     if not Permission.objects.filter(content_type__app_label=app_label, codename=codename).exists():
         raise DefinitionError(
-            f"{_at(source, front)}permission: no permission {permission!r} exists "
+            f"{_at(source, front, 'permission')}permission: no permission {permission!r} exists "
             "(the default is commands.execute_command)"
         )
 
@@ -355,27 +398,32 @@ def _check_shape(front: object, source: str) -> None:
         return
     error = errors[0]
     path = list(error.absolute_path)
-    node = front
-    for part in path:  # the deepest mapping on the path knows its line
-        child = node[part] if isinstance(node, dict | list) else None
-        if isinstance(child, LineDict):
-            node = child
+    # The deepest mapping on the path knows the line of its key on the path.
+    node, key, walked = front, "", front
+    for part in path:
+        if isinstance(walked, LineDict):
+            node, key = walked, str(part)
+        walked = walked[part] if isinstance(walked, dict | list) else None
     field = ".".join(str(p) for p in path)
     if error.validator == "additionalProperties" and not path:
         unknown = sorted(set(front) - set(FRONTMATTER_SCHEMA["properties"]))[0]
         known = ", ".join(FRONTMATTER_SCHEMA["properties"])
-        raise DefinitionError(f"{_at(source, front)}unknown field {unknown!r} (fields: {known})")
+        raise DefinitionError(
+            f"{_at(source, front, unknown)}unknown field {unknown!r} (fields: {known})"
+        )
     message = error.message
     if error.validator == "oneOf" and field == "workflow":
         message = "give inline steps ({steps: [...]}) or a stored workflow as name@version"
     elif error.validator == "oneOf" and field == "overlap":
         message = f"one of {', '.join(OVERLAP_POLICIES)}, or {{policy: ..., key: '...'}}"
-    raise DefinitionError(f"{_at(source, node)}{field + ': ' if field else ''}{message}")
+    raise DefinitionError(f"{_at(source, node, key)}{field + ': ' if field else ''}{message}")
 
 
-def _at(source: str, node: object) -> str:
-    line = f":{node.line}" if isinstance(node, LineDict) and node.line else ""
-    return f"{source}{line}: "
+def _at(source: str, node: object, key: str = "") -> str:
+    """`file:line: `, on the line of `node`'s `key` when the file gives it."""
+    if not (isinstance(node, LineDict) and node.line):
+        return f"{source}: "
+    return f"{source}:{(node.key_lines or {}).get(key, node.line)}: "
 
 
 def _plain(value: object) -> object:

@@ -71,6 +71,8 @@ def command_save(*, definition: Definition) -> tuple[Command, str]:
         "approval": definition.approval,
         "overlap": definition.overlap,
         "overlap_key": definition.overlap_key,
+        "priority": definition.priority,
+        "timeout": definition.timeout,
         "enabled": definition.enabled,
         "body": definition.body,
         "source": definition.source,

@@ -5,6 +5,8 @@ from coordination.models import Run, Workflow
 
 # The permission a command needs when its definition names none.
 EXECUTE_PERMISSION = "commands.execute_command"
+# Between the permissions of a built-in that needs any one of them (commands.registry).
+ANY_OF = "|"
 
 
 class Command(models.Model):
@@ -43,7 +45,11 @@ class Command(models.Model):
     builtin = models.CharField(
         max_length=64, blank=True, help_text="The handler of a built-in (/hive:*) command."
     )
-    permission = models.CharField(max_length=200, default=EXECUTE_PERMISSION)
+    permission = models.CharField(
+        max_length=200,
+        default=EXECUTE_PERMISSION,
+        help_text="app_label.codename; a built-in may take any one of several, split by |.",
+    )
     approval = models.CharField(
         max_length=500,
         blank=True,
@@ -53,6 +59,15 @@ class Command(models.Model):
     overlap = models.CharField(max_length=16, choices=Overlap, default=Overlap.ALLOW)
     overlap_key = models.CharField(
         max_length=500, blank=True, help_text="Template, e.g. deploy:{{ params.env }}."
+    )
+    # Flow control of its runs, over its workflow's (an invocation may override both).
+    priority = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="0-9, higher goes first; none: its workflow's."
+    )
+    timeout = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Seconds a run may take before it is cancelled; none: its workflow's.",
     )
     enabled = models.BooleanField(default=True)
     body = models.TextField(blank=True, help_text="Help text; steps see it as {{ prompt }}.")
@@ -90,6 +105,7 @@ class Invocation(models.Model):
         DENIED = "denied"  # the user lacks the permission
         FAILED = "failed"  # valid and allowed, but it could not be carried out
 
+    # A paused run is open: it holds its overlap key until it ends.
     OPEN_RUN_STATES = tuple(state for state in Run.State if state not in Run.TERMINAL)
 
     command = models.ForeignKey(
@@ -104,6 +120,11 @@ class Invocation(models.Model):
     text = models.TextField(help_text="The raw command text.")
     args = models.JSONField(default=dict, blank=True, help_text="The parsed, validated arguments.")
     dry_run = models.BooleanField(default=False)
+    # What the invocation asked of its run over the command's (kept for a queued one).
+    priority = models.PositiveSmallIntegerField(null=True, blank=True, help_text="0-9.")
+    deadline = models.FloatField(
+        null=True, blank=True, help_text="Seconds its run may take before it is cancelled."
+    )
     outcome = models.CharField(max_length=16, choices=Outcome, db_index=True)
     error = models.TextField(blank=True)
     output = models.JSONField(

@@ -8,10 +8,12 @@ from commands.selectors import invocation_open_list, invocation_runs_seen
 from coordination.templates import TemplateError, evaluate, render
 
 
-def command_plan(*, command: Command, args: dict, parsed: Parsed, key: str, user) -> dict:
+def command_plan(
+    *, command: Command, args: dict, parsed: Parsed, key: str, user, flow: dict | None = None
+) -> dict:
     """What running the command would do, starting nothing: each step with where it
     would be routed and whether it runs, the approvals needed, the outcome of the
-    overlap policy on `key`."""
+    overlap policy on `key`, and the run's priority and deadline (`flow`)."""
     plan = {"command": command.name, "version": command.version, "params": args}
     if command.builtin:
         return {**plan, "builtin": command.builtin}
@@ -59,6 +61,7 @@ def command_plan(*, command: Command, args: dict, parsed: Parsed, key: str, user
     return {
         **plan,
         "workflow": str(command.workflow),
+        **(flow or {}),
         "approvals": approvals,
         "overlap": overlap,
         "steps": steps,

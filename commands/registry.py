@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from commands.models import EXECUTE_PERMISSION
+from commands.models import ANY_OF, EXECUTE_PERMISSION
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,15 @@ def builtin(
     hint: str = "",
     params: dict | None = None,
     required=(),
-    permission: str = EXECUTE_PERMISSION,
+    permission: str | tuple[str, ...] = EXECUTE_PERMISSION,
     rules: dict | None = None,
 ):
     """Register `handler(*, user, **args) -> {"message": ..., ...}` as `/hive:<name>`;
-    `rules` are JSON Schema keywords over all the arguments (`if`/`then`)."""
+    `rules` are JSON Schema keywords over all the arguments (`if`/`then`). A tuple of
+    permissions lets a user holding any one of them execute it: the handler then checks
+    the one its arguments call for (`/hive:resume` of a run or of an agent)."""
+    if not isinstance(permission, str):
+        permission = ANY_OF.join(permission)
 
     def register(handler):
         schema = {

@@ -5,7 +5,7 @@ import json
 from django.db.models import Prefetch, QuerySet
 from django_celery_beat.models import PeriodicTask
 
-from commands.models import Command, Invocation, Schedule
+from commands.models import ANY_OF, Command, Invocation, Schedule
 from coordination.models import Run, StepRun
 from coordination.selectors import run_visible_ids
 from hive_core.db import filter_given
@@ -23,9 +23,31 @@ SCHEDULE_ACTION_PERMISSIONS = {
 }
 
 
+def command_allowed(*, command: Command, user) -> bool:
+    """Whether `user` (active) may execute `command`: holds its permission, or one of a
+    built-in's that takes any of several (its handler checks the one it needs)."""
+    return bool(
+        user
+        and user.is_active
+        and any(user.has_perm(permission) for permission in command.permission.split(ANY_OF))
+    )
+
+
 def command_list(*, include_disabled: bool = False) -> QuerySet[Command]:
     commands = Command.objects.select_related("workflow").order_by("name")
     return commands if include_disabled else commands.filter(enabled=True)
+
+
+def invocation_flow(*, command: Command, priority=None, deadline=None) -> dict:
+    """The priority and deadline (seconds, or None) a run of `command` starts with: the
+    invocation's (`priority`, `deadline`), else the command's, else its workflow's."""
+    spec = command.workflow.spec if command.workflow else {}
+    given = (priority, command.priority, spec.get("priority"), 0)
+    limits = (deadline, command.timeout, spec.get("timeout"))
+    return {
+        "priority": next(p for p in given if p is not None),
+        "deadline": next((d for d in limits if d is not None), None),
+    }
 
 
 def invocation_list(

@@ -120,6 +120,14 @@ class WorkflowAction(Subcommand):
         start.add_argument("--params", default="{}", help="The params as a JSON object.")
         start.add_argument("--wait", action="store_true", help="Wait for the run to finish.")
         start.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait.")
+        start.add_argument(
+            "--priority", type=int, help="0-9, higher goes first (default: the workflow's)."
+        )
+        start.add_argument(
+            "--deadline", type=float,
+            help="Seconds the run may take before it is cancelled (default: the workflow's "
+            "timeout, if any).",
+        )  # fmt: skip
 
     def handle(self, options: dict, out: Output) -> None:
         if options["verb"] == "load":
@@ -131,7 +139,12 @@ class WorkflowAction(Subcommand):
         if workflow is None:
             raise CommandError(f"no workflow named {options['name']!r}; load it first")
         try:
-            run = run_start(workflow=workflow, params=json.loads(options["params"]))
+            run = run_start(
+                workflow=workflow,
+                params=json.loads(options["params"]),
+                priority=options["priority"],
+                deadline=options["deadline"],
+            )
         except (ValueError, RecursionError) as exc:  # nested past Python's stack
             raise CommandError(f"--params: not valid JSON: {exc}") from None
         out.write(f"run {run.pk} of {workflow}: {run.state}")
@@ -150,7 +163,15 @@ class WorkflowAction(Subcommand):
             raise SystemExit(1)
 
     def refused(self, error: Exception, options: dict, out: Output) -> NoReturn:
-        # A run that may not start names the param at fault: the flag is --params.
+        # A run that may not start names what is at fault: a flag of its own, or a param
+        # (the flag is --params).
         if options["verb"] == "start" and not _about_the_workflow(error):
+            field = getattr(error, "field", "")
+            if field in _FLAGS:
+                raise CommandError(f"--{field}: {str(error).removeprefix(f'{field}: ')}") from None
             raise CommandError(f"--params: {error}") from None
         super().refused(error, options, out)
+
+
+# The fields of a refused start (RunInvalid.field) that `workflow start` takes as flags.
+_FLAGS = ("priority", "deadline")

@@ -33,8 +33,8 @@ from hive_core.sql import Add
 __all__ = [
     "COMMAND_WORKFLOW_PREFIX", "INTERNAL_PARAM_PREFIX", "RUN_ACTION_CHECKS",
     "RUN_ACTION_PERMISSIONS", "Continuation", "RunConflict", "RunDenied", "RunError",
-    "RunForbidden", "RunInvalid", "run_cancel", "run_pause", "run_rerun", "run_resume",
-    "run_start",
+    "RunForbidden", "RunInvalid", "run_cancel", "run_flow_check", "run_pause", "run_rerun",
+    "run_resume", "run_start",
     "step_approve", "step_claim", "step_fail", "step_handoff_record", "step_leases_renew",
     "step_reject", "step_retry", "step_succeed", "workflow_load",
     "workflow_save",
@@ -173,21 +173,8 @@ def _run_flow(*, workflow: Workflow, params: dict, priority, deadline) -> dict:
     workflow's; a key that does not render refuses the run."""
     spec = workflow.spec
     priority = spec.get("priority", 0) if priority is None else priority
-    if not (isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 9):
-        raise RunInvalid(
-            f"priority: must be an integer from 0 to 9, not {priority!r}", field="priority"
-        )
     timeout = spec.get("timeout") if deadline is None else deadline
-    if timeout is not None and not (
-        isinstance(timeout, int | float)
-        and not isinstance(timeout, bool)
-        and 0 < timeout <= RUN_TIMEOUT["maximum"]
-    ):
-        raise RunInvalid(
-            f"deadline: must be a number of seconds, more than 0 and at most "
-            f"{RUN_TIMEOUT['maximum']}, not {timeout!r}",
-            field="deadline",
-        )
+    run_flow_check(priority=priority, deadline=timeout)
     key = ""
     if spec.get("concurrency"):
         try:
@@ -205,6 +192,28 @@ def _run_flow(*, workflow: Workflow, params: dict, priority, deadline) -> dict:
         "deadline": now + timedelta(seconds=timeout) if timeout is not None else None,
         "concurrency_key": key,
     }
+
+
+def run_flow_check(*, priority=None, deadline=None) -> None:
+    """Refuse a run's `priority` (0-9) or `deadline` (seconds) out of range, naming the
+    field (RunInvalid); None is the workflow's. Doors that take them for a run started
+    later (a command's invocation) check them first, so nothing is recorded as started."""
+    if priority is not None and not (
+        isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 9
+    ):
+        raise RunInvalid(
+            f"priority: must be an integer from 0 to 9, not {priority!r}", field="priority"
+        )
+    if deadline is not None and not (
+        isinstance(deadline, int | float)
+        and not isinstance(deadline, bool)
+        and 0 < deadline <= RUN_TIMEOUT["maximum"]
+    ):
+        raise RunInvalid(
+            f"deadline: must be a number of seconds, more than 0 and at most "
+            f"{RUN_TIMEOUT['maximum']}, not {deadline!r}",
+            field="deadline",
+        )
 
 
 def run_pause(*, run: Run, user=None) -> Run:

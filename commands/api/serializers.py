@@ -4,7 +4,8 @@ from rest_framework import serializers
 from commands.models import Command, Invocation
 from commands.parser import TEXT_PATTERN
 from commands.schedules import WHEN_NEEDED
-from commands.selectors import run_outputs
+from commands.selectors import command_allowed, run_outputs
+from coordination.api.serializers import DeadlineField, PriorityField
 from coordination.models import Run
 from hive_core.api import MAX_ID
 
@@ -31,6 +32,8 @@ class CommandSerializer(serializers.ModelSerializer):
             "approval",
             "overlap",
             "overlap_key",
+            "priority",
+            "timeout",
             "workflow",
             "builtin",
             "enabled",
@@ -45,7 +48,7 @@ class CommandSerializer(serializers.ModelSerializer):
 
     def get_allowed(self, command: Command) -> bool:
         request = self.context.get("request")
-        return bool(request and request.user and request.user.has_perm(command.permission))
+        return bool(request and command_allowed(command=command, user=request.user))
 
 
 class CommandDetailSerializer(CommandSerializer):
@@ -83,6 +86,8 @@ class InvocationSerializer(serializers.ModelSerializer):
             "text",
             "args",
             "dry_run",
+            "priority",
+            "deadline",
             "outcome",
             "error",
             "output",
@@ -117,6 +122,19 @@ class ExecuteSerializer(serializers.Serializer):
         choices=[Invocation.Source.API, Invocation.Source.DASHBOARD],
         default=Invocation.Source.API,
         help_text="dashboard when sent by the dashboard's console.",
+    )
+    priority = PriorityField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="0-9, higher goes first: the run's, over the command's and its workflow's.",
+    )
+    deadline = DeadlineField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Seconds the run may take before it is cancelled, over the command's "
+        "`timeout` and its workflow's.",
     )
 
 

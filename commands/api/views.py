@@ -53,10 +53,11 @@ class CommandDetailView(generics.RetrieveAPIView):
 
 
 class ExecuteView(APIView):
-    """`{"text": "/demo:release 1.4.0 env=prod", "dry_run": false}` → 201 with the
-    invocation and its run; 400 (invalid, failed) or 403 (denied) with the error,
-    and the attempt is audited either way (a refusal is a CommandFailure, which the
-    API's handler answers: `fields` names the argument and points at its token)."""
+    """`{"text": "/demo:release 1.4.0 env=prod", "dry_run": false}` (and, for its run, a
+    `priority` and a `deadline`) → 201 with the invocation and its run; 400 (invalid,
+    failed) or 403 (denied) with the error, and the attempt is audited either way (a
+    refusal is a CommandFailure, which the API's handler answers: `fields` names the
+    argument and points at its token)."""
 
     throttle_classes = [CommandThrottle]
 
@@ -67,11 +68,14 @@ class ExecuteView(APIView):
     def post(self, request):
         body = ExecuteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        given = body.validated_data
         invocation = command_execute(
-            text=body.validated_data["text"],
+            text=given["text"],
             user=request.user,
-            source=body.validated_data["source"],
-            dry_run=body.validated_data["dry_run"],
+            source=given["source"],
+            dry_run=given["dry_run"],
+            priority=given["priority"],
+            deadline=given["deadline"],
         )
         data = InvocationSerializer(invocation).data
         code = status.HTTP_200_OK if invocation.dry_run else status.HTTP_201_CREATED

@@ -1,6 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from coordination.models import Run, StepRun, Workflow
+from coordination.spec import PRIORITY, RUN_TIMEOUT
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
@@ -30,7 +32,8 @@ class StepRunSerializer(serializers.ModelSerializer):
         fields = [
             "id", "key", "step_id", "group", "item_index", "state", "skill", "agent",
             "attempt", "tries", "inputs", "output", "error", "traceback", "waiting_reason",
-            "history", "queued_at", "started_at", "finished_at",
+            "priority", "concurrency_key", "rate_key", "history", "queued_at", "started_at",
+            "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -46,7 +49,8 @@ class RunSerializer(serializers.ModelSerializer):
         model = Run
         fields = [
             "id", "workflow", "version", "state", "params", "error", "created_by",
-            "rerun_of", "created_at", "started_at", "finished_at",
+            "rerun_of", "priority", "deadline", "concurrency_key", "waiting_reason",
+            "created_at", "started_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -85,8 +89,50 @@ class VersionSerializer(serializers.Serializer):
     )
 
 
+class PriorityField(serializers.IntegerField):
+    """A run's priority, 0-9 (coordination.spec.PRIORITY)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=PRIORITY["minimum"], max_value=PRIORITY["maximum"], **kwargs)
+
+
+@extend_schema_field(
+    {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": RUN_TIMEOUT["maximum"]}
+)
+class DeadlineField(serializers.FloatField):
+    """Seconds a run may take, more than 0 (DRF's bounds are inclusive, so the lower
+    one is checked here and published above)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_value=RUN_TIMEOUT["maximum"], **kwargs)
+
+    def to_internal_value(self, data) -> float:
+        if isinstance(data, bool):  # float(True) is 1.0: `true` is no number of seconds
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        if value <= 0:
+            raise serializers.ValidationError("Must be more than 0 seconds.")
+        return value
+
+
 class StartSerializer(serializers.Serializer):
+    """What a run starts with: its params, and what it overrides of its workflow's
+    `priority` and `timeout`."""
+
     params = serializers.DictField(required=False, default=dict)
+    priority = PriorityField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="0-9, higher goes first; the workflow's `priority` (else 0) by default.",
+    )
+    deadline = DeadlineField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Seconds the run may take before it is cancelled (deadline exceeded); "
+        "the workflow's `timeout` by default.",
+    )
 
 
 class RejectSerializer(serializers.Serializer):

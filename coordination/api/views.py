@@ -27,7 +27,9 @@ from coordination.selectors import (
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
     run_cancel,
+    run_pause,
     run_rerun,
+    run_resume,
     run_start,
     step_approve,
     step_reject,
@@ -76,11 +78,17 @@ class WorkflowViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=StartSerializer, responses={201: RunSerializer})
     @action(detail=True, methods=["post"], permission_classes=needs("coordination.add_run"))
     def start(self, request, name=None):
-        """Start a run of the newest version with `params`."""
+        """Start a run of the newest version with `params` (and, over the workflow's,
+        a `priority` and a `deadline`)."""
         body = StartSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        given = body.validated_data
         run = run_start(
-            workflow=self.get_object(), params=body.validated_data["params"], user=request.user
+            workflow=self.get_object(),
+            params=given["params"],
+            user=request.user,
+            priority=given["priority"],
+            deadline=given["deadline"],
         )
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
@@ -139,6 +147,23 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def cancel(self, request, pk=None):
         """Cancel the run: queued steps never start, running ones are stopped."""
         return self._detail(run_cancel(run=self.get_object(), user=request.user))
+
+    @extend_schema(request=None, responses={200: RunDetailSerializer})
+    @action(
+        detail=True, methods=["post"], permission_classes=needs(RUN_ACTION_PERMISSIONS["pause"])
+    )
+    def pause(self, request, pk=None):
+        """Hold the run: nothing new starts (ready steps wait, `paused`), running steps
+        finish, approvals can still be decided."""
+        return self._detail(run_pause(run=self.get_object(), user=request.user))
+
+    @extend_schema(request=None, responses={200: RunDetailSerializer})
+    @action(
+        detail=True, methods=["post"], permission_classes=needs(RUN_ACTION_PERMISSIONS["resume"])
+    )
+    def resume(self, request, pk=None):
+        """Let a paused run go on: what is ready starts."""
+        return self._detail(run_resume(run=self.get_object(), user=request.user))
 
     @extend_schema(request=None, responses={201: RunDetailSerializer})
     @action(

@@ -95,3 +95,15 @@ def test_the_reload_action_syncs_the_definition_files(admin_client, hello, defin
     assert Command.objects.get(name="hello").description == "Say hello twice"
     assert "/hello updated to v2" in page
     assert "broken.md" in page and "no.such" in page
+
+
+def test_the_admin_sets_a_commands_priority_and_timeout_as_its_file_would(admin_client, hello):
+    url = reverse("admin:commands_command_change", args=[hello.pk])
+
+    broken = admin_client.post(url, form_data(hello, priority="12"))
+    saved = admin_client.post(url, form_data(hello, priority="5", timeout="30"))
+
+    assert "admin /hello: priority: 12 is greater than the maximum of 9" in broken.content.decode()
+    assert saved.status_code == 302
+    command = Command.objects.get(pk=hello.pk)
+    assert (command.version, command.priority, command.timeout) == (2, 5, 30)

@@ -215,3 +215,80 @@ def test_a_bad_audit_filter_is_a_400_naming_it(users, query, field):
 
     assert response.status_code == 400
     assert list(response.json()["error"]["fields"]) == [field]
+
+
+@pytest.fixture
+def urgent(definitions):
+    """`/urgent`: its runs at priority 3 with a minute's deadline, unless the invocation
+    says otherwise."""
+    definitions("urgent.md", """
+        ---
+        priority: 3
+        timeout: 60
+        workflow: {priority: 1, steps: [{id: a, skill: noop}]}
+        ---
+    """)  # fmt: skip
+    commands_load(paths=[definitions.root])
+
+
+def test_an_invocation_sets_its_runs_priority_and_deadline_over_the_commands(users, urgent):
+    client = APIClient()
+    client.force_authenticate(users["ada"])
+
+    def execute(**body):
+        return client.post("/api/v1/commands/execute", {"text": "/urgent", **body}, format="json")
+
+    mine = execute(priority=9, deadline=600)
+    default = execute()
+    plan = execute(dry_run=True, priority=0)
+
+    assert mine.status_code == 201, mine.json()
+    invocation = mine.json()["invocation"]
+    assert (invocation["priority"], invocation["deadline"]) == (9, 600)
+    run = Run.objects.get(pk=invocation["run"]["id"])
+    assert run.priority == 9
+    assert 599 < (run.deadline - run.created_at).total_seconds() <= 600
+    run = Run.objects.get(pk=default.json()["run"]["id"])
+    assert run.priority == 3  # the command's, over its workflow's
+    assert 59 < (run.deadline - run.created_at).total_seconds() <= 60
+    assert default.json()["invocation"]["priority"] is None
+    assert (plan.json()["plan"]["priority"], plan.json()["plan"]["deadline"]) == (0, 60)
+    listed = client.get("/api/v1/commands/urgent/").json()
+    assert (listed["priority"], listed["timeout"]) == (3, 60)
+
+
+@pytest.mark.parametrize(
+    "given, field, message",
+    [
+        ({"priority": 12}, "priority", "Ensure this value is less than or equal to 9."),
+        ({"priority": 1.5}, "priority", "A valid integer is required."),
+        ({"deadline": 0}, "deadline", "Must be more than 0 seconds."),
+        ({"deadline": "soon"}, "deadline", "A valid number is required."),
+    ],
+)
+def test_a_bad_priority_or_deadline_is_a_400_naming_it_and_starts_nothing(
+    users, urgent, given, field, message
+):
+    client = APIClient()
+    client.force_authenticate(users["ada"])
+
+    response = client.post("/api/v1/commands/execute", {"text": "/urgent", **given}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {field: [message]}
+    assert not Run.objects.exists() and not Invocation.objects.exists()
+
+
+def test_a_builtin_takes_no_priority(users):
+    client = APIClient()
+    client.force_authenticate(users["ada"])
+
+    response = client.post(
+        "/api/v1/commands/execute", {"text": "/hive:status", "priority": 5}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["priority"] == [
+        "/hive:status starts no run to give it to"
+    ]
+    assert list(Invocation.objects.values_list("outcome", "priority")) == [("invalid", 5)]

@@ -189,6 +189,98 @@ def test_run_control_builtins_need_the_apis_permission_and_visibility(
             command_execute(text=text, user=allowed, source="cli")
 
 
+def test_pause_and_resume_a_run_with_the_apis_permission(hive, users, make_workflow, harness):
+    harness.agent("a1")  # takes nothing until drained: the step stays queued
+    run = run_start(workflow=make_workflow([{"id": "a", "skill": "noop"}]), params={},
+                    user=users["admin"])  # fmt: skip
+    state = Run.objects.get(pk=run.pk).state
+    lacking = _user("lacking", "execute_command", "view_run", "change_steprun", "change_agent")
+    blind = _user("blind", "execute_command", "change_run")  # may not see admin's run
+    allowed = _user("allowed", "execute_command", "view_run", "change_run")
+    api = APIClient()
+
+    api.force_authenticate(lacking)
+    for action in ("pause", "resume"):
+        assert api.post(f"/api/v1/runs/{run.pk}/{action}/").status_code == 403
+        with pytest.raises(CommandFailure, match="needs coordination.change_run ") as denied:
+            command_execute(text=f"/hive:{action} {run.pk}", user=lacking, source="cli")
+        assert denied.value.code == "denied"
+    api.force_authenticate(blind)
+    for action in ("pause", "resume"):
+        assert api.post(f"/api/v1/runs/{run.pk}/{action}/").status_code == 404
+        with pytest.raises(CommandFailure, match=f"^no run {run.pk}$"):
+            command_execute(text=f"/hive:{action} {run.pk}", user=blind, source="cli")
+    assert Run.objects.get(pk=run.pk).state == state  # nothing changed
+    assert steps_of(Run.objects.get(pk=run.pk))["a"].state == "queued"
+
+    def allowed_to(text: str) -> dict:
+        return command_execute(text=text, user=allowed, source="cli").output
+
+    assert allowed_to(f"/hive:pause {run.pk}")["message"] == f"run {run.pk}: paused"
+    with pytest.raises(CommandFailure, match=f"^run {run.pk} is already paused$"):
+        allowed_to(f"/hive:pause {run.pk}")
+    assert allowed_to(f"/hive:run {run.pk}")["message"].splitlines()[1] == "  a: pending: paused"
+    assert allowed_to(f"/hive:resume {run.pk}")["message"] == f"run {run.pk}: {state}"
+    with pytest.raises(CommandFailure, match=f"^run {run.pk} is {state}, not paused$"):
+        allowed_to(f"/hive:resume {run.pk}")
+    assert steps_of(Run.objects.get(pk=run.pk))["a"].state == "queued"
+    harness.drain()
+    assert Run.objects.get(pk=run.pk).state == "succeeded"
+    with pytest.raises(CommandFailure) as finished:
+        allowed_to(f"/hive:pause {run.pk}")
+    assert (str(finished.value), finished.value.code) == (
+        f"run {run.pk} is already succeeded: cannot pause it", "failed",
+    )  # fmt: skip
+    outcomes = Invocation.objects.filter(user=allowed).order_by("id").values_list("outcome")
+    assert [o for (o,) in outcomes] == ["done", "failed", "done", "done", "failed", "failed"]
+
+
+def test_resume_takes_a_run_or_an_agent_each_with_its_own_permission(hive, users, make_workflow):
+    run = run_start(workflow=make_workflow([{"id": "a", "skill": "noop"}]), params={})
+    hive(f"/hive:pause {run.pk}")
+    keeper = _user("keeper", "change_agent", "view_run")  # agents, not runs
+    runner = _user("runner", "change_run", "view_run")  # runs, not agents
+    nobody = _user("nobody", "execute_command", "view_run")
+
+    with pytest.raises(CommandFailure) as denied:
+        command_execute(text=f"/hive:resume {run.pk}", user=keeper, source="cli")
+    assert (str(denied.value), denied.value.code) == (
+        "permission denied: resuming a run needs coordination.change_run and keeper does not "
+        "have it", "denied",
+    )  # fmt: skip
+    with pytest.raises(CommandFailure) as denied:
+        command_execute(text="/hive:resume ghost", user=runner, source="cli")
+    assert (str(denied.value), denied.value.code) == (
+        "permission denied: resuming an agent needs agents.change_agent and runner does not "
+        "have it", "denied",
+    )  # fmt: skip
+    with pytest.raises(CommandFailure) as denied:
+        command_execute(text="/hive:resume ghost", user=nobody, source="cli")
+    assert str(denied.value) == (
+        "permission denied: /hive:resume needs coordination.change_run or agents.change_agent "
+        "and nobody does not have any"
+    )
+    assert Run.objects.get(pk=run.pk).state == "paused"
+    # Past the permission, each goes on to its target.
+    with pytest.raises(CommandFailure, match="^no agent named 'ghost'$"):
+        command_execute(text="/hive:resume ghost", user=keeper, source="cli")
+    resumed = command_execute(text=f"/hive:resume {run.pk}", user=runner, source="cli")
+    assert resumed.output["run"] == run.pk and Run.objects.get(pk=run.pk).state != "paused"
+    # Each is listed to whoever may use it at all, and its help says both.
+    for user, listed in ((keeper, True), (runner, True), (nobody, False)):
+        user.user_permissions.add(Permission.objects.get(codename="execute_command"))
+        user = get_user_model().objects.get(pk=user.pk)  # permissions are cached
+        commands = command_execute(text="/hive:help", user=user, source="cli").output["commands"]
+        assert ("hive:resume" in commands) is listed, user
+    assert hive("/hive:help hive:resume")["message"].splitlines()[:3] == [
+        "/hive:resume <target>",
+        "Resume a paused run (its id) or a drained agent (its name).",
+        "arguments:",
+    ]
+    with pytest.raises(CommandFailure, match="target: 0 is less than the minimum of 1"):
+        hive("/hive:resume 0")
+
+
 def test_send_reaches_an_agent_even_one_that_is_down_until_it_is_back(hive, start_agent, users):
     up = start_agent("listener", skills="noop")
     up.stop()

@@ -239,3 +239,24 @@ def test_text_the_database_cannot_store_is_refused_pointing_at_it_and_audited(us
     assert list(Invocation.objects.values_list("text", "outcome")) == [
         ("/hive:help \ufffd", "invalid")
     ]
+
+
+def test_hive_run_gives_the_run_a_priority_and_a_deadline_or_names_the_bad_one(users, definitions):
+    definitions("urgent.md", "---\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n")
+    commands_load(paths=[definitions.root])
+
+    with pytest.raises(CommandError) as invalid:
+        call_command("hive", "run", "/urgent", "--priority", "12")
+    assert (invalid.value.returncode, str(invalid.value)) == (
+        2, "priority: must be an integer from 0 to 9, not 12",
+    )  # fmt: skip
+    with pytest.raises(CommandError, match="^deadline: must be a number of seconds, more than 0"):
+        call_command("hive", "run", "/urgent", "--deadline", "-1")
+    assert not Run.objects.exists()
+    assert list(Invocation.objects.values_list("outcome", flat=True)) == ["invalid", "invalid"]
+
+    assert run_cli("/urgent", "--priority", "9", "--deadline", "600") == 0
+
+    run = Run.objects.get()
+    assert run.priority == 9
+    assert 599 < (run.deadline - run.created_at).total_seconds() <= 600

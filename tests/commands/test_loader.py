@@ -2,6 +2,9 @@
 disabled when removed; a broken file names the file, line and problem, and the
 version already loaded stays active."""
 
+import hashlib
+import json
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -10,6 +13,8 @@ from commands.loader import SHIPPED_DIR
 from commands.models import Command
 from commands.services import commands_load
 from coordination.models import Workflow
+from coordination.services import workflow_save
+from coordination.spec import spec_validate
 
 pytestmark = pytest.mark.django_db
 
@@ -133,20 +138,20 @@ BROKEN = [
     (
         "unknown_field.md",
         "---\nworkflow: {steps: [{id: a, skill: noop}]}\nmodel: opus\n---\n",
-        "unknown_field.md:2: unknown field 'model' (fields: name, description, argument-hint, "
-        "params, workflow, permission, approval, overlap, enabled)",
+        "unknown_field.md:3: unknown field 'model' (fields: name, description, argument-hint, "
+        "params, workflow, permission, approval, overlap, enabled, priority, timeout)",
     ),
     (
         "bad_overlap.md",
         "---\nworkflow: {steps: [{id: a, skill: noop}]}\noverlap: sometimes\n---\n",
-        "bad_overlap.md:2: overlap: one of allow, skip, queue, cancel-running, or "
+        "bad_overlap.md:3: overlap: one of allow, skip, queue, cancel-running, or "
         "{policy: ..., key: '...'}",
     ),
     (
         "bad_permission.md",
         "---\nworkflow: {steps: [{id: a, skill: noop}]}\n"
         "permission: commands.launch_rockets\n---\n",
-        "bad_permission.md:2: permission: no permission 'commands.launch_rockets' exists "
+        "bad_permission.md:3: permission: no permission 'commands.launch_rockets' exists "
         "(the default is commands.execute_command)",
     ),
     (
@@ -174,6 +179,47 @@ BROKEN = [
         "stored.md",
         "---\nworkflow: release@7\n---\n",
         "stored.md:2: workflow: no workflow 'release@7'; load it first with hive workflow load",
+    ),
+    # Flow control: the command's own, and its inline workflow's.
+    (
+        "bad_priority.md",
+        "---\nworkflow: {steps: [{id: a, skill: noop}]}\npriority: 12\n---\n",
+        "bad_priority.md:3: priority: 12 is greater than the maximum of 9",
+    ),
+    (
+        "bad_timeout.md",
+        "---\nworkflow: {steps: [{id: a, skill: noop}]}\ntimeout: -5\n---\n",
+        "bad_timeout.md:3: timeout: -5 is less than or equal to the minimum of 0",
+    ),
+    (
+        "bad_concurrency.md",
+        "---\nworkflow:\n  steps: [{id: a, skill: noop}]\n  concurrency: {key: x, limit: 0}\n---\n",
+        "bad_concurrency.md:4: concurrency.limit: 0 is less than the minimum of 1",
+    ),
+    (
+        "bad_run_key.md",
+        "---\nworkflow:\n  steps: [{id: a, skill: noop}]\n"
+        '  concurrency: {key: "deploy:{{ params.env", limit: 1}\n---\n',
+        "bad_run_key.md:4: concurrency.key: template error: unexpected end of template, "
+        "expected 'end of print statement'.",
+    ),
+    (
+        "bad_workflow_priority.md",
+        "---\nworkflow:\n  steps: [{id: a, skill: noop}]\n  priority: 10\n---\n",
+        "bad_workflow_priority.md:4: priority: 10 is greater than the maximum of 9",
+    ),
+    (
+        "bad_step_rate.md",
+        "---\nworkflow:\n  steps:\n    - id: a\n      skill: noop\n"
+        "      rate: {limit: 5, per: -1}\n---\n",
+        "bad_step_rate.md:6: step 'a': rate.per: -1 is less than or equal to the minimum of 0",
+    ),
+    (
+        "bad_inline_field.md",
+        "---\nworkflow:\n  steps: [{id: a, skill: noop}]\n  retries: 3\n---\n",
+        "bad_inline_field.md:4: workflow: unknown field 'retries' (an inline workflow has "
+        "steps, a description, priority, timeout and concurrency; its params are the "
+        "command's)",
     ),
 ]
 
@@ -309,6 +355,7 @@ def test_the_shipped_commands_and_builtins_load(settings):
             "runs",
             "run",
             "cancel",
+            "pause",
             "retry",
             "approve",
             "reject",
@@ -348,6 +395,68 @@ def test_a_stored_workflow_can_be_named_by_version(definitions, make_workflow):
         ("x", ["approval"], False, ""),
     ]
     assert spec["description"] == f"runs {stored}"
+
+
+def test_a_command_sets_its_runs_priority_and_timeout_and_its_workflows_flow(definitions):
+    definitions(
+        "deploy.md",
+        """
+        ---
+        params: {env: {enum: [staging, prod]}}
+        priority: 7
+        timeout: 600
+        workflow:
+          concurrency: {key: "deploy:{{ params.env }}", limit: 1}
+          priority: 2
+          steps:
+            - {id: a, skill: noop, rate: {limit: 5, per: 60}}
+        ---
+    """,
+    )
+    commands_load(paths=[definitions.root])
+
+    command = Command.objects.get(name="deploy")
+    spec = command.workflow.spec
+    assert (command.priority, command.timeout) == (7, 600)
+    assert (spec["concurrency"], spec["priority"]) == ({"key": "deploy:{{ params.env }}",
+                                                        "limit": 1}, 2)  # fmt: skip
+    assert "timeout" not in spec
+    assert spec["steps"][0]["rate"] == {"limit": 5, "per": 60}
+
+
+def test_a_command_without_flow_control_keeps_the_digest_it_had(definitions):
+    # Digested as before flow control: an upgrade makes no new version of every command.
+    definitions("plain.md", "---\nworkflow: {steps: [{id: a, skill: noop}]}\n---\n")
+    commands_load(paths=[definitions.root])
+
+    command = Command.objects.get(name="plain")
+    fields = {
+        "name": "plain", "description": "", "argument_hint": "", "params": command.params,
+        "definition": command.definition, "workflow_spec": command.workflow.spec,
+        "permission": "commands.execute_command", "approval": "", "overlap": "allow",
+        "overlap_key": "", "body": "",
+    }  # fmt: skip
+    old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    assert (command.priority, command.timeout, command.digest) == (None, None, old)
+
+
+def test_a_command_running_a_stored_workflow_keeps_its_flow_control(definitions):
+    spec = spec_validate(
+        {"steps": [{"id": "x", "skill": "noop"}], "priority": 4, "timeout": 30,
+         "concurrency": {"key": "nightly", "limit": 1}},
+        source="test",
+    )  # fmt: skip
+    workflow_save(name="nightly", spec=spec)
+    definitions("nightly.md", "---\nworkflow: nightly@1\n---\n")
+
+    commands_load(paths=[definitions.root])
+
+    command = Command.objects.get(name="nightly")
+    assert {f: command.workflow.spec.get(f) for f in ("priority", "timeout", "concurrency")} == {
+        "priority": 4,
+        "timeout": 30,
+        "concurrency": {"key": "nightly", "limit": 1},
+    }
 
 
 def test_two_files_defining_one_name_are_refused(definitions):

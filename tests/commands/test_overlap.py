@@ -9,8 +9,14 @@ import pytest
 from django.db import connection
 
 from commands.models import Invocation
-from commands.services import CommandFailure, command_execute, commands_load
+from commands.services import (
+    CommandFailure,
+    command_execute,
+    commands_load,
+    invocations_dequeue,
+)
 from coordination.models import Run
+from coordination.services import run_cancel, run_pause
 from tests.processes import wait_for
 from tests.runs import wait_run
 
@@ -157,3 +163,24 @@ def test_an_overlap_key_that_cannot_render_refuses_the_dry_run_as_the_run(defini
             "overlap key: 'dict object' has no attribute 'lane'",
         )
     assert not Run.objects.exists()
+
+
+def test_a_paused_run_holds_its_key_and_a_queued_invocation_keeps_its_priority(nap, users):
+    skip = nap("skip")
+    first = skip("/nap 0")
+    run_pause(run=first.run, user=None)
+
+    skipped = skip("/nap 0")
+    assert skipped.outcome == "skipped"
+
+    nap("queue")  # the same command, queueing now
+    queued = command_execute(
+        text="/nap 0", user=users["ada"], source="api", priority=8, deadline=120
+    )
+    assert (queued.outcome, queued.priority, queued.deadline) == ("queued", 8, 120)
+    run_cancel(run=first.run, user=None)
+    assert invocations_dequeue() == 1
+
+    queued.refresh_from_db()
+    assert queued.run.priority == 8
+    assert 119 < (queued.run.deadline - queued.run.created_at).total_seconds() <= 120

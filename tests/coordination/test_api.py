@@ -73,6 +73,8 @@ def error(response) -> dict:
         ("get", "/api/v1/runs/"),
         ("get", "/api/v1/runs/1/"),
         ("post", "/api/v1/runs/1/cancel/"),
+        ("post", "/api/v1/runs/1/pause/"),
+        ("post", "/api/v1/runs/1/resume/"),
         ("post", "/api/v1/runs/1/steps/build/approve/"),
         ("get", "/api/v1/events/"),
     ],
@@ -144,6 +146,50 @@ def test_starting_a_workflow_creates_a_run(ada, workflow):
     run = Run.objects.get()
     assert response.json()["id"] == run.pk
     assert (run.created_by, run.params, run.workflow) == (ada, {"v": "1.4"}, workflow)
+
+
+def test_a_start_may_set_the_runs_priority_and_deadline(ada, workflow):
+    ada = grant(ada, "coordination.add_run")
+
+    response = client_for(ada).post(
+        "/api/v1/workflows/release/start/",
+        {"params": {"v": "1"}, "priority": 7, "deadline": 600},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.json()
+    run = Run.objects.get()
+    assert run.priority == 7
+    assert 599 < (run.deadline - run.created_at).total_seconds() <= 600
+    body = response.json()
+    assert (body["priority"], body["concurrency_key"], body["waiting_reason"]) == (7, "", "")
+    assert body["deadline"] == run.deadline.isoformat().replace("+00:00", "Z")
+    # Its steps take the run's priority.
+    assert set(run.steps.values_list("priority", flat=True)) == {7}
+
+
+@pytest.mark.parametrize(
+    "given, field, message",
+    [
+        ({"priority": 12}, "priority", "Ensure this value is less than or equal to 9."),
+        ({"priority": -1}, "priority", "Ensure this value is greater than or equal to 0."),
+        ({"priority": "high"}, "priority", "A valid integer is required."),
+        ({"deadline": 0}, "deadline", "Must be more than 0 seconds."),
+        ({"deadline": -5}, "deadline", "Must be more than 0 seconds."),
+        ({"deadline": True}, "deadline", "A valid number is required."),
+        ({"deadline": 10**9}, "deadline", "Ensure this value is less than or equal to 604800."),
+    ],
+)
+def test_a_bad_priority_or_deadline_is_a_400_naming_it_and_starts_nothing(
+    ada, workflow, given, field, message
+):
+    ada = grant(ada, "coordination.add_run")
+
+    response = client_for(ada).post("/api/v1/workflows/release/start/", given, format="json")
+
+    assert response.status_code == 400
+    assert error(response)["fields"] == {field: [message]}
+    assert Run.objects.count() == 0
 
 
 # --- runs ------------------------------------------------------------------------
@@ -248,6 +294,92 @@ def test_cancel_needs_change_run_then_cancels_and_409s_the_second_time(ada, work
         "message": f"run {run.pk} is already cancelled",
         "fields": {},
     }
+
+
+def test_pause_and_resume_need_change_run(ada, workflow):
+    run = run_start(workflow=workflow, params={}, user=ada)
+    client = client_for(ada)
+
+    for action in ("pause", "resume"):
+        response = client.post(f"/api/v1/runs/{run.pk}/{action}/")
+        assert response.status_code == 403
+        assert error(response)["code"] == "permission_denied"
+    assert Run.objects.get(pk=run.pk).state == run.state != "paused"
+
+
+def test_pause_holds_the_run_and_resume_lets_it_go_on(harness, workflow):
+    harness.agent("a1")
+    ada = grant(User.objects.create_user("ada", password="pw"), "coordination.change_run")
+    run = run_start(workflow=workflow, params={}, user=ada)
+    client = client_for(ada)
+
+    paused = client.post(f"/api/v1/runs/{run.pk}/pause/")
+    again = client.post(f"/api/v1/runs/{run.pk}/pause/")
+    harness.drain()  # the message sent before the pause reaches the agent: no claim
+
+    assert paused.status_code == 200
+    assert (paused.json()["state"], paused.json()["waiting_reason"]) == ("paused", "paused by ada")
+    build = paused.json()["steps"][0]
+    assert (build["state"], build["waiting_reason"]) == ("pending", "paused")
+    assert again.status_code == 409
+    assert error(again) == {
+        "code": "conflict",
+        "message": f"run {run.pk} is already paused",
+        "fields": {},
+    }
+    assert StepRun.objects.get(run=run, key="build").state == "pending"
+
+    resumed = client.post(f"/api/v1/runs/{run.pk}/resume/")
+    not_paused = client.post(f"/api/v1/runs/{run.pk}/resume/")
+
+    assert resumed.status_code == 200
+    assert (resumed.json()["state"], resumed.json()["waiting_reason"]) == ("running", "")
+    assert resumed.json()["steps"][0]["state"] == "queued"
+    assert not_paused.status_code == 409
+    assert error(not_paused)["message"] == f"run {run.pk} is running, not paused"
+    harness.drain()
+    assert Run.objects.get(pk=run.pk).state == "succeeded"
+
+
+@pytest.mark.parametrize("action", ["pause", "resume"])
+def test_pausing_or_resuming_a_finished_run_is_a_409_naming_its_state(ada, workflow, action):
+    run = run_start(workflow=workflow, params={}, user=ada)
+    client = client_for(grant(ada, "coordination.change_run"))
+    client.post(f"/api/v1/runs/{run.pk}/cancel/")
+
+    response = client.post(f"/api/v1/runs/{run.pk}/{action}/")
+
+    assert response.status_code == 409
+    assert error(response)["message"] == f"run {run.pk} is already cancelled: cannot {action} it"
+    assert Run.objects.get(pk=run.pk).state == "cancelled"
+
+
+def test_pause_and_resume_404_on_a_run_the_user_may_not_see(ada, boss, workflow):
+    theirs = run_start(workflow=workflow, params={}, user=boss)
+    client = client_for(grant(ada, "coordination.change_run"))
+
+    assert client.post(f"/api/v1/runs/{theirs.pk}/pause/").status_code == 404
+    assert Run.objects.get(pk=theirs.pk).state == theirs.state != "paused"
+
+
+def test_steps_show_their_priority_and_flow_keys(boss, make_workflow):
+    flowing = make_workflow(
+        [
+            {"id": "deploy", "skill": "noop", "priority": 8,
+             "concurrency": {"key": "deploy:{{ params.env }}", "limit": 1},
+             "rate": {"limit": 5, "per": 60}},
+        ],
+        params={"type": "object", "properties": {"env": {"type": "string"}}},
+    )  # fmt: skip
+    run = run_start(workflow=flowing, params={"env": "prod"}, user=boss)
+
+    (step,) = client_for(boss).get(f"/api/v1/runs/{run.pk}/").json()["steps"]
+
+    assert (step["priority"], step["concurrency_key"], step["rate_key"]) == (
+        8,
+        "deploy:prod",
+        "skill:noop",
+    )
 
 
 def test_rerun_starts_a_new_run_with_the_same_params(ada, workflow):

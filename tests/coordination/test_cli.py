@@ -81,3 +81,23 @@ def test_load_names_the_broken_file(tmp_path):
 
     with pytest.raises(CommandError, match=r"broken.yaml:3: step 'a': skill: unknown skill 'nope'"):
         call_command("hive", "workflow", "load", str(broken))
+
+
+def test_start_takes_a_priority_and_a_deadline_and_names_a_bad_one(tmp_path, capsys):
+    free = tmp_path / "free.yaml"
+    free.write_text("priority: 2\nsteps:\n  - id: a\n    skill: noop\n")
+    call_command("hive", "workflow", "load", str(free))
+
+    with pytest.raises(CommandError, match=r"^--priority: must be an integer from 0 to 9, not 12$"):
+        call_command("hive", "workflow", "start", "free", "--priority", "12")
+    with pytest.raises(CommandError, match=r"^--deadline: must be a number of seconds, more "):
+        call_command("hive", "workflow", "start", "free", "--deadline", "0")
+    assert not Run.objects.exists()
+
+    call_command("hive", "workflow", "start", "free")
+    call_command("hive", "workflow", "start", "free", "--priority", "9", "--deadline", "60")
+
+    default, urgent = Run.objects.order_by("id")
+    assert (default.priority, default.deadline) == (2, None)
+    assert urgent.priority == 9
+    assert 59 < (urgent.deadline - urgent.created_at).total_seconds() <= 60

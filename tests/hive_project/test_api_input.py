@@ -129,11 +129,12 @@ def test_the_openapi_schema_needs_a_login_and_lists_every_endpoint(live_server_u
     assert {"/api/v1/runs/{id}/cancel/", "/api/v1/events/", "/api/v1/agents/"} <= set(
         schema["paths"]
     )
-    cancel = schema["paths"]["/api/v1/runs/{id}/cancel/"]["post"]["responses"]
-    assert set(cancel) == {"200", "400", "401", "403", "404", "409", "413", "415"}
-    assert cancel["409"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Error"
-    }
+    for action in ("cancel", "pause", "resume"):
+        answers = schema["paths"][f"/api/v1/runs/{{id}}/{action}/"]["post"]["responses"]
+        assert set(answers) == {"200", "400", "401", "403", "404", "409", "413", "415"}
+        assert answers["409"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
 
 
 def test_the_api_docs_page_sends_visitors_to_log_in_and_works_offline(live_server_url):
