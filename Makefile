@@ -31,10 +31,11 @@ TEST_WORKERS ?= 3
 test: $(STAMP) ## Run the whole test suite (real Redis, database and agent processes)
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-lint: $(STAMP) ## Check the code with ruff, and the apps' layers with import-linter
+lint: $(STAMP) ## Check the code with ruff, the apps' layers with import-linter, and that every model change has its migration
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(PY) manage.py makemigrations --check --dry-run
 
 format: $(STAMP) ## Format the code with ruff
 	$(VENV)/bin/ruff check --fix .

@@ -30,4 +30,9 @@ class Migration(migrations.Migration):
             name='priority',
             field=models.PositiveSmallIntegerField(blank=True, help_text='0-9.', null=True),
         ),
+        migrations.AlterField(
+            model_name='command',
+            name='permission',
+            field=models.CharField(default='commands.execute_command', help_text='app_label.codename; a built-in may take any one of several, split by |.', max_length=200),
+        ),
     ]
