@@ -21,6 +21,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.routing import RoutingError
@@ -319,7 +320,11 @@ class Engine:
         self.run.state, self.run.waiting_reason = Run.State.PAUSED, reason
         event_emit(kind="run.paused", subject=run_subject(self.run.pk), data={"by": by})
         # A queued step's message may still reach an agent: its claim finds it pending.
-        for step in self.steps(state=StepRun.State.QUEUED).select_for_update():
+        # Steps waiting for an agent, a slot or a rate leave those lines: resume sends
+        # them again, each to wait anew if it must.
+        waiting = Q(state=StepRun.State.PENDING) & ~Q(waiting_reason__in=["", flow.WAIT_PAUSED])
+        held = self.steps().filter(Q(state=StepRun.State.QUEUED) | waiting)
+        for step in held.select_for_update():
             self._wait(step, flow.WAIT_PAUSED)
             StepRun.objects.filter(pk=step.pk).update(
                 **{f: getattr(step, f) for f in _DISPATCH_FIELDS}

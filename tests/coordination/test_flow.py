@@ -230,6 +230,26 @@ def test_pause_holds_queued_and_ready_steps_and_resume_sends_them(harness, agent
     assert [e.kind for e in kinds] == ["run.paused", "run.resumed"]
 
 
+def test_pause_takes_waiting_steps_out_of_their_lines(harness, agent, make_workflow):
+    workflow = make_workflow(
+        [{"id": "ship", "skill": "noop", "concurrency": {"key": "k", "limit": 1}},
+         {"id": "far", "skill": "noop", "agent": "nobody"}]
+    )  # fmt: skip
+    holder, waiter = (run_start(workflow=workflow, params={}) for _ in range(2))
+    assert steps_of(waiter)["ship"].waiting_reason == "waiting for capacity: k 1/1"
+
+    run_pause(run=waiter)
+
+    steps = steps_of(waiter)
+    assert steps["ship"].waiting_reason == steps["far"].waiting_reason == "paused"
+    harness.run_sent()  # the holder ends; the paused run's step is not in the line
+    assert steps_of(waiter)["ship"].state == "pending"
+    run_resume(run=waiter)
+    assert steps_of(waiter)["ship"].state == "queued"
+    assert steps_of(waiter)["far"].waiting_reason.startswith("waiting for an agent")
+    run_cancel(run=holder)
+
+
 def test_resuming_a_run_that_is_not_paused_is_a_conflict(agent, make_workflow):
     run = run_start(workflow=make_workflow([{"id": "one", "skill": "noop"}]), params={})
 
