@@ -61,7 +61,7 @@ def queue_lengths(client, queues: list[str]) -> dict[str, int]:
 @dataclass(frozen=True)
 class Outgoing:
     """A step to send: its row, try and Celery task id, the queue, its time limit, its
-    priority, and whether its claim counts it against a rate."""
+    priority, and the rates its claim counts it against ([key, limit, per] each)."""
 
     step_run_id: int
     attempt: int
@@ -69,7 +69,7 @@ class Outgoing:
     queue: str
     timeout: int | None
     priority: int = 0
-    rated: bool = False
+    rates: tuple = ()
 
 
 def _queue_bind(name: str, channel) -> None:
@@ -98,9 +98,7 @@ class CeleryTransport:
             for out in outgoing:
                 app.send_task(
                     EXECUTE_STEP_TASK,
-                    (out.step_run_id, out.attempt, True)
-                    if out.rated
-                    else (out.step_run_id, out.attempt),
+                    (out.step_run_id, out.attempt, *([out.rates] if out.rates else [])),
                     queue=out.queue,
                     priority=broker_priority(out.priority),
                     task_id=out.task_id,
@@ -185,7 +183,7 @@ class Continuation:
     def __init__(self, *, agent: str, queues: list[str], task_id: str):
         self.agent, self.queues, self.task_id = agent, frozenset(queues), task_id
         self.until = time.monotonic() + KEEP_FOR
-        self._step: tuple[StepRun, bool] | None = None
+        self._step: tuple[StepRun, tuple] | None = None
 
     def takes(self, step: StepRun, timeout: float | None) -> bool:
         return (
@@ -195,11 +193,11 @@ class Continuation:
             and agent_accepts_work(self.agent)
         )
 
-    def keep(self, step: StepRun, *, rated: bool) -> None:
-        """After commit: the step is the task's to run next (`rated`: its claim counts
-        it against a rate)."""
-        self._step = (step, rated)
+    def keep(self, step: StepRun, *, rates: tuple) -> None:
+        """After commit: the step is the task's to run next (`rates`: those its claim
+        counts it against)."""
+        self._step = (step, rates)
 
-    def take(self) -> tuple[StepRun, bool] | None:
+    def take(self) -> tuple[StepRun, tuple] | None:
         kept, self._step = self._step, None
         return kept

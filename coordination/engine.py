@@ -678,16 +678,18 @@ class Engine:
         """After commit: hand the queued steps to Celery (or the kept one to the calling
         task), stop the cancelled ones."""
         if self._kept:
-            self._here.keep(self._kept, rated=flow.rated(self._kept, self.spec[self._kept.step_id]))
+            kept = self._kept
+            self._here.keep(kept, rates=flow.step_rates(kept, self.spec[kept.step_id]))
         dispatch.send([
             dispatch.Outgoing(step.pk, step.attempt, step.task_id, step.queue,
                               self.spec[step.step_id]["timeout"], step.priority,
-                              flow.rated(step, self.spec[step.step_id]))
+                              flow.step_rates(step, self.spec[step.step_id]))
             for step in self._outbox
         ])  # fmt: skip
         dispatch.revoke(self._revoke)
         try:
-            for key in sorted(self._freed | self._capacity.deferred):
+            lines = (self._freed - self._capacity.quiet) | self._capacity.deferred
+            for key in sorted(lines):
                 capacity_wake(key)
             for key in sorted(self._runs_freed):
                 run_capacity_wake(key)

@@ -18,7 +18,7 @@ from django.utils import timezone
 from agents.skills.registry import schema_problem
 from coordination import flow
 from coordination.dispatch import Continuation
-from coordination.engine import Engine, step_end, workflow_graph
+from coordination.engine import Engine, step_end
 from coordination.errors import RunConflict, RunDenied, RunError, RunForbidden, RunInvalid
 from coordination.models import Run, StepRun, Workflow
 from coordination.spec import RUN_TIMEOUT, spec_digest, spec_load
@@ -347,40 +347,27 @@ def step_reject(*, step: StepRun, user=None, reason: str = "") -> StepRun:
 # --- what agents call -------------------------------------------------------------
 
 
-def step_claim(
-    *, step_run_id: int, attempt: int, agent: str, rated: bool = False
-) -> StepRun | None:
+def step_claim(*, step_run_id: int, attempt: int, agent: str, rates=()) -> StepRun | None:
     """Take a queued step for `agent`; None if it is not this delivery's to take.
 
     Zero rows updated is normal: Redis delivers at least once, the reaper may
     have sent the step again (a newer attempt), or the run was cancelled or
     paused. The step comes back with its run's workflow version (`workflow_id`,
     `workflow_digest`), so its result can count down the steps needing it.
-    A `rated` step (one that starts under a rate limit) is counted against its
-    rates as it is claimed, or waits for its slot (None).
+    A step that starts under `rates` ([key, limit, per] each, flow.step_rates)
+    is counted against them as it is claimed, or waits for its slot (None).
     """
-    if rated:
-        return _step_claim_rated(step_run_id=step_run_id, attempt=attempt, agent=agent)
+    if rates:
+        return _step_claim_rated(step_run_id=step_run_id, attempt=attempt, agent=agent,
+                                 rates=rates)  # fmt: skip
     return _claim(step_run_id=step_run_id, attempt=attempt, agent=agent, now=timezone.now())
 
 
-def _step_claim_rated(*, step_run_id: int, attempt: int, agent: str) -> StepRun | None:
-    """Claim a step under a rate: its start is counted, under the rate keys' locks, in
+def _step_claim_rated(*, step_run_id: int, attempt: int, agent: str, rates) -> StepRun | None:
+    """Claim a step under rates: its start is counted, under the rate keys' locks, in
     the claim's transaction and at its time, so the starts themselves keep the rate
     across every agent. Over the rate, the step waits pending, holding no worker,
     until its slot time (the reaper sends it then)."""
-    found = (
-        StepRun.objects.filter(pk=step_run_id, state=StepRun.State.QUEUED, attempt=attempt)
-        .values("run_id", "step_id", "skill", "rate_key", "run__workflow_id",
-                "run__workflow__digest")
-        .first()
-    )  # fmt: skip
-    if found is None:
-        return None  # not this delivery's: as a claim finds it
-    spec = workflow_graph(found["run__workflow__digest"], found["run__workflow_id"])[0]
-    rates = flow.step_rates(
-        rate_key=found["rate_key"], skill=found["skill"], spec=spec[found["step_id"]]
-    )
     now = timezone.now()
     with transaction.atomic():
         reason, slot = flow.rate_take(rates, now=now.timestamp())
@@ -390,8 +377,11 @@ def _step_claim_rated(*, step_run_id: int, attempt: int, agent: str) -> StepRun 
             transaction.set_rollback(claimed is None)
             return claimed
     # Over the rate: the step waits, a change of the run's steps, under the run's lock.
+    run_id = StepRun.objects.filter(pk=step_run_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        return None
     with transaction.atomic():
-        engine = Engine(found["run_id"])
+        engine = Engine(run_id)
         step = engine.step(step_run_id)
         if (step.state, step.attempt) == (StepRun.State.QUEUED, attempt):
             engine.wait_rate(step, reason, until=datetime.fromtimestamp(slot, tz=UTC))

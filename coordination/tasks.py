@@ -20,20 +20,20 @@ logger = logging.getLogger(__name__)
 
 # The outcome goes to the database, so Celery's result backend is not written.
 @shared_task(bind=True, name="coordination.execute_step_task", ignore_result=True)
-def execute_step_task(self, step_run_id: int, attempt: int, rated: bool = False) -> None:
+def execute_step_task(self, step_run_id: int, attempt: int, rates=()) -> None:
     """Claim the step, run its skill, store the outcome (the engine advances the DAG);
-    then run the next step of the chain if the engine kept it for this task. `rated`:
-    the step starts under a rate limit, counted as it is claimed."""
+    then run the next step of the chain if the engine kept it for this task. `rates`:
+    those the step starts under ([key, limit, per] each), counted as it is claimed."""
     agent = worker.identity.name if worker.identity else self.request.hostname
     here = _continuation(self.request)
-    step = step_claim(step_run_id=step_run_id, attempt=attempt, agent=agent, rated=rated)
+    step = step_claim(step_run_id=step_run_id, attempt=attempt, agent=agent, rates=rates)
     # None: a duplicate or stale delivery (someone else has, or had, this step), or one
     # that waits for its rate's slot.
     while step is not None:
         _execute(self, step, agent, here)
         kept = here.take() if here else None
         step = kept and step_claim(
-            step_run_id=kept[0].pk, attempt=kept[0].attempt, agent=agent, rated=kept[1]
+            step_run_id=kept[0].pk, attempt=kept[0].attempt, agent=agent, rates=kept[1]
         )
 
 

@@ -181,7 +181,7 @@ class Harness:
         )  # fmt: skip
         try:
             with soft_time_limit(out.timeout):
-                execute_step_task.run(out.step_run_id, out.attempt, out.rated)
+                execute_step_task.run(out.step_run_id, out.attempt, out.rates)
         finally:
             execute_step_task.pop_request()
         self.ran.append((out, agent))
