@@ -4,6 +4,8 @@ synced into the Command table (`builtins_sync`), so it is listed, permission-che
 and audited like any command. `CommandsConfig.ready` imports this module, which
 registers them in `commands.registry`."""
 
+import json
+
 from agents.mailbox import user_sender
 from agents.models import Agent
 from agents.selectors import agent_list, agent_status_counts
@@ -22,9 +24,11 @@ from coordination.models import Run, StepRun
 from coordination.selectors import run_get, run_list, run_state_counts, step_get
 from coordination.services import (
     RUN_ACTION_PERMISSIONS,
+    SIGNAL_PAYLOAD_MAX,
     run_cancel,
     run_pause,
     run_resume,
+    signal_send,
     step_approve,
     step_reject,
     step_retry,
@@ -220,6 +224,33 @@ def _reject(*, user, run: int, step: str = "", reason: str = "") -> dict:
     """Reject a step waiting for approval: the step and its run fail."""
     rejected = step_reject(step=_get_step(run, step, user=user), user=user, reason=reason)
     return {"message": f"run {run}: {rejected.key} rejected", "run": run, "step": rejected.key}
+
+
+@builtin(
+    "signal",
+    hint="<run> <name> [payload]",
+    params={
+        "run": _RUN,
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "payload": {"type": "string", "maxLength": SIGNAL_PAYLOAD_MAX},
+    },
+    required=["run", "name"],
+    permission=RUN_ACTION_PERMISSIONS["signal"],
+)
+def _signal(*, user, run: int, name: str, payload: str = "") -> dict:
+    """Send a signal to a run: it ends the first step waiting for it (`wait_for`).
+
+    The payload, JSON (quote it: '{"ok": true}'), becomes that step's output.
+    """
+    try:
+        data = json.loads(payload) if payload else None
+    except ValueError as exc:
+        raise Invalid(f"payload: not JSON: {exc}") from None
+    sent = signal_send(run=_get_run(run, user=user), name=name, payload=data, user=user,
+                       source="command")  # fmt: skip
+    ended = f": {sent.step.key} ended" if sent.step else ": kept until a step waits for it"
+    return {"message": f"run {run}: signal {name!r} sent{ended}", "run": run,
+            "signal": sent.pk, "step": sent.step.key if sent.step else None}  # fmt: skip
 
 
 @builtin(

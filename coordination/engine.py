@@ -16,7 +16,7 @@ what that readied; `Engine.fail` retries or fails a step, and maybe the run.
 import logging
 import random
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from django.conf import settings
@@ -27,8 +27,8 @@ from django.utils import timezone
 from agents.routing import RoutingError
 from coordination import dispatch, flow
 from coordination.errors import RunConflict
-from coordination.models import Run, StepRun, Workflow
-from coordination.spec import spec_dependents
+from coordination.models import Run, Signal, StepRun, Workflow
+from coordination.spec import WAIT_MAX, spec_dependents, step_wait
 from coordination.sql import step_event_emit, step_update, steps_update
 from coordination.templates import TemplateError, evaluate, render
 from events.kinds import run_subject
@@ -193,6 +193,34 @@ def workflow_graph(digest: str, workflow_id: int) -> tuple[dict, dict, dict]:
     return {s["id"]: s for s in spec["steps"]}, spec_dependents(spec), rest
 
 
+def signal_reason(name: str) -> str:
+    """The waiting reason of a step waiting for the signal `name`."""
+    return f"waiting for signal {name!r}"
+
+
+def _wake_time(spec: dict, kind: str, context: dict, now):
+    """When a `sleep` (seconds) or `sleep_until` (an ISO 8601 time) step ends, rendered."""
+    value = render(spec[kind], context) if isinstance(spec[kind], str) else spec[kind]
+    if kind == "sleep":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise TemplateError(f"expected a number of seconds, got {value!r}")
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise TemplateError(f"expected a number of seconds, got {value!r}") from None
+        if not 0 <= seconds <= WAIT_MAX:
+            raise TemplateError(f"{seconds:g} s is not from 0 to {WAIT_MAX} s")
+        return now + timedelta(seconds=seconds)
+    try:
+        due = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise TemplateError(f"expected an ISO 8601 time, got {value!r}") from None
+    due = due if due.tzinfo else due.replace(tzinfo=UTC)
+    if due > now + timedelta(seconds=WAIT_MAX):
+        raise TemplateError(f"{due.isoformat()} is more than {WAIT_MAX} s away")
+    return due
+
+
 def _flow_keys(spec: dict, skill: str, context: dict) -> tuple[str, str]:
     """A step's concurrency and rate keys, rendered (a rate without a key is its
     skill's); a TemplateError names the field."""
@@ -312,7 +340,7 @@ class Engine:
     def pause(self, *, by: str) -> None:
         """Dispatch nothing new: ready and queued steps wait (`paused`), running ones
         finish, approvals can still be decided."""
-        self._open_check("pause")
+        self.open_check("pause")
         if self.run.state == Run.State.PAUSED:
             raise RunConflict(f"run {self.run.pk} is already paused")
         reason = f"paused by {by}" if by else "paused"
@@ -333,7 +361,7 @@ class Engine:
     def resume(self, *, by: str) -> None:
         """Go on: dispatch what waited while paused (a run that never started goes back
         in line)."""
-        self._open_check("resume")
+        self.open_check("resume")
         if self.run.state != Run.State.PAUSED:
             raise RunConflict(f"run {self.run.pk} is {self.run.state}, not paused")
         event_emit(kind="run.resumed", subject=run_subject(self.run.pk), data={"by": by})
@@ -350,7 +378,7 @@ class Engine:
             self.dispatch(step)
         return None
 
-    def _open_check(self, action: str) -> None:
+    def open_check(self, action: str) -> None:
         if self.run.state in Run.TERMINAL:
             raise RunConflict(f"run {self.run.pk} is already {self.run.state}: cannot {action} it")
 
@@ -380,6 +408,8 @@ class Engine:
         context = self.context()
         if spec["foreach"] is not None:
             return self._expand(step, context)
+        if kind := step_wait(spec):
+            return self._wait_start(step, spec, kind, context)
         try:
             step.inputs = render(spec["with"], context)
         except TemplateError as exc:
@@ -389,6 +419,62 @@ class Engine:
         except TemplateError as exc:
             return self.fail(step, str(exc), retryable=False)
         return self.dispatch(step)
+
+    # durable waits: a step that sleeps or waits for a signal holds no worker; the
+    # reaper ends it when its time comes (`wake`), a signal when it arrives (`signal`)
+
+    def _wait_start(self, step: StepRun, spec: dict, kind: str, context: dict) -> None:
+        now = timezone.now()
+        if kind == "wait_for":
+            name, timeout = spec["wait_for"]["signal"], spec["wait_for"].get("timeout")
+            kept = Signal.objects.filter(run=self.run, name=name, step=None).order_by("id")
+            if signal := kept.first():  # sent before the step waited
+                step.started_at = now
+                return self._signal_deliver(signal, step)
+            due = now + timedelta(seconds=timeout) if timeout else None
+            reason = signal_reason(name)
+        else:
+            try:
+                due = _wake_time(spec, kind, context, now)
+            except TemplateError as exc:
+                return self.fail(step, f"{kind}: {exc}", retryable=False)
+            reason = f"sleeping until {due.isoformat(timespec='seconds')}"
+            if due <= now:
+                step.started_at = now
+                return self._wait_end(step, {"slept_until": due.isoformat()})
+        self._set(step, StepRun.State.WAITING, waiting_reason=reason, next_attempt_at=due,
+                  started_at=now)  # fmt: skip
+        self._maybe_waiting = True
+        step_event_emit(step, "step.waiting", reason=reason)
+        return None
+
+    def wake(self, step: StepRun) -> None:
+        """A waiting step's time came: a sleep ends, a wait for a signal times out."""
+        spec = self.spec[step.step_id]
+        if step_wait(spec) == "wait_for":
+            name, timeout = spec["wait_for"]["signal"], spec["wait_for"]["timeout"]
+            error = f"wait_for: no signal {name!r} within {timeout:g} s"
+            return self.fail(step, error, retryable=False)
+        return self._wait_end(step, {"slept_until": step.next_attempt_at.isoformat()})
+
+    def signal(self, signal: Signal) -> StepRun | None:
+        """`signal` was sent to the run: it ends the first step waiting for its name, or
+        is kept for the first that will. Returns the step it ended."""
+        waiting = self.steps(state=StepRun.State.WAITING, waiting_reason=signal_reason(signal.name))
+        step = waiting.first()
+        if step is not None:
+            self._signal_deliver(signal, step)
+        return step
+
+    def _signal_deliver(self, signal: Signal, step: StepRun) -> None:
+        Signal.objects.filter(pk=signal.pk).update(step=step, delivered_at=timezone.now())
+        self._wait_end(step, signal.payload, signal=signal.name)
+
+    def _wait_end(self, step: StepRun, output: object, **data) -> None:
+        self._set(step, StepRun.State.SUCCEEDED, output=output, finished_at=timezone.now(),
+                  waiting_reason="", next_attempt_at=None, started_at=step.started_at)  # fmt: skip
+        step_event_emit(step, "step.succeeded", **data)
+        self.done(step)
 
     def _expand(self, group: StepRun, context: dict) -> None:
         """A foreach step: one item step per element; the group waits for all of them.

@@ -192,3 +192,30 @@ class FlowKey(models.Model):
             raise ValidationError({"rate_limit": f"From 1 to {RATE_LIMIT_MAX}."})
         if self.rate_per is not None and not 0 < self.rate_per <= RATE_PER_MAX:
             raise ValidationError({"rate_per": f"More than 0, at most {RATE_PER_MAX} s."})
+
+
+class Signal(models.Model):
+    """A named message to a run (API, /hive:signal): it ends the first step waiting for
+    that name (`wait_for`), its payload the step's output. One sent while no step waits
+    for it is kept, and ends the first step that does."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="signals")
+    name = models.CharField(max_length=100)
+    payload = models.JSONField(null=True, blank=True)
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    source = models.CharField(max_length=20, blank=True, help_text="api, command, ...")
+    step = models.ForeignKey(
+        StepRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The step it ended; none while it waits for one.",
+    )  # fmt: skip
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["run", "name"])]
+
+    def __str__(self) -> str:
+        return f"signal {self.name!r} to run {self.run_id}"

@@ -50,6 +50,7 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
       (`queue_lengths(queues)` asks Redis): the message was lost, send it again;
     - retries whose backoff has passed, steps whose rate slot has come, and steps
       waiting for an agent: sent;
+    - steps sleeping or waiting for a signal whose time has come: ended (woken);
     - the lines of concurrency keys (steps and runs) with room: moved on (a slot is
       handed on when it frees; this catches one whose process died first);
     - foreach groups whose items all finished but were not completed: completed.
@@ -71,8 +72,10 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
         state=StepRun.State.RUNNING, pending_deps=0, agent=""
     ).values_list("pk", flat=True):
         group_complete(group_id=group_id)
-    counts = {"lost": 0, "resent": 0, "due": 0, "lines": 0}
+    woken = StepRun.objects.filter(state=StepRun.State.WAITING, next_attempt_at__lte=now)
+    counts = {"lost": 0, "resent": 0, "due": 0, "woken": 0, "lines": 0}
     work = [("lost", s) for s in lost] + [("resent", s) for s in unsent] + [("due", s) for s in due]
+    work += [("woken", s) for s in woken]
     for kind, found in work:
         try:
             if _step_recover(found, kind):
@@ -123,6 +126,8 @@ def _step_recover(found: StepRun, kind: str) -> bool:
             return False  # it moved on while we looked
         if kind == "lost":
             engine.lost(step)
+        elif kind == "woken":
+            engine.wake(step)
         else:
             engine.dispatch(step)
         engine.settle()

@@ -7,6 +7,7 @@ the recovery of lost work in coordination.reaper. Every refusal is a RunError
 (coordination.errors), a HiveError of the kind that says why.
 """
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +21,8 @@ from coordination import flow
 from coordination.dispatch import Continuation
 from coordination.engine import Engine, step_end
 from coordination.errors import RunConflict, RunDenied, RunError, RunForbidden, RunInvalid
-from coordination.models import Run, StepRun, Workflow
-from coordination.spec import RUN_TIMEOUT, spec_digest, spec_load
+from coordination.models import Run, Signal, StepRun, Workflow
+from coordination.spec import RUN_TIMEOUT, SIGNAL_NAME, spec_digest, spec_load
 from coordination.sql import step_event_emit, step_update
 from coordination.templates import TemplateError, render
 from events.kinds import run_subject, subject
@@ -32,9 +33,9 @@ from hive_core.sql import Add
 # The public API, for the other apps and the tests.
 __all__ = [
     "COMMAND_WORKFLOW_PREFIX", "INTERNAL_PARAM_PREFIX", "RUN_ACTION_CHECKS",
-    "RUN_ACTION_PERMISSIONS", "Continuation", "RunConflict", "RunDenied", "RunError",
-    "RunForbidden", "RunInvalid", "run_cancel", "run_flow_check", "run_pause", "run_rerun",
-    "run_resume", "run_start",
+    "RUN_ACTION_PERMISSIONS", "SIGNAL_PAYLOAD_MAX", "Continuation", "RunConflict",
+    "RunDenied", "RunError", "RunForbidden", "RunInvalid", "run_cancel", "run_flow_check",
+    "run_pause", "run_rerun", "run_resume", "run_start", "signal_send",
     "step_approve", "step_claim", "step_fail", "step_handoff_record", "step_leases_renew",
     "step_reject", "step_retry", "step_succeed", "workflow_load",
     "workflow_save",
@@ -77,6 +78,7 @@ RUN_ACTION_PERMISSIONS = {
     "cancel": "coordination.change_run",
     "pause": "coordination.change_run",
     "resume": "coordination.change_run",
+    "signal": "coordination.change_run",
     "rerun": "coordination.add_run",
     "retry": "coordination.change_steprun",
     "approve": "coordination.approve_steprun",
@@ -276,6 +278,35 @@ def run_cancel(*, run: Run, user=None) -> Run:
         who = f" by {user}" if user else ""
         engine.finish_run(Run.State.CANCELLED, f"cancelled{who}")
     return Run.objects.get(pk=run.pk)
+
+
+# A signal's payload is stored and becomes a step's output: bounded.
+SIGNAL_PAYLOAD_MAX = 64 * 1024
+
+
+def signal_send(
+    *, run: Run, name: str, payload: object = None, user=None, source: str = "api"
+) -> Signal:
+    """Send the signal `name` to `run`: it ends the first step waiting for it (its
+    payload that step's output), or is kept for the first step that waits for it."""
+    problem = schema_problem(SchemaValidator(SIGNAL_NAME), name, at="name")
+    problem = problem or json_problem(payload, at="payload")
+    if not problem and len(json.dumps(payload)) > SIGNAL_PAYLOAD_MAX:
+        problem = f"payload: more than {SIGNAL_PAYLOAD_MAX} bytes of JSON"
+    if problem:
+        raise RunInvalid(problem, field=problem.split(":")[0].split(".")[0])
+    _run_action_check(run_id=run.pk, user=user, action="signal")
+    with transaction.atomic():
+        engine = Engine(run.pk)
+        engine.open_check("signal")
+        signal = Signal.objects.create(
+            run_id=run.pk, name=name, payload=payload, sent_by=user, source=source
+        )
+        event_emit(kind="run.signalled", subject=run_subject(run.pk),
+                   data={"signal": name, "by": str(user or ""), "source": source})  # fmt: skip
+        engine.signal(signal)
+        engine.settle()
+    return Signal.objects.select_related("step").get(pk=signal.pk)
 
 
 def run_rerun(*, run: Run, user=None) -> Run:

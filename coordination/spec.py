@@ -44,6 +44,11 @@ RATE_SCHEMA = {
 }
 # A run's deadline, seconds from its start (a week at most).
 RUN_TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400}
+# Durable waits: a step that sleeps or waits for a signal instead of running a skill.
+# A wait is 30 days at most; a template (a string) is checked when it renders.
+WAIT_MAX = 30 * 86400
+WAIT_KINDS = ("sleep", "sleep_until", "wait_for")
+SIGNAL_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.:-]*$", "maxLength": 100}
 STEP_SCHEMA = {
     "type": "object",
     "properties": {
@@ -69,8 +74,20 @@ STEP_SCHEMA = {
         "priority": PRIORITY,
         "concurrency": CONCURRENCY_SCHEMA,
         "rate": RATE_SCHEMA,
+        # `minimum` and `maximum` hold for a number; a string is a template.
+        "sleep": {"type": ["number", "string"], "minimum": 0, "maximum": WAIT_MAX, "minLength": 1},
+        "sleep_until": {"type": "string", "minLength": 1},
+        "wait_for": {
+            "type": "object",
+            "properties": {
+                "signal": SIGNAL_NAME,
+                "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": WAIT_MAX},
+            },
+            "required": ["signal"],
+            "additionalProperties": False,
+        },
     },
-    "required": ["id", "skill"],
+    "required": ["id"],
     "additionalProperties": False,
 }
 SPEC_SCHEMA = {
@@ -110,6 +127,30 @@ class SpecError(DefinitionError):
     """The definition is invalid; nothing was saved."""
 
 
+# The fields of a step that are templates.
+TEMPLATE_FIELDS = ("with", "when", "foreach", "sleep", "sleep_until")
+
+
+def step_wait(step: dict) -> str:
+    """What a step waits for instead of running a skill (`sleep`, `sleep_until`,
+    `wait_for`), or "" for a skill's step."""
+    return next((kind for kind in WAIT_KINDS if kind in step), "")
+
+
+def _check_kind(step: dict, at: str) -> None:
+    """A step runs a skill or waits (a sleep, a signal), one of them."""
+    kinds = [kind for kind in ("skill", *WAIT_KINDS) if kind in step and step[kind] != ""]
+    if len(kinds) != 1:
+        given = f"it gives {' and '.join(kinds)}" if kinds else "it gives none"
+        raise SpecError(f"{at}give one of skill, sleep, sleep_until or wait_for: {given}")
+    if kinds[0] != "skill":
+        for field in ("with", "foreach", "agent", "role", "concurrency", "rate"):
+            if step.get(field) not in (None, {}, "", STEP_DEFAULTS.get(field)):
+                raise SpecError(
+                    f"{at}{field}: a {kinds[0]} step runs no skill: it takes no {field}"
+                )
+
+
 def spec_load(path: Path) -> dict:
     """Read and validate a definition file."""
     return spec_validate(yaml_load(path), source=str(path))
@@ -133,10 +174,11 @@ def spec_validate(data: object, *, source: str) -> dict:
     known_skills = set(skill_names())
     normalized = []
     for step in steps:
-        step = {**STEP_DEFAULTS, **step}
+        step = {**STEP_DEFAULTS, "skill": "", **step}  # a wait's skill is "": it runs none
         step["needs"] = [step["needs"]] if isinstance(step["needs"], str) else list(step["needs"])
         sid = step["id"]
-        if step["skill"] not in known_skills:
+        _check_kind(step, at(sid, ""))
+        if step["skill"] and step["skill"] not in known_skills:
             raise SpecError(f"{at(sid, 'skill')}skill: unknown skill {step['skill']!r}")
         if step["agent"] and step["role"]:
             raise SpecError(f"{at(sid, 'role')}role: give an agent or a role, not both")
@@ -145,14 +187,15 @@ def spec_validate(data: object, *, source: str) -> dict:
                 raise SpecError(f"{at(sid, 'needs')}needs: unknown step {need!r}")
             if need == sid:
                 raise SpecError(f"{at(sid, 'needs')}needs: a step cannot need itself")
-        for field in ("with", "when", "foreach"):
+        for field in TEMPLATE_FIELDS:
             try:
-                template_check(step[field], condition=field == "when")
+                template_check(step.get(field), condition=field == "when")
             except TemplateError as exc:
                 raise SpecError(f"{at(sid, field)}{field}: template error: {exc}") from None
         for field in ("concurrency", "rate"):
             _check_key(step.get(field), at(sid, f"{field}.key"), field)
-        _check_inputs(step, at(sid, "with"))
+        if step["skill"]:
+            _check_inputs(step, at(sid, "with"))
         normalized.append(step)
     _check_acyclic(normalized, at)
     _check_step_references(normalized, at)
@@ -285,8 +328,8 @@ def _check_step_references(steps: list[dict], at: Callable[[str, str], str]) -> 
             if (need := frontier.pop()) not in upstream:
                 upstream.add(need)
                 frontier += needs[need]
-        for field in ("with", "when", "foreach"):
-            for read in sorted(template_steps(step[field], condition=field == "when")):
+        for field in TEMPLATE_FIELDS:
+            for read in sorted(template_steps(step.get(field), condition=field == "when")):
                 if read not in needs:
                     why = f"no step {read!r}"
                 elif read not in upstream:

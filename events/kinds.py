@@ -30,7 +30,7 @@ class Family:
 
 
 FAMILIES = {
-    "run": Family("run", states=RUN_STATES, others=("started", "retried", "resumed")),
+    "run": Family("run", states=RUN_STATES, others=("started", "retried", "resumed", "signalled")),
     # A step's events are about its run: whoever sees the run sees its steps.
     "step": Family(
         "run", states=STEP_STATES, others=("approved", "expanded", "retrying", "lost", "handoff")

@@ -65,7 +65,7 @@ KEY_HOLDERS = {
 }  # fmt: skip
 # The reaper's counts (coordination/reaper.py): steps sent again, runs past their
 # deadline, and lines of concurrency keys moved on.
-REAPER_REASONS = ("lost", "resent", "due", "expired", "lines")
+REAPER_REASONS = ("lost", "resent", "due", "woken", "expired", "lines")
 
 
 # Seconds from one timestamp column to another, in SQL the database computes natively.
@@ -289,7 +289,8 @@ class HiveCollector:
             "hive_reaper_redispatched",
             "What the reaper moved on: steps sent again, lost (agent died or lease ran "
             "out), resent (the queue lost the message), due (retry backoff or rate slot "
-            "passed, or an agent came back); expired (runs cancelled past their "
+            "passed, or an agent came back); woken (sleeps ended, waits for a signal "
+            "timed out); expired (runs cancelled past their "
             "deadline); lines (steps or runs started from a concurrency key's line).",
             labels=["reason"],
         )

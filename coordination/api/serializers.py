@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from coordination.models import Run, StepRun, Workflow
+from coordination.models import Run, Signal, StepRun, Workflow
 from coordination.spec import PRIORITY, RUN_TIMEOUT
 
 
@@ -137,3 +137,16 @@ class StartSerializer(serializers.Serializer):
 
 class RejectSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class SignalSerializer(serializers.ModelSerializer):
+    """A signal to a run; `step` is the key of the step it ended (none while kept)."""
+
+    step = serializers.CharField(source="step.key", read_only=True, allow_null=True, default=None)
+    payload = serializers.JSONField(required=False, allow_null=True, default=None)
+
+    class Meta:
+        model = Signal
+        fields = ["id", "name", "payload", "step", "source", "created_at", "delivered_at"]
+        read_only_fields = ["id", "step", "source", "created_at", "delivered_at"]
+        extra_kwargs = {"name": {"max_length": 100}}

@@ -9,6 +9,7 @@ from coordination.api.serializers import (
     RunDetailSerializer,
     RunFilterSerializer,
     RunSerializer,
+    SignalSerializer,
     StartSerializer,
     VersionSerializer,
     WorkflowDetailSerializer,
@@ -31,6 +32,7 @@ from coordination.services import (
     run_rerun,
     run_resume,
     run_start,
+    signal_send,
     step_approve,
     step_reject,
     step_retry,
@@ -147,6 +149,20 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def cancel(self, request, pk=None):
         """Cancel the run: queued steps never start, running ones are stopped."""
         return self._detail(run_cancel(run=self.get_object(), user=request.user))
+
+    @extend_schema(request=SignalSerializer, responses={201: SignalSerializer})
+    @action(
+        detail=True, methods=["post"], permission_classes=needs(RUN_ACTION_PERMISSIONS["signal"])
+    )
+    def signals(self, request, pk=None):
+        """Send a signal: it ends the first step waiting for its name (`wait_for`), the
+        payload that step's output, or is kept for the first step that waits for it."""
+        body = SignalSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        given = body.validated_data
+        signal = signal_send(run=self.get_object(), name=given["name"],
+                             payload=given.get("payload"), user=request.user)  # fmt: skip
+        return Response(SignalSerializer(signal).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: RunDetailSerializer})
     @action(
