@@ -1,0 +1,76 @@
+"""Durable waits with real agents and a real coordinator: a sleep survives a restart of
+every process while it sleeps, holding no worker, and ends on time; a signal sent by
+the API or by /hive:signal wakes its step with its payload."""
+
+import os
+import signal
+import time
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from commands.executing import command_execute
+from coordination.services import run_start
+from tests.conftest import agent_start
+from tests.processes import wait_for
+from tests.runs import steps_of, wait_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_sleep_survives_every_process_restarting_and_holds_no_worker(processes, make_workflow):
+    agent = agent_start(processes, "sleeper", skills="noop,sleep", concurrency=1)
+    coordinator = processes.start("coordinator", name="coordinator")
+    napping = make_workflow(
+        [{"id": "before", "skill": "noop"},
+         {"id": "nap", "needs": "before", "sleep": 20},
+         {"id": "after", "skill": "noop", "needs": "nap"}]
+    )  # fmt: skip
+    busy = make_workflow([{"id": "work", "skill": "sleep", "with": {"seconds": 0.2}}])
+    run = run_start(workflow=napping, params={})
+    wait_for(lambda: steps_of(run)["nap"].state == "waiting", timeout=30, what="the nap")
+
+    # The agent has one worker: it runs other steps while the run sleeps.
+    others = [wait_run(run_start(workflow=busy, params={})) for _ in range(3)]
+    assert [other.state for other in others] == ["succeeded"] * 3
+    # Every process dies, at once, and comes back.
+    for process in (agent, coordinator):
+        os.killpg(process.pid, signal.SIGKILL)
+    time.sleep(2)
+    agent_start(processes, "sleeper", skills="noop,sleep", concurrency=1)
+    processes.start("coordinator", name="coordinator-again")
+
+    run = wait_run(run, timeout=60)
+
+    assert run.state == "succeeded"
+    nap = steps_of(run)["nap"]
+    due = nap.started_at.timestamp() + 20
+    assert 0 <= nap.finished_at.timestamp() - due < 5, "the nap ended within a few seconds of due"
+    assert nap.agent == "" and nap.tries == 0  # no agent ran it
+
+
+def test_signals_by_api_and_by_hive_signal_wake_their_steps(
+    start_agent, coordinator, make_workflow
+):
+    start_agent("signals", skills="noop")
+    workflow = make_workflow(
+        [{"id": "ci", "wait_for": {"signal": "ci-passed", "timeout": 120}},
+         {"id": "review", "wait_for": {"signal": "approved", "timeout": 120}},
+         {"id": "ship", "skill": "noop", "needs": ["ci", "review"],
+          "with": {"build": "{{ steps.ci.output.build }}", "by": "{{ steps.review.output }}"}}]
+    )  # fmt: skip
+    admin = User.objects.create_superuser("admin", password="pw")
+    run = run_start(workflow=workflow, params={}, user=admin)
+    wait_for(lambda: steps_of(run)["review"].state == "waiting", timeout=30, what="the waits")
+    api = APIClient()
+    api.force_authenticate(admin)
+
+    sent = api.post(f"/api/v1/runs/{run.pk}/signals/",
+                    {"name": "ci-passed", "payload": {"build": 7}}, format="json")  # fmt: skip
+    command_execute(text=f"/hive:signal {run.pk} approved '\"ada\"'", user=admin, source="api")
+
+    assert sent.status_code == 201
+    run = wait_run(run)
+    assert run.state == "succeeded"
+    assert steps_of(run)["ship"].output == {"build": 7, "by": "ada"}
