@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from commands.executing import command_execute
+from commands.loading import commands_load
 from coordination.services import run_start
 from tests.conftest import agent_start
 from tests.processes import wait_for
@@ -74,3 +75,23 @@ def test_signals_by_api_and_by_hive_signal_wake_their_steps(
     run = wait_run(run)
     assert run.state == "succeeded"
     assert steps_of(run)["ship"].output == {"build": 7, "by": "ada"}
+
+
+def test_the_demo_canary_soaks_waits_for_its_signal_and_promotes(
+    start_agents, coordinator, settings
+):
+    settings.HIVE_COMMAND_DIRS = []
+    commands_load()
+    start_agents({"name": "builder", "role": "builder", "skills": "noop"},
+                 {"name": "reviewer", "role": "reviewer", "skills": "noop"})  # fmt: skip
+    admin = User.objects.create_superuser("admin", password="pw")
+
+    invocation = command_execute(text="/demo:canary 1.4.0 soak=1", user=admin, source="api")
+    run = invocation.run
+    wait_for(lambda: steps_of(run)["health"].state == "waiting", timeout=30, what="the health wait")
+    command_execute(text=f"/hive:signal {run.pk} healthy '{{\"errors\": 0}}'", user=admin,
+                    source="api")  # fmt: skip
+
+    run = wait_run(run)
+    assert run.state == "succeeded"
+    assert steps_of(run)["promote"].output == {"promoted": "1.4.0", "health": {"errors": 0}}
