@@ -11,9 +11,9 @@ from django.core.management.base import CommandError
 
 from commands.api.serializers import InvocationSerializer
 from commands.models import Invocation
-from commands.selectors import run_outputs
 from commands.services import command_execute, commands_load
 from coordination.models import Run
+from coordination.selectors import run_outputs
 from hive_core.cli import Output, Subcommand, json_dumps
 
 
@@ -110,7 +110,7 @@ class RunAction(Subcommand):
             out.write(json_dumps(InvocationSerializer(invocation).data))
         elif wait and run is not None:
             out.write(f"run {run.pk}: {run.state}{': ' + run.error if run.error else ''}")
-            for key, output in run_outputs(run=run).items():
+            for key, output in run_outputs(run).items():
                 out.write(f"{key}: {json.dumps(output, ensure_ascii=False, default=str)}")
         if wait and ((run is None and invocation.outcome != Invocation.Outcome.DONE) or (
                 run is not None and run.state != Run.State.SUCCEEDED)):  # fmt: skip

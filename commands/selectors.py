@@ -6,7 +6,7 @@ from django.db.models import Prefetch, QuerySet
 from django_celery_beat.models import PeriodicTask
 
 from commands.models import ANY_OF, Command, Invocation, Schedule
-from coordination.models import Run, StepRun
+from coordination.models import StepRun
 from coordination.selectors import run_visible_ids
 from hive_core.db import filter_given
 
@@ -64,16 +64,6 @@ def invocation_list(
     return filter_given(
         invocations, command_name=command.lstrip("/"), outcome=outcome, source=source, run_id=run
     ).order_by("-id")
-
-
-def run_outputs(*, run: Run) -> dict:
-    """The outputs of a run's last steps (those no other step needs): what it produced."""
-    needed = {need for step in run.workflow.spec["steps"] for need in step["needs"]}
-    last = [s["id"] for s in run.workflow.spec["steps"] if s["id"] not in needed]
-    steps = getattr(run, "top_steps", None)
-    if steps is None:
-        steps = run.steps.filter(group=None, step_id__in=last)
-    return {s.key: s.output for s in steps if s.step_id in last and s.state == "succeeded"}
 
 
 def schedule_when(task: PeriodicTask) -> str:

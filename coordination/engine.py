@@ -13,6 +13,7 @@ on_failure: continue), be it the steps needing it or its foreach group, and star
 what that readied; `Engine.fail` retries or fails a step, and maybe the run.
 """
 
+import functools
 import logging
 import random
 from collections.abc import Mapping
@@ -25,14 +26,17 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.routing import RoutingError
+from agents.skills.registry import schema_problem
 from coordination import dispatch, flow
-from coordination.errors import RunConflict
+from coordination.errors import RunConflict, RunError
 from coordination.models import Run, Signal, StepRun, Workflow
-from coordination.spec import WAIT_MAX, spec_dependents, step_wait
+from coordination.selectors import run_outputs
+from coordination.spec import WAIT_MAX, spec_dependents, step_wait, workflow_ref
 from coordination.sql import step_event_emit, step_update, steps_update
 from coordination.templates import TemplateError, evaluate, render
 from events.kinds import run_subject
 from events.services import event_emit
+from hive_core.jsondata import SchemaValidator, json_problem
 from hive_core.sql import Add
 
 logger = logging.getLogger(__name__)
@@ -175,6 +179,76 @@ def run_capacity_wake(key: str) -> int:
         started += 1
 
 
+def run_create(
+    *,
+    workflow: Workflow,
+    params: dict,
+    user_id: int | None,
+    priority: int,
+    deadline,
+    concurrency_key: str,
+    rerun_of: Run | None = None,
+    parent_step: StepRun | None = None,
+) -> Run:
+    """Create a run of `workflow` (its params checked already) and its steps, and start
+    it (or queue it behind its concurrency key), in the caller's transaction; what it
+    dispatches is sent once that commits."""
+    run = Run.objects.create(
+        workflow=workflow, params=params, state=Run.State.RUNNING, created_by_id=user_id,
+        rerun_of=rerun_of, parent_step=parent_step, priority=priority, deadline=deadline,
+        concurrency_key=concurrency_key,
+    )  # fmt: skip
+    StepRun.objects.bulk_create(
+        StepRun(
+            run=run, step_id=s["id"], key=s["id"], skill=s["skill"],
+            pending_deps=len(s["needs"]),
+            priority=run.priority if s.get("priority") is None else s["priority"],
+        )
+        for s in workflow.spec["steps"]
+    )  # fmt: skip
+    data = {"workflow": str(workflow), "params": params}
+    if parent_step is not None:
+        data["parent"] = {"run": parent_step.run_id, "step": parent_step.key}
+    event_emit(kind="run.started", subject=run_subject(run.pk), data=data)
+    engine = Engine(run.pk)
+    engine.begin()
+    engine.settle()
+    return run
+
+
+def child_end(*, run_id: int) -> None:
+    """Run `run_id`, a sub-workflow, ended: its parent's step ends with it (succeeded,
+    its outputs the step's; else failed), unless that step has moved on."""
+    child = Run.objects.select_related("workflow").get(pk=run_id)
+    parent = StepRun.objects.filter(pk=child.parent_step_id).values_list("run_id", flat=True)
+    if not parent:
+        return
+    with transaction.atomic():
+        engine = Engine(parent[0])
+        step = engine.step(child.parent_step_id)
+        if step.state != StepRun.State.WAITING or step.waiting_reason != child_reason(run_id):
+            return  # cancelled, or retried with a new child since
+        if child.state == Run.State.SUCCEEDED:
+            engine.end_waiting(step, run_outputs(child), run=run_id)
+        else:
+            why = f": {child.error}" if child.error else ""
+            engine.fail(step, f"workflow: run {run_id} {child.state}{why}", retryable=False)
+        engine.settle()
+
+
+def run_cancel_with_parent(*, run_id: int, parent: int) -> None:
+    """Run `parent` ended: its open child `run_id` is cancelled with it."""
+    with transaction.atomic():
+        engine = Engine(run_id)
+        if engine.run.state not in Run.TERMINAL:
+            engine.finish_run(Run.State.CANCELLED, f"cancelled with its parent run {parent}")
+
+
+def child_reason(run_id: int) -> str:
+    """The waiting reason of a step waiting for its sub-workflow's run."""
+    return f"waiting for run {run_id}"
+
+
 def group_complete(*, group_id: int) -> None:
     """Every item of a foreach group has finished: complete it and carry the run on."""
     with transaction.atomic():
@@ -297,6 +371,8 @@ class Engine:
         # Concurrency keys a step (or this run) let go of: their lines move after commit.
         self._freed: set[str] = set()
         self._runs_freed: set[str] = set()
+        # What runs after commit, each in a transaction of its own (sub-workflows).
+        self._after: list = []
         transaction.on_commit(self._send)
 
     # reading
@@ -410,6 +486,12 @@ class Engine:
             return self._expand(step, context)
         if kind := step_wait(spec):
             return self._wait_start(step, spec, kind, context)
+        if spec.get("workflow"):
+            try:
+                inputs = render(spec["with"], context)
+            except TemplateError as exc:
+                return self.fail(step, f"with: {exc}", retryable=False)
+            return self._child_start(step, spec, inputs)
         try:
             step.inputs = render(spec["with"], context)
         except TemplateError as exc:
@@ -470,6 +552,46 @@ class Engine:
         Signal.objects.filter(pk=signal.pk).update(step=step, delivered_at=timezone.now())
         self._wait_end(step, signal.payload, signal=signal.name)
 
+    def _child_start(self, step: StepRun, spec: dict, params: object) -> None:
+        """A sub-workflow's step: start its run (the child), with `params`; the step
+        waits for it, holding no worker, and ends with it (`child_end`)."""
+        name, version = workflow_ref(spec["workflow"])
+        versions = Workflow.objects.filter(name=name).order_by("-version")
+        workflow = versions.filter(version=version).first() if version else versions.first()
+        if workflow is None:
+            return self.fail(step, f"workflow: no workflow {spec['workflow']!r}", retryable=False)
+        depth, parent = 1, self.run.pk
+        while parent := Run.objects.filter(pk=parent).values_list("parent_step__run", flat=True)[0]:
+            depth += 1
+            if depth >= settings.HIVE_SUBWORKFLOW_DEPTH:
+                return self.fail(step, f"workflow: more than {settings.HIVE_SUBWORKFLOW_DEPTH} "
+                                 "runs deep (HIVE_SUBWORKFLOW_DEPTH)", retryable=False)  # fmt: skip
+        problem = (
+            (None if isinstance(params, dict) else "with: must be an object of params")
+            or json_problem(params, at="with")
+            or schema_problem(SchemaValidator(workflow.spec["params"]), params, at="with")
+        )
+        if problem:
+            return self.fail(step, f"workflow: {workflow}: {problem}", retryable=False)
+        try:
+            fields = flow.run_flow(workflow=workflow, params=params, priority=step.priority,
+                                   deadline=None)  # fmt: skip
+        except RunError as exc:
+            return self.fail(step, f"workflow: {workflow}: {exc}", retryable=False)
+        user_id = Run.objects.values_list("created_by_id", flat=True).get(pk=self.run.pk)
+        child = run_create(workflow=workflow, params=params, user_id=user_id, parent_step=step,
+                           **fields)  # fmt: skip
+        reason = child_reason(child.pk)
+        self._set(step, StepRun.State.WAITING, waiting_reason=reason, started_at=timezone.now(),
+                  inputs=params)  # fmt: skip
+        self._maybe_waiting = True
+        step_event_emit(step, "step.waiting", reason=reason, run=child.pk)
+        return None
+
+    def end_waiting(self, step: StepRun, output: object, **data) -> None:
+        """A step that waited (a sleep, a signal, a sub-workflow) succeeded with `output`."""
+        self._wait_end(step, output, **data)
+
     def _wait_end(self, step: StepRun, output: object, **data) -> None:
         self._set(step, StepRun.State.SUCCEEDED, output=output, finished_at=timezone.now(),
                   waiting_reason="", next_attempt_at=None, started_at=step.started_at)  # fmt: skip
@@ -504,24 +626,28 @@ class Engine:
         if not items:
             return self.group_complete(group)
         children = [
-            self._prepare(
-                StepRun(
-                    run=self.run,
-                    step_id=group.step_id,
-                    key=f"{group.key}[{i}]",
-                    group=group,
-                    item_index=i,
-                    item=item,
-                    skill=group.skill,
-                    inputs=inputs[i],
-                    priority=group.priority,
-                    concurrency_key=keys[i][0],
-                    rate_key=keys[i][1],
-                )
+            StepRun(
+                run=self.run,
+                step_id=group.step_id,
+                key=f"{group.key}[{i}]",
+                group=group,
+                item_index=i,
+                item=item,
+                skill=group.skill,
+                inputs=inputs[i],
+                priority=group.priority,
+                concurrency_key=keys[i][0],
+                rate_key=keys[i][1],
             )
             for i, item in enumerate(items)
         ]
-        StepRun.objects.bulk_create(children)
+        if spec.get("workflow"):
+            # One sub-workflow's run per item, each item waiting for its own.
+            StepRun.objects.bulk_create(children)
+            for child in children:
+                self._child_start(child, spec, child.inputs)
+            return None
+        StepRun.objects.bulk_create([self._prepare(child) for child in children])
         self._outbox += [child for child in children if child.state == StepRun.State.QUEUED]
         return None
 
@@ -715,6 +841,19 @@ class Engine:
         )
         self.run.state = state
         event_emit(kind=f"run.{state}", subject=run_subject(self.run.pk), data={"error": error})
+        # A sub-workflow's end moves its parent's step; a parent's cancels its children.
+        # Each in a transaction of its own after this one, so no run waits on another's lock.
+        parent_step = Run.objects.values_list("parent_step_id", flat=True).get(pk=self.run.pk)
+        if parent_step is not None:
+            self._after.append(functools.partial(child_end, run_id=self.run.pk))
+        if any(s.get("workflow") for s in self.spec.values()):
+            open_children = Run.objects.filter(parent_step__run=self.run.pk).exclude(
+                state__in=Run.TERMINAL
+            )
+            self._after += [
+                functools.partial(run_cancel_with_parent, run_id=child, parent=self.run.pk)
+                for child in open_children.values_list("pk", flat=True)
+            ]
 
     def settle(self) -> None:
         """Finish the run when no step is left, or say whether it waits (approval, agents)."""
@@ -783,3 +922,10 @@ class Engine:
             # What this transaction did is committed; the reaper's next pass moves the
             # lines this could not.
             logger.exception("engine: a concurrency key's line did not move")
+        for then in self._after:
+            try:
+                then()
+            except Exception:
+                # The reaper ends a parent's step whose child ended (and a child whose
+                # parent ended) on its next pass.
+                logger.exception("engine: a sub-workflow's parent or child did not follow")

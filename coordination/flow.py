@@ -13,10 +13,15 @@ worker, until its slot time.
 
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 
 from django.db.models import Count, Q
+from django.utils import timezone
 
-from coordination.models import FlowKey, Run, StepRun
+from coordination.errors import RunInvalid
+from coordination.models import FlowKey, Run, StepRun, Workflow
+from coordination.spec import RUN_TIMEOUT
+from coordination.templates import TemplateError, render
 
 # What a pending step (or run) waits for: its waiting_reason starts with one of these.
 WAIT_AGENT = "waiting for an agent"
@@ -206,3 +211,54 @@ def rate_take(rates, *, now: float) -> tuple[str, float]:
         rows[key].starts = [*recent[key], now]
         rows[key].save(update_fields=["starts"])
     return "", now
+
+
+# --- a run's own ---------------------------------------------------------------------
+
+
+def run_flow(*, workflow: Workflow, params: dict, priority, deadline) -> dict:
+    """A new run's priority, deadline and concurrency key: the caller's, else the
+    workflow's; a key that does not render refuses the run."""
+    spec = workflow.spec
+    priority = spec.get("priority", 0) if priority is None else priority
+    timeout = spec.get("timeout") if deadline is None else deadline
+    run_flow_check(priority=priority, deadline=timeout)
+    key = ""
+    if spec.get("concurrency"):
+        try:
+            key = str(render(spec["concurrency"]["key"], {"params": params}))
+        except TemplateError as exc:
+            raise RunInvalid(f"concurrency.key: {exc}", field="concurrency.key") from None
+        if not 0 < len(key) <= 200:
+            raise RunInvalid(
+                f"concurrency.key: rendered to {len(key)} characters (1-200)",
+                field="concurrency.key",
+            )
+    now = timezone.now()
+    return {
+        "priority": priority,
+        "deadline": now + timedelta(seconds=timeout) if timeout is not None else None,
+        "concurrency_key": key,
+    }
+
+
+def run_flow_check(*, priority=None, deadline=None) -> None:
+    """Refuse a run's `priority` (0-9) or `deadline` (seconds) out of range, naming the
+    field (RunInvalid); None is the workflow's. Doors that take them for a run started
+    later (a command's invocation) check them first, so nothing is recorded as started."""
+    if priority is not None and not (
+        isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 9
+    ):
+        raise RunInvalid(
+            f"priority: must be an integer from 0 to 9, not {priority!r}", field="priority"
+        )
+    if deadline is not None and not (
+        isinstance(deadline, int | float)
+        and not isinstance(deadline, bool)
+        and 0 < deadline <= RUN_TIMEOUT["maximum"]
+    ):
+        raise RunInvalid(
+            f"deadline: must be a number of seconds, more than 0 and at most "
+            f"{RUN_TIMEOUT['maximum']}, not {deadline!r}",
+            field="deadline",
+        )

@@ -48,6 +48,10 @@ class Run(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
+    parent_step = models.ForeignKey(
+        "StepRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+        help_text="The step of another run that started this one (a sub-workflow).",
+    )  # fmt: skip
     priority = models.PositiveSmallIntegerField(
         default=0, help_text="0-9: the default priority of its steps (higher goes first)."
     )

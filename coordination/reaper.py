@@ -1,20 +1,29 @@
 """The reaper: the leading coordinator's pass that recovers what Redis or a dead agent
 lost, and sends what is due (coordination.leadership runs it every HIVE_REAPER_INTERVAL)."""
 
+import functools
 import logging
 from datetime import timedelta
 
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import CharField, Q, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from agents.models import Agent
 from agents.services import agents_reap
 from coordination import flow
 from coordination.dispatch import queue_lengths
-from coordination.engine import Engine, capacity_wake, group_complete, run_capacity_wake
+from coordination.engine import (
+    Engine,
+    capacity_wake,
+    child_end,
+    group_complete,
+    run_cancel_with_parent,
+    run_capacity_wake,
+)
 from coordination.models import Run, StepRun
 from hive_core.redis_client import redis_client
 
@@ -53,7 +62,9 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
     - steps sleeping or waiting for a signal whose time has come: ended (woken);
     - the lines of concurrency keys (steps and runs) with room: moved on (a slot is
       handed on when it frees; this catches one whose process died first);
-    - foreach groups whose items all finished but were not completed: completed.
+    - foreach groups whose items all finished but were not completed: completed;
+    - sub-workflows that ended unseen by their parent's step, or outlived their
+      parent's run (the process died between the two transactions): followed.
     """
     now = timezone.now()
     offline = Agent.objects.filter(status=Agent.Status.OFFLINE).values("name")
@@ -83,6 +94,7 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
         except Exception:
             # One step the reaper cannot handle must not stop it recovering the rest.
             logger.exception("reaper: could not handle step %s (%s)", found.pk, kind)
+    _subworkflows_follow()
     lines = StepRun.objects.filter(
         state=StepRun.State.PENDING, waiting_reason__startswith=flow.WAIT_CAPACITY
     )
@@ -97,6 +109,27 @@ def steps_reap(*, queue_lengths) -> dict[str, int]:
             except Exception:
                 logger.exception("reaper: could not move the line of %r", key)
     return counts
+
+
+def _subworkflows_follow() -> None:
+    ended = Run.objects.filter(
+        state__in=Run.TERMINAL,
+        parent_step__state=StepRun.State.WAITING,
+        parent_step__waiting_reason=Concat(Value("waiting for run "), Cast("pk", CharField())),
+    )
+    orphans = Run.objects.exclude(state__in=Run.TERMINAL).filter(
+        parent_step__run__state__in=Run.TERMINAL
+    )
+    work = [functools.partial(child_end, run_id=pk) for pk in ended.values_list("pk", flat=True)]
+    work += [
+        functools.partial(run_cancel_with_parent, run_id=pk, parent=parent)
+        for pk, parent in orphans.values_list("pk", "parent_step__run")
+    ]
+    for follow in work:
+        try:
+            follow()
+        except Exception:
+            logger.exception("reaper: could not follow a sub-workflow (%s)", follow.keywords)
 
 
 def runs_expire() -> int:

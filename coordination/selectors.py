@@ -138,3 +138,15 @@ def agent_cards() -> list[Agent]:
     for agent in agents:
         agent.current = running.get(agent.name, [])
     return agents
+
+
+def run_outputs(run: Run) -> dict:
+    """The outputs of a run's last steps (those no other step needs): what it produced
+    (`hive run --wait` prints them; a sub-workflow's step ends with them)."""
+    steps = run.workflow.spec["steps"]
+    needed = {need for step in steps for need in step["needs"]}
+    last = [s["id"] for s in steps if s["id"] not in needed]
+    found = getattr(run, "top_steps", None)
+    if found is None:
+        found = run.steps.filter(group=None, step_id__in=last)
+    return {s.key: s.output for s in found if s.step_id in last and s.state == "succeeded"}

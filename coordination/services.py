@@ -19,12 +19,12 @@ from django.utils import timezone
 from agents.skills.registry import schema_problem
 from coordination import flow
 from coordination.dispatch import Continuation
-from coordination.engine import Engine, step_end
+from coordination.engine import Engine, run_create, step_end
 from coordination.errors import RunConflict, RunDenied, RunError, RunForbidden, RunInvalid
+from coordination.flow import run_flow_check
 from coordination.models import Run, Signal, StepRun, Workflow
-from coordination.spec import RUN_TIMEOUT, SIGNAL_NAME, spec_digest, spec_load
+from coordination.spec import SIGNAL_NAME, spec_digest, spec_load
 from coordination.sql import step_event_emit, step_update
-from coordination.templates import TemplateError, render
 from events.kinds import run_subject, subject
 from events.services import event_emit
 from hive_core.jsondata import SchemaValidator, json_problem
@@ -138,84 +138,12 @@ def run_start(
     `priority` (0-9) and `deadline` (seconds from now) override the workflow's
     `priority` and `timeout`."""
     params = _run_params(workflow=workflow, params=params, internal=internal)
-    flow_fields = _run_flow(workflow=workflow, params=params, priority=priority, deadline=deadline)
+    flow_fields = flow.run_flow(workflow=workflow, params=params, priority=priority,
+                                deadline=deadline)  # fmt: skip
     with transaction.atomic():
-        run = Run.objects.create(
-            workflow=workflow,
-            params=params,
-            state=Run.State.RUNNING,
-            created_by=user,
-            rerun_of=rerun_of,
-            **flow_fields,
-        )
-        StepRun.objects.bulk_create(
-            StepRun(
-                run=run,
-                step_id=s["id"],
-                key=s["id"],
-                skill=s["skill"],
-                pending_deps=len(s["needs"]),
-                priority=run.priority if s.get("priority") is None else s["priority"],
-            )
-            for s in workflow.spec["steps"]
-        )
-        event_emit(
-            kind="run.started",
-            subject=run_subject(run.pk),
-            data={"workflow": str(workflow), "params": params},
-        )
-        engine = Engine(run.pk)
-        engine.begin()
-        engine.settle()
+        run = run_create(workflow=workflow, params=params, user_id=getattr(user, "pk", None),
+                         rerun_of=rerun_of, **flow_fields)  # fmt: skip
     return Run.objects.get(pk=run.pk)
-
-
-def _run_flow(*, workflow: Workflow, params: dict, priority, deadline) -> dict:
-    """A new run's priority, deadline and concurrency key: the caller's, else the
-    workflow's; a key that does not render refuses the run."""
-    spec = workflow.spec
-    priority = spec.get("priority", 0) if priority is None else priority
-    timeout = spec.get("timeout") if deadline is None else deadline
-    run_flow_check(priority=priority, deadline=timeout)
-    key = ""
-    if spec.get("concurrency"):
-        try:
-            key = str(render(spec["concurrency"]["key"], {"params": params}))
-        except TemplateError as exc:
-            raise RunInvalid(f"concurrency.key: {exc}", field="concurrency.key") from None
-        if not 0 < len(key) <= 200:
-            raise RunInvalid(
-                f"concurrency.key: rendered to {len(key)} characters (1-200)",
-                field="concurrency.key",
-            )
-    now = timezone.now()
-    return {
-        "priority": priority,
-        "deadline": now + timedelta(seconds=timeout) if timeout is not None else None,
-        "concurrency_key": key,
-    }
-
-
-def run_flow_check(*, priority=None, deadline=None) -> None:
-    """Refuse a run's `priority` (0-9) or `deadline` (seconds) out of range, naming the
-    field (RunInvalid); None is the workflow's. Doors that take them for a run started
-    later (a command's invocation) check them first, so nothing is recorded as started."""
-    if priority is not None and not (
-        isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 9
-    ):
-        raise RunInvalid(
-            f"priority: must be an integer from 0 to 9, not {priority!r}", field="priority"
-        )
-    if deadline is not None and not (
-        isinstance(deadline, int | float)
-        and not isinstance(deadline, bool)
-        and 0 < deadline <= RUN_TIMEOUT["maximum"]
-    ):
-        raise RunInvalid(
-            f"deadline: must be a number of seconds, more than 0 and at most "
-            f"{RUN_TIMEOUT['maximum']}, not {deadline!r}",
-            field="deadline",
-        )
 
 
 def run_pause(*, run: Run, user=None) -> Run:

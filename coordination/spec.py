@@ -16,7 +16,7 @@ from jsonschema.exceptions import SchemaError
 
 from agents.skills import skill_names
 from agents.skills.registry import schema_problem, skill_get
-from coordination.models import RATE_LIMIT_MAX, RATE_PER_MAX
+from coordination.models import RATE_LIMIT_MAX, RATE_PER_MAX, Workflow
 from coordination.templates import TemplateError, template_check, template_steps
 from hive_core.jsondata import SchemaValidator
 from hive_core.yamlfile import DefinitionError, LineDict, yaml_load
@@ -49,6 +49,9 @@ RUN_TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400}
 WAIT_MAX = 30 * 86400
 WAIT_KINDS = ("sleep", "sleep_until", "wait_for")
 SIGNAL_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.:-]*$", "maxLength": 100}
+WORKFLOW_REF = "^[a-z0-9][a-z0-9_.:-]*(@[0-9]+)?$"
+# Sub-workflows are followed this deep when a definition is checked for a cycle.
+_REF_DEPTH = 20
 STEP_SCHEMA = {
     "type": "object",
     "properties": {
@@ -77,6 +80,8 @@ STEP_SCHEMA = {
         # `minimum` and `maximum` hold for a number; a string is a template.
         "sleep": {"type": ["number", "string"], "minimum": 0, "maximum": WAIT_MAX, "minLength": 1},
         "sleep_until": {"type": "string", "minLength": 1},
+        # A sub-workflow: `name@version`, or a name (its newest version when it starts).
+        "workflow": {"type": "string", "pattern": WORKFLOW_REF, "maxLength": 112},
         "wait_for": {
             "type": "object",
             "properties": {
@@ -138,13 +143,17 @@ def step_wait(step: dict) -> str:
 
 
 def _check_kind(step: dict, at: str) -> None:
-    """A step runs a skill or waits (a sleep, a signal), one of them."""
-    kinds = [kind for kind in ("skill", *WAIT_KINDS) if kind in step and step[kind] != ""]
+    """A step runs a skill, waits (a sleep, a signal) or runs a sub-workflow: one."""
+    kinds = [k for k in ("skill", *WAIT_KINDS, "workflow") if k in step and step[k] != ""]
     if len(kinds) != 1:
         given = f"it gives {' and '.join(kinds)}" if kinds else "it gives none"
-        raise SpecError(f"{at}give one of skill, sleep, sleep_until or wait_for: {given}")
+        raise SpecError(f"{at}give one of skill, sleep, sleep_until, wait_for or workflow: {given}")
     if kinds[0] != "skill":
+        # A sub-workflow takes its params (`with`) and may run once per item.
+        takes = ("with", "foreach") if kinds[0] == "workflow" else ()
         for field in ("with", "foreach", "agent", "role", "concurrency", "rate"):
+            if field in takes:
+                continue
             if step.get(field) not in (None, {}, "", STEP_DEFAULTS.get(field)):
                 raise SpecError(
                     f"{at}{field}: a {kinds[0]} step runs no skill: it takes no {field}"
@@ -153,11 +162,13 @@ def _check_kind(step: dict, at: str) -> None:
 
 def spec_load(path: Path) -> dict:
     """Read and validate a definition file."""
-    return spec_validate(yaml_load(path), source=str(path))
+    return spec_validate(yaml_load(path), source=str(path), name=path.stem)
 
 
-def spec_validate(data: object, *, source: str) -> dict:
-    """Validate a parsed definition; return it normalized (every step field present)."""
+def spec_validate(data: object, *, source: str, name: str = "") -> dict:
+    """Validate a parsed definition; return it normalized (every step field present).
+    `name`: what it will be saved as, when not its own `name:` (a sub-workflow that
+    leads back to it is a cycle)."""
     _check_shape(data, source)
     steps = data["steps"]
     nodes = {step["id"]: step for step in steps}
@@ -196,6 +207,8 @@ def spec_validate(data: object, *, source: str) -> dict:
             _check_key(step.get(field), at(sid, f"{field}.key"), field)
         if step["skill"]:
             _check_inputs(step, at(sid, "with"))
+        if step.get("workflow"):
+            _check_subworkflow(step["workflow"], data.get("name") or name, at(sid, "workflow"))
         normalized.append(step)
     _check_acyclic(normalized, at)
     _check_step_references(normalized, at)
@@ -306,6 +319,38 @@ def _check_key(flow: dict | None, at: str, field: str) -> None:
             template_check(flow["key"])
         except TemplateError as exc:
             raise SpecError(f"{at}{field}.key: template error: {exc}") from None
+
+
+def workflow_ref(ref: str) -> tuple[str, int | None]:
+    """`name@3` as ("name", 3); a bare name as (name, None): its newest version."""
+    name, _, version = ref.partition("@")
+    return name, int(version) if version else None
+
+
+def _check_subworkflow(ref: str, name: str, at: str) -> None:
+    """A sub-workflow must be stored (and may not be a command's), and may not lead
+    back to the definition being checked: a workflow that starts itself never ends."""
+    wanted, version = workflow_ref(ref)
+    if wanted.startswith("cmd:"):
+        raise SpecError(f"{at}workflow: {wanted} is a command's: it starts only as the command")
+    frontier = [(wanted, version, [wanted])]
+    while frontier:
+        current, pinned, path = frontier.pop()
+        if name and current == name:
+            raise SpecError(f"{at}workflow: {' -> '.join([name, *path])} is a cycle")
+        versions = Workflow.objects.filter(name=current).order_by("-version")
+        found = versions.filter(version=pinned).first() if pinned else versions.first()
+        if found is None:
+            if current == wanted:
+                what = f"no version {pinned} of" if pinned and versions.exists() else "no"
+                raise SpecError(f"{at}workflow: {what} workflow {current!r}")
+            continue  # a deeper reference that is gone fails when its step starts
+        if len(path) < _REF_DEPTH:
+            frontier += [
+                (*workflow_ref(s["workflow"]), [*path, workflow_ref(s["workflow"])[0]])
+                for s in found.spec["steps"]
+                if s.get("workflow")
+            ]
 
 
 def _has_template(value: object) -> bool:

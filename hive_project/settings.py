@@ -197,6 +197,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": HIVE_VISIBILITY_TIMEOUT}
 CELERY_TASK_DEFAULT_QUEUE = "hive.default"
+# A run started by a step of another (a sub-workflow) is at most this deep: a cycle
+# through workflows saved later than the check at load time stops here.
+HIVE_SUBWORKFLOW_DEPTH = env_int("HIVE_SUBWORKFLOW_DEPTH", 10, minimum=1)
 # Task events stay off by default: Flower switches them on while it runs
 # (enable_events), and each event is another Redis write per task.
 

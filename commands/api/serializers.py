@@ -4,9 +4,10 @@ from rest_framework import serializers
 from commands.models import Command, Invocation
 from commands.parser import TEXT_PATTERN
 from commands.schedules import WHEN_NEEDED
-from commands.selectors import command_allowed, run_outputs
+from commands.selectors import command_allowed
 from coordination.api.serializers import DeadlineField, PriorityField
 from coordination.models import Run
+from coordination.selectors import run_outputs
 from hive_core.api import MAX_ID
 
 
@@ -67,7 +68,7 @@ class RunSummarySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_outputs(self, run: Run) -> dict:
-        return run_outputs(run=run) if run.state == Run.State.SUCCEEDED else {}
+        return run_outputs(run) if run.state == Run.State.SUCCEEDED else {}
 
 
 class InvocationSerializer(serializers.ModelSerializer):

@@ -101,7 +101,8 @@ def test_a_changed_definition_becomes_a_new_version(tmp_path):
         ),
         (
             ("    skill: noop\n    with: {version", "    with: {version"),
-            ":7: step 'build': 'skill' is a required property",
+            ":7: step 'build': give one of skill, sleep, sleep_until, wait_for or workflow: "
+            "it gives none",
         ),
         (
             ('{suite: "{{ item }}"}', '{suite: "{{ steps.biuld.output }}"}'),

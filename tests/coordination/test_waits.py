@@ -53,7 +53,7 @@ def _due(run, key: str) -> None:
     [
         (("sleep: 1800", "sleep: -1"), ":7: step 'soak': sleep: -1 is less than the minimum of 0"),
         (("sleep: 1800", "sleep: 1800\n    skill: noop"),
-         ":5: step 'soak': give one of skill, sleep, sleep_until or wait_for: "
+         ":5: step 'soak': give one of skill, sleep, sleep_until, wait_for or workflow: "
          "it gives skill and sleep"),
         (("sleep: 1800", "sleep: 1800\n    with: {x: 1}"),
          ":5: step 'soak': with: a sleep step runs no skill: it takes no with"),
@@ -61,7 +61,8 @@ def _due(run, key: str) -> None:
          ":10: step 'verdict': wait_for.signal: 'CI passed' does not match"),
         (("sleep: 1800", 'sleep: "{{ params.x"'), ":7: step 'soak': sleep: template error: "),
         (("    sleep: 1800\n", ""),
-         ":5: step 'soak': give one of skill, sleep, sleep_until or wait_for: it gives none"),
+         ":5: step 'soak': give one of skill, sleep, sleep_until, wait_for or workflow: "
+         "it gives none"),
     ],
 )  # fmt: skip
 def test_a_bad_wait_in_a_definition_names_file_line_and_field(tmp_path, change, error):
