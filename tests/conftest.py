@@ -204,6 +204,15 @@ def shared_agent(module_processes, django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
+def operator_rates_fresh():
+    """Each process keeps the operators' rate limits it read for a few seconds
+    (coordination/flow.py): a test reads its own, not a limit an earlier test set."""
+    from coordination.flow import operator_rates_forget
+
+    operator_rates_forget()
+
+
+@pytest.fixture(autouse=True)
 def routing_fresh():
     """Routing keeps the agents it read for a second (agents/routing.py): each test reads
     its own, not the last test's."""
