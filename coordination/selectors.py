@@ -68,7 +68,7 @@ def run_get(*, user, pk: int) -> Run:
     user may not see it."""
     steps = Prefetch("steps", queryset=StepRun.objects.order_by("id"))
     return (
-        Run.objects.select_related("workflow", "created_by")
+        Run.objects.select_related("workflow", "created_by", "parent_step")
         .prefetch_related(steps)
         .filter(pk__in=run_visible_list(user=user).values("pk"))
         .get(pk=pk)
@@ -150,3 +150,8 @@ def run_outputs(run: Run) -> dict:
     if found is None:
         found = run.steps.filter(group=None, step_id__in=last)
     return {s.key: s.output for s in found if s.step_id in last and s.state == "succeeded"}
+
+
+def run_children(*, run: Run) -> QuerySet[Run]:
+    """The runs the steps of `run` started (sub-workflows), oldest first."""
+    return Run.objects.filter(parent_step__run=run).order_by("pk")

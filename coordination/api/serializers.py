@@ -2,6 +2,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from coordination.models import Run, Signal, StepRun, Workflow
+from coordination.selectors import run_children
 from coordination.spec import PRIORITY, RUN_TIMEOUT
 
 
@@ -55,16 +56,31 @@ class RunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ParentSerializer(serializers.Serializer):
+    run = serializers.IntegerField(source="run_id")
+    step = serializers.CharField(source="key")
+
+
 class RunDetailSerializer(RunSerializer):
     steps = StepRunSerializer(many=True, read_only=True)
     dag = serializers.SerializerMethodField(help_text="The steps of the pinned version's spec.")
+    parent = ParentSerializer(
+        source="parent_step", read_only=True, allow_null=True,
+        help_text="The run and step that started this one, if a sub-workflow.",
+    )  # fmt: skip
+    children = serializers.SerializerMethodField(
+        help_text="The runs this one's steps started (sub-workflows), oldest first."
+    )
 
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "dag", "steps"]
+        fields = [*RunSerializer.Meta.fields, "parent", "children", "dag", "steps"]
         read_only_fields = fields
 
     def get_dag(self, run: Run) -> list[dict]:
         return run.workflow.spec["steps"]
+
+    def get_children(self, run: Run) -> list[int]:
+        return list(run_children(run=run).values_list("pk", flat=True))
 
 
 class RunFilterSerializer(serializers.Serializer):

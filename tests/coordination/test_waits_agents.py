@@ -12,7 +12,8 @@ from rest_framework.test import APIClient
 
 from commands.executing import command_execute
 from commands.loading import commands_load
-from coordination.services import run_start
+from coordination.models import Run
+from coordination.services import run_cancel, run_start
 from tests.conftest import agent_start
 from tests.processes import wait_for
 from tests.runs import steps_of, wait_run
@@ -95,3 +96,38 @@ def test_the_demo_canary_soaks_waits_for_its_signal_and_promotes(
     run = wait_run(run)
     assert run.state == "succeeded"
     assert steps_of(run)["promote"].output == {"promoted": "1.4.0", "health": {"errors": 0}}
+
+
+def test_sub_workflows_on_real_agents(start_agent, coordinator, make_workflow):
+    start_agent("children", skills="noop,sleep,test.fail", concurrency=2)
+    admin = User.objects.create_superuser("admin", password="pw")
+    child = make_workflow(
+        [{"id": "build", "skill": "sleep", "with": {"seconds": 0.2}},
+         {"id": "ship", "skill": "noop", "needs": "build", "with": {"item": "{{ params.n }}"}}],
+        name="child",
+    )  # fmt: skip
+    make_workflow([{"id": "boom", "skill": "test.fail"}], name="boom")
+    make_workflow([{"id": "nap", "sleep": 600}], name="napping")
+    fan = make_workflow([{"id": "each", "workflow": "child", "foreach": "{{ range(5) | list }}",
+                          "with": {"n": "{{ item }}"}}])  # fmt: skip
+    failing = make_workflow([{"id": "call", "workflow": "boom"}])
+    long = make_workflow([{"id": "call", "workflow": "napping"}, {"id": "also", "workflow": "child",
+                          "with": {"n": 9}}])  # fmt: skip
+
+    fanned = wait_run(run_start(workflow=fan, params={}, user=admin), timeout=60)
+    failed = wait_run(run_start(workflow=failing, params={}, user=admin))
+    cancelled = run_start(workflow=long, params={}, user=admin)
+    wait_for(lambda: Run.objects.filter(parent_step__run=cancelled).count() == 2,
+             timeout=30, what="the children to start")  # fmt: skip
+    run_cancel(run=cancelled)
+
+    assert fanned.state == "succeeded"
+    assert steps_of(fanned)["each"].output == [{"ship": {"item": n}} for n in range(5)]
+    assert child.runs.filter(state="succeeded").count() >= 5
+    assert failed.state == "failed" and "workflow: run" in steps_of(failed)["call"].error
+    children = wait_for(
+        lambda: (found := list(Run.objects.filter(parent_step__run=cancelled)))
+        and all(c.state in ("cancelled", "succeeded") for c in found) and found,
+        timeout=30, what="the children to end",
+    )  # fmt: skip
+    assert "cancelled" in {c.state for c in children}
