@@ -11,9 +11,11 @@ from coordination.api.serializers import RunFilterSerializer
 from coordination.models import Run
 from coordination.selectors import (
     agent_cards,
+    run_children,
     run_get,
     run_list,
     run_state_counts,
+    run_visible_list,
     step_throughput,
 )
 from coordination.services import RUN_ACTION_PERMISSIONS
@@ -78,6 +80,7 @@ def run_detail(request, pk: str):
     steps = list(run.steps.all())
     return _page(request, "run", {
         "seq": seq, "run": run, "steps": steps,
+        "children": list(run_children(run=run).filter(pk__in=run_visible_list(user=request.user))),
         "dag": dag_layout(run.workflow.spec["steps"], steps), "can": _run_actions(request.user),
     })  # fmt: skip
 

@@ -120,3 +120,17 @@ def test_an_unknown_or_cyclic_sub_workflow_is_refused_at_load(tmp_path, release,
         spec_load(path)
 
     assert str(caught.value).startswith(f"{path}{error}"), str(caught.value)
+
+
+def test_the_run_pages_link_parent_and_children_both_ways(harness, agent, release, client):
+    parent = _save("one-release", [{"id": "call", "workflow": "release", "with": {"service": "x"}}])
+    admin = User.objects.create_superuser("admin", password="pw")
+    run = harness.settle(run_start(workflow=parent, params={}, user=admin))
+    child = Run.objects.get(parent_step__run=run)
+    client.force_login(admin)
+
+    parents_page = client.get(f"/runs/{run.pk}/").content.decode()
+    childs_page = client.get(f"/runs/{child.pk}/").content.decode()
+
+    assert f'<a href="/runs/{child.pk}/" data-run-child>run {child.pk}</a>' in parents_page
+    assert f'<a href="/runs/{run.pk}/" data-run-parent>run {run.pk}</a>' in childs_page
