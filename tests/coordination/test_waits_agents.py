@@ -10,9 +10,11 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
+from agents.mailbox import user_sender
+from agents.services import message_send
 from commands.executing import command_execute
 from commands.loading import commands_load
-from coordination.models import Run
+from coordination.models import Run, Signal
 from coordination.services import run_cancel, run_start
 from tests.conftest import agent_start
 from tests.processes import wait_for
@@ -52,30 +54,37 @@ def test_a_sleep_survives_every_process_restarting_and_holds_no_worker(processes
     assert nap.agent == "" and nap.tries == 0  # no agent ran it
 
 
-def test_signals_by_api_and_by_hive_signal_wake_their_steps(
+def test_signals_by_api_hive_signal_and_a_message_wake_their_steps(
     start_agent, coordinator, make_workflow
 ):
     start_agent("signals", skills="noop")
     workflow = make_workflow(
         [{"id": "ci", "wait_for": {"signal": "ci-passed", "timeout": 120}},
          {"id": "review", "wait_for": {"signal": "approved", "timeout": 120}},
-         {"id": "ship", "skill": "noop", "needs": ["ci", "review"],
-          "with": {"build": "{{ steps.ci.output.build }}", "by": "{{ steps.review.output }}"}}]
+         {"id": "scan", "wait_for": {"signal": "scanned", "timeout": 120}},
+         {"id": "ship", "skill": "noop", "needs": ["ci", "review", "scan"],
+          "with": {"build": "{{ steps.ci.output.build }}", "by": "{{ steps.review.output }}",
+                   "scan": "{{ steps.scan.output }}"}}]
     )  # fmt: skip
     admin = User.objects.create_superuser("admin", password="pw")
     run = run_start(workflow=workflow, params={}, user=admin)
-    wait_for(lambda: steps_of(run)["review"].state == "waiting", timeout=30, what="the waits")
+    wait_for(lambda: steps_of(run)["scan"].state == "waiting", timeout=30, what="the waits")
     api = APIClient()
     api.force_authenticate(admin)
 
     sent = api.post(f"/api/v1/runs/{run.pk}/signals/",
                     {"name": "ci-passed", "payload": {"build": 7}}, format="json")  # fmt: skip
     command_execute(text=f"/hive:signal {run.pk} approved '\"ada\"'", user=admin, source="api")
+    # The third through an agent's inbox: a message of kind hive.signal, sent as admin.
+    message_send(sender=user_sender(admin), to="signals", kind="hive.signal",
+                 payload={"run": run.pk, "name": "scanned", "payload": "clean"})  # fmt: skip
 
     assert sent.status_code == 201
     run = wait_run(run)
     assert run.state == "succeeded"
-    assert steps_of(run)["ship"].output == {"build": 7, "by": "ada"}
+    assert steps_of(run)["ship"].output == {"build": 7, "by": "ada", "scan": "clean"}
+    sources = sorted(Signal.objects.filter(run=run).values_list("source", flat=True))
+    assert sources == ["api", "command", "message"]
 
 
 def test_the_demo_canary_soaks_waits_for_its_signal_and_promotes(
