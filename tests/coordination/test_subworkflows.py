@@ -7,8 +7,8 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from coordination.models import Run, Workflow
-from coordination.services import run_cancel, run_start, workflow_save
+from coordination.models import Run, StepRun, Workflow
+from coordination.services import run_cancel, run_start, signal_send, step_retry, workflow_save
 from coordination.spec import SpecError, spec_load, spec_validate
 from tests.runs import steps_of
 
@@ -134,3 +134,36 @@ def test_the_run_pages_link_parent_and_children_both_ways(harness, agent, releas
 
     assert f'<a href="/runs/{child.pk}/" data-run-child>run {child.pk}</a>' in parents_page
     assert f'<a href="/runs/{run.pk}/" data-run-parent>run {run.pk}</a>' in childs_page
+
+
+def test_a_retried_step_starts_a_new_child(harness, agent):
+    _save("flaky-child", [{"id": "gate", "wait_for": {"signal": "go", "timeout": 60}}])
+    parent = _save("calls-flaky", [{"id": "call", "workflow": "flaky-child"}])
+    run = harness.settle(run_start(workflow=parent, params={}))
+    first = Run.objects.get(parent_step__run=run)
+    run_cancel(run=first)  # the child fails the parent's step
+    run = harness.settle(run)
+    assert run.state == "failed"
+
+    step_retry(step=StepRun.objects.get(run=run, key="call"))
+
+    second = Run.objects.filter(parent_step__run=run).exclude(pk=first.pk).get()
+    signal_send(run=second, name="go", payload=1)
+    run = harness.settle(run)
+    assert run.state == "succeeded" and steps_of(run)["call"].output == {"gate": 1}
+
+
+def test_runs_nest_no_deeper_than_the_limit(harness, agent, settings):
+    settings.HIVE_SUBWORKFLOW_DEPTH = 3
+    _save("leaf", [{"id": "x", "skill": "noop"}])
+    _save("level-2", [{"id": "down", "workflow": "leaf"}])
+    _save("level-1", [{"id": "down", "workflow": "level-2"}])
+    top = _save("level-0", [{"id": "down", "workflow": "level-1"}])
+
+    run = harness.settle(run_start(workflow=top, params={}))
+
+    assert run.state == "failed"
+    deepest = Run.objects.get(workflow__name="level-2")
+    assert steps_of(deepest)["down"].error == (
+        "workflow: more than 3 runs deep (HIVE_SUBWORKFLOW_DEPTH)"
+    )
