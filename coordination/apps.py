@@ -14,8 +14,8 @@ class CoordinationConfig(AppConfig):
         hooks.lease_renewers.register(step_leases_renew)
         hooks.handoff_recorders.register(step_handoff_record)
 
-        # Registers the `hive.signal` message handler.
-        import coordination.handlers  # noqa: F401
+        # Registers the `hive.signal` message kind and the `signal.send` skill.
+        import coordination.signalling  # noqa: F401
         from coordination.leadership import leader_passes
         from coordination.reaper import reap_pass
 

@@ -49,7 +49,9 @@ def _continuation(request) -> Continuation | None:
 
 def _execute(task, step: StepRun, agent: str, here: Continuation | None) -> None:
     # The same key on every delivery of this try, so outside effects happen once.
-    context = SkillContext(agent=agent, idempotency_key=f"{step.run_id}:{step.key}:{step.tries}")
+    # `run`: the step's run, for the skills that act as the user who started it.
+    context = SkillContext(agent=agent, idempotency_key=f"{step.run_id}:{step.key}:{step.tries}",
+                           extra={"run": step.run_id})  # fmt: skip
     try:
         output = skill_execute(step.skill, step.inputs or {}, context=context)
     except SoftTimeLimitExceeded:

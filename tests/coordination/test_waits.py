@@ -228,3 +228,25 @@ def test_the_api_and_hive_signal_send_signals_with_the_run_permission(
     assert run.state == "succeeded"
     assert (steps_of(run)["one"].output, steps_of(run)["two"].output) == ({"ok": True}, {"n": 2})
     assert Signal.objects.count() == 2
+
+
+def test_the_signal_send_skill_signals_as_the_user_who_started_its_run(harness, make_workflow):
+    harness.agent("signaller", skills="noop,signal.send")
+    waiting = make_workflow([{"id": "gate", "wait_for": {"signal": "go"}}])
+    sender = make_workflow(
+        [{"id": "send", "skill": "signal.send",
+          "with": {"run": "{{ params.run }}", "name": "go", "payload": "from a step"}}]
+    )  # fmt: skip
+    ada = _user("ada", "coordination.change_run")
+    bob = _user("bob")
+    target = harness.settle(run_start(workflow=waiting, params={}, user=ada))
+
+    denied = harness.settle(run_start(workflow=sender, params={"run": target.pk}, user=bob))
+    sent = harness.settle(run_start(workflow=sender, params={"run": target.pk}, user=ada))
+
+    assert denied.state == "failed"
+    assert steps_of(denied)["send"].error == "permission denied: bob may not signal runs"
+    assert sent.state == "succeeded"
+    assert steps_of(sent)["send"].output == {"signal": Signal.objects.get().pk, "step": "gate"}
+    target = harness.settle(target)
+    assert target.state == "succeeded" and steps_of(target)["gate"].output == "from a step"
