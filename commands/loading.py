@@ -6,18 +6,28 @@ definitions as versions, loads whole folders and disables what they no longer ho
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.db import transaction
 
-from commands.loader import Definition, command_roots, definition_files, definition_read, name_of
+from commands.loader import (
+    SHIPPED_DIR,
+    Definition,
+    command_roots,
+    definition_files,
+    definition_read,
+    name_of,
+)
 from commands.models import Command
 from commands.registry import BUILTINS
-from coordination.services import workflow_save
+from coordination.services import workflow_load, workflow_save
 from events.kinds import subject
 from events.services import event_emit
 from hive_core.yamlfile import DefinitionError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,21 @@ def command_save(*, definition: Definition) -> tuple[Command, str]:
     return command, action
 
 
+def shipped_workflows_load() -> list[Change]:
+    """Save the shipped workflows (definitions/_workflows/) that the demo commands run
+    as sub-workflows: they must be stored before a command naming one is checked."""
+    changes = []
+    for path in sorted((SHIPPED_DIR / "_workflows").glob("*.yaml")):
+        try:
+            workflow, _ = workflow_load(path=path)
+        except DefinitionError as exc:
+            changes.append(Change(name="", action="error", error=str(exc)))
+        else:
+            # Not a command: reported by `hive load -v` only as what it is.
+            logger.debug("workflow %s from %s", workflow, path)
+    return changes
+
+
 def commands_load(*, paths: list[Path] | None = None) -> list[Change]:
     """Sync definition files into the database and say what changed.
 
@@ -103,6 +128,8 @@ def commands_load(*, paths: list[Path] | None = None) -> list[Change]:
     is reported and its command keeps the version it had.
     """
     changes = builtins_sync()
+    if not paths:
+        changes += shipped_workflows_load()
     roots = [Path(p) for p in paths] if paths else [r for r in command_roots() if r.is_dir()]
     present: set[str] = set()  # every definition file found, loaded or broken
     names: dict[str, Path] = {}  # each name to the file that defined it

@@ -104,7 +104,11 @@ def test_the_demo_canary_soaks_waits_for_its_signal_and_promotes(
 
     run = wait_run(run)
     assert run.state == "succeeded"
-    assert steps_of(run)["promote"].output == {"promoted": "1.4.0", "health": {"errors": 0}}
+    assert steps_of(run)["promote"].output == {
+        "promoted": "1.4.0", "health": {"errors": 0}, "smoked": 2
+    }  # fmt: skip
+    children = Run.objects.filter(parent_step__run=run).order_by("pk")
+    assert [c.params["service"] for c in children] == ["api", "web"]
 
 
 def test_sub_workflows_on_real_agents(start_agent, coordinator, make_workflow):
