@@ -6,10 +6,12 @@ not render start nothing."""
 import hashlib
 import hmac
 import json
+import subprocess
 import threading
 
 import httpx
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
@@ -320,3 +322,21 @@ def test_a_body_over_the_limit_is_a_413(client, trigger, settings):
     assert response.status_code == 413
     assert response.json()["error"]["fields"] == {"body": ["larger than 10 bytes"]}
     assert not Invocation.objects.exists()
+
+
+def test_the_readmes_example_makes_a_trigger_and_starts_a_release(live_server_url, users):
+    commands_load()  # the shipped commands, /demo:release among them
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    section = readme[readme.index("### Webhook triggers") :]
+    script = section.split("```sh\n", 1)[1].split("\n```", 1)[0]
+    script = script.replace("$(.venv/bin/python manage.py hive token admin)", users["admin"].token)
+    script = script.replace("http://127.0.0.1:8000", live_server_url)
+
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                          text=True, timeout=60, check=True)  # fmt: skip
+
+    assert done.stdout, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["invocation"]["text"] == "/demo:release 1.4.0"
+    assert (answer["invocation"]["source"], answer["invocation"]["user"]) == ("webhook", "admin")
+    assert Run.objects.get(pk=answer["run"]["id"]).workflow.name == "cmd:demo:release"
