@@ -14,10 +14,12 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.urls import reverse
+from prometheus_client import generate_latest
 
 from commands.models import Invocation, Trigger, TriggerDelivery
 from commands.services import commands_load
 from coordination.models import Run
+from ops.metrics import registry
 from tests.runs import steps_of, wait_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -122,6 +124,7 @@ def test_a_bad_signature_is_a_401_that_creates_nothing_and_is_counted(post, trig
     assert counts() == before
     assert not TriggerDelivery.objects.exists()  # an unsigned delivery id claims nothing
     assert Trigger.objects.get(pk=trigger.pk).rejected_count == 1
+    assert b'hive_webhook_rejected_total{trigger="tags"} 1.0' in generate_latest(registry)
 
 
 def test_unknown_and_disabled_triggers_are_404(post, trigger):
@@ -340,3 +343,26 @@ def test_the_readmes_example_makes_a_trigger_and_starts_a_release(live_server_ur
     assert answer["invocation"]["text"] == "/demo:release 1.4.0"
     assert (answer["invocation"]["source"], answer["invocation"]["user"]) == ("webhook", "admin")
     assert Run.objects.get(pk=answer["run"]["id"]).workflow.name == "cmd:demo:release"
+
+
+def test_in_the_admin_a_staff_user_makes_triggers_that_run_as_them_only(client, users, release):
+    ada = users["ada"]
+    ada.is_staff = True
+    ada.save()
+    grant(ada, "view", "add", "change")
+    theirs = Trigger.objects.create(name="theirs", command="/hive:help", user=users["admin"])
+    client.force_login(ada)
+    url = reverse("admin:commands_trigger_add")
+    data = {"name": "ci", "command": TEMPLATE, "secret": SECRET, "enabled": "on"}
+
+    as_admin = client.post(url, {**data, "user": users["admin"].pk})
+    assert as_admin.status_code == 200
+    assert "only a superuser may make a trigger run as someone else" in as_admin.content.decode()
+    assert client.post(url, {**data, "user": ada.pk}).status_code == 302
+    assert Trigger.objects.get(name="ci").user == ada
+    # The admin's trigger is not hers to see or change.
+    changelist = client.get(reverse("admin:commands_trigger_changelist")).content.decode()
+    assert "/hooks:release" in changelist and "theirs" not in changelist
+    change = reverse("admin:commands_trigger_change", args=[theirs.pk])
+    assert client.post(change, {**data, "name": "theirs", "user": ada.pk}).status_code == 302
+    assert Trigger.objects.get(pk=theirs.pk).command == "/hive:help"
