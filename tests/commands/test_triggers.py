@@ -366,3 +366,22 @@ def test_in_the_admin_a_staff_user_makes_triggers_that_run_as_them_only(client, 
     change = reverse("admin:commands_trigger_change", args=[theirs.pk])
     assert client.post(change, {**data, "name": "theirs", "user": ada.pk}).status_code == 302
     assert Trigger.objects.get(pk=theirs.pk).command == "/hive:help"
+
+
+def test_the_triggers_user_is_throttled_as_at_the_api(client, trigger, settings, fresh_throttles):
+    settings.HIVE_COMMAND_THROTTLE = "1/min"
+    body = b'{"ref": "refs/tags/v1.0.0"}'
+
+    def deliver(delivery: str):
+        return client.post("/hooks/tags", body, content_type="application/json",
+                           headers={"X-Hive-Signature-256": signed(body),
+                                    "X-Hive-Delivery": delivery})  # fmt: skip
+
+    assert deliver("one").status_code == 201
+    throttled = deliver("two")
+
+    assert throttled.status_code == 429
+    assert throttled.json()["error"]["code"] == "throttled"
+    assert counts() == (1, 1)
+    # Not kept as its answer: the sender's retry, once allowed, runs it.
+    assert list(TriggerDelivery.objects.values_list("delivery_id", flat=True)) == ["one"]
