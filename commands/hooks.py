@@ -7,7 +7,6 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from commands.api.serializers import InvocationSerializer
 from commands.errors import TriggerBodyTooLarge, TriggerThrottled
@@ -20,6 +19,7 @@ from commands.triggers import (
     trigger_verify,
 )
 from hive_core.errors import HiveError
+from hive_core.middleware import api_error
 
 # Hive's own names first, then GitHub's, so GitHub can call a trigger directly.
 SIGNATURE_HEADERS = ("X-Hive-Signature-256", "X-Hub-Signature-256")
@@ -31,8 +31,11 @@ def _header(request, names: tuple[str, ...]) -> str:
 
 
 @csrf_exempt
-@require_POST
 def hook(request, name: str) -> JsonResponse:
+    if request.method != "POST":
+        response = api_error(405, "method_not_allowed", f"{request.method}: a trigger takes POST")
+        response["Allow"] = "POST"
+        return response
     try:
         trigger = trigger_find(name=name)
         body = _body(request)

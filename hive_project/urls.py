@@ -34,7 +34,7 @@ urlpatterns = [
     ),
     re_path(r"^api/", api_not_found),
     # Webhook triggers: signed by their secret, outside the API's authentication.
-    path("hooks/<slug:name>", hook, name="hook"),
+    re_path(r"^hooks/(?P<name>[^/]+)/?$", hook, name="hook"),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),

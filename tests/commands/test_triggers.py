@@ -127,14 +127,18 @@ def test_a_bad_signature_is_a_401_that_creates_nothing_and_is_counted(post, trig
     assert b'hive_webhook_rejected_total{trigger="tags"} 1.0' in generate_latest(registry)
 
 
-def test_unknown_and_disabled_triggers_are_404(post, trigger):
+def test_unknown_and_disabled_triggers_are_404(post, trigger, live_server_url):
     Trigger.objects.create(name="off", command=TEMPLATE, user=trigger.user, enabled=False)
 
-    for name in ("nope", "off"):
+    for name in ("nope", "off", "no%20such"):
         response = post(name, b"{}")
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
-        assert response.json()["error"]["fields"] == {"name": [f"no trigger {name!r}"]}
+        named = name.replace("%20", " ")
+        assert response.json()["error"]["fields"] == {"name": [f"no trigger {named!r}"]}
+    wrong_method = httpx.get(f"{live_server_url}/hooks/tags")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
     assert counts() == (0, 0)
 
 
