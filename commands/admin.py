@@ -6,9 +6,10 @@ from django_celery_beat.admin import PeriodicTaskAdmin, PeriodicTaskForm
 from django_celery_beat.models import PeriodicTask
 
 from commands.loader import definition_build
-from commands.models import Command, Invocation
+from commands.models import Command, Invocation, Trigger
 from commands.selectors import SCHEDULE_TASK, schedule_kwargs, schedule_record
 from commands.services import command_save, commands_load, schedule_saved, schedule_text_check
+from commands.triggers import trigger_template_check, trigger_visible_list
 from hive_core.errors import HiveError
 from hive_core.yamlfile import DefinitionError
 
@@ -208,3 +209,45 @@ class ScheduleAdmin(PeriodicTaskAdmin):
             queryset = queryset.exclude(name__in=others)
         if queryset.exists():
             super().run_tasks(request, queryset)
+
+
+class TriggerForm(forms.ModelForm):
+    """Checked as the API checks it (trigger_save): the template compiles, and only a
+    superuser names another user than themselves to run as."""
+
+    by = None
+
+    class Meta:
+        model = Trigger
+        fields = ["name", "command", "user", "secret", "enabled"]
+
+    def clean(self):
+        data = super().clean()
+        trigger = Trigger(**{f: data[f] for f in self.Meta.fields if f in data})
+        try:
+            trigger_template_check(command=trigger.command or "")
+            if data.get("user") and data["user"] != self.by and not self.by.is_superuser:
+                raise HiveError("user: only a superuser may make a trigger run as someone else")
+        except HiveError as exc:
+            field, _, message = exc.message.partition(": ")
+            self.add_error(field if field in self.Meta.fields else None, message or exc.message)
+        return data
+
+
+@admin.register(Trigger)
+class TriggerAdmin(admin.ModelAdmin):
+    form = TriggerForm
+    list_display = ["name", "command", "user", "enabled", "rejected_count", "created_at"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "command"]
+    readonly_fields = ["rejected_count", "created_at"]
+
+    def get_queryset(self, request):
+        return trigger_visible_list(user=request.user)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"by": request.user})
+
+    def get_changeform_initial_data(self, request):
+        return {"user": request.user.pk, **super().get_changeform_initial_data(request)}

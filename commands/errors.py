@@ -57,3 +57,22 @@ class ScheduleError(Invalid):
 
 class ScheduleDenied(Denied):
     """The user lacks the permission the action on schedules needs (the API's 403)."""
+
+
+class TriggerUnsigned(HiveError):
+    """A delivery to a trigger without a valid signature of its body (401)."""
+
+    status = 401
+    code = "bad_signature"
+
+
+class TriggerBodyTooLarge(HiveError):
+    status = 413
+    code = "too_large"
+
+
+class TriggerThrottled(HiveError):
+    """The trigger's user has executed their commands' rate (HIVE_COMMAND_THROTTLE)."""
+
+    status = 429
+    code = "throttled"

@@ -1,3 +1,5 @@
+import secrets
+
 from django.conf import settings
 from django.db import models
 
@@ -94,6 +96,7 @@ class Invocation(models.Model):
         API = "api"
         CLI = "cli"
         SCHEDULE = "schedule"
+        WEBHOOK = "webhook"
 
     class Outcome(models.TextChoices):
         STARTED = "started"  # a run started
@@ -173,3 +176,58 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return f"schedule {self.pk}: {self.text[:60]}"
+
+
+def trigger_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class Trigger(models.Model):
+    """An inbound webhook (`POST /hooks/<name>`) bound to a command template: a body
+    signed with its secret runs the rendered command as its user, like anyone's."""
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Its address: /hooks/<name>.")
+    command = models.TextField(
+        help_text="The command text it runs, a template over the JSON body and headers: "
+        "/demo:release {{ body.ref | replace('refs/tags/v', '') }}"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Whom the command runs as: their permissions apply.",
+    )
+    # Kept as given, not hashed: every delivery's HMAC is computed with it.
+    secret = models.CharField(
+        max_length=200, default=trigger_secret, help_text="The HMAC-SHA256 key of the body."
+    )
+    enabled = models.BooleanField(default=True)
+    rejected_count = models.PositiveBigIntegerField(
+        default=0, help_text="Deliveries refused for a missing or bad signature."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"trigger {self.name}"
+
+
+class TriggerDelivery(models.Model):
+    """The answer to one delivery id of a trigger, kept a few minutes so a replay gets
+    the first answer rather than running the command again."""
+
+    trigger = models.ForeignKey(Trigger, on_delete=models.CASCADE, related_name="deliveries")
+    delivery_id = models.CharField(max_length=200)
+    status = models.PositiveSmallIntegerField(null=True, help_text="None while being answered.")
+    response = models.JSONField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["trigger", "delivery_id"], name="trigger_delivery_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.delivery_id} of {self.trigger_id}"

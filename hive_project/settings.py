@@ -372,6 +372,8 @@ HIVE_COMMAND_DIRS = path_list("HIVE_COMMAND_DIRS")
 # The longest command text accepted, in characters: a parse error points at a
 # token, so the text must stay printable.
 HIVE_COMMAND_MAX_LENGTH = env_int("HIVE_COMMAND_MAX_LENGTH", 10_000, minimum=100)
+# The largest body a webhook trigger (POST /hooks/<name>) reads, in bytes; more is a 413.
+HIVE_WEBHOOK_MAX_BYTES = env_int("HIVE_WEBHOOK_MAX_BYTES", 1_000_000, minimum=1)
 # Workflow, command and agent definition files (hive_core/yamlfile.py): the largest
 # file read, and how many values its YAML may hold once aliases are expanded. The shipped
 # files are at most 3.2 KB and 181 values (demo/release.md); a 603-byte alias bomb

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from commands.hooks import hook
 from dashboard.api import EventListView
 from hive_core.middleware import api_not_found
 from hive_core.tokens import TokenRotateView
@@ -32,6 +33,8 @@ urlpatterns = [
         ),
     ),
     re_path(r"^api/", api_not_found),
+    # Webhook triggers: signed by their secret, outside the API's authentication.
+    re_path(r"^hooks/(?P<name>[^/]+)/?$", hook, name="hook"),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),

@@ -25,6 +25,7 @@ from prometheus_client.registry import CollectorRegistry
 from agents.models import Agent, Message
 from agents.routing import agent_queues
 from agents.selectors import agent_status_counts
+from commands.models import Trigger
 from coordination import flow
 from coordination.dispatch import queue_lengths
 from coordination.models import Run, StepRun
@@ -106,6 +107,7 @@ class HiveCollector:
         yield from self._concurrency()
         yield from self._step_histograms()
         yield from self._messages()
+        yield from self._webhooks()
         yield from self._redis()
         clients = GaugeMetricFamily(
             "hive_websocket_clients", "Dashboard WebSocket clients connected to this web process."
@@ -129,6 +131,16 @@ class HiveCollector:
         for state in sorted(Run.TERMINAL):
             finished.add_metric([state], counts.get(state, 0))
         yield finished
+
+    def _webhooks(self) -> Iterator[Metric]:
+        rejected = CounterMetricFamily(
+            "hive_webhook_rejected",
+            "Deliveries to a webhook trigger refused for a missing or bad signature.",
+            labels=["trigger"],
+        )
+        for name, count in Trigger.objects.values_list("name", "rejected_count"):
+            rejected.add_metric([name], count)
+        yield rejected
 
     def _steps(self) -> Iterator[Metric]:
         counts = _counts_by_state(StepRun)

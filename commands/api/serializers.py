@@ -1,7 +1,8 @@
+from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from commands.models import Command, Invocation
+from commands.models import Command, Invocation, Trigger
 from commands.parser import TEXT_PATTERN
 from commands.schedules import WHEN_NEEDED
 from commands.selectors import command_allowed
@@ -9,6 +10,8 @@ from coordination.api.serializers import DeadlineField, PriorityField
 from coordination.models import Run
 from coordination.selectors import run_outputs
 from hive_core.api import MAX_ID
+
+User = get_user_model()
 
 
 class CommandSerializer(serializers.ModelSerializer):
@@ -177,3 +180,32 @@ class ScheduleCreateSerializer(ScheduleSerializer):
 
 class ScheduleUpdateSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
+
+
+class TriggerSerializer(serializers.ModelSerializer):
+    """A webhook trigger. Its secret is shown once, in the answer that creates it (and
+    in the admin); give one to choose it, or one is generated."""
+
+    user = serializers.SlugRelatedField(
+        slug_field="username",
+        queryset=User.objects.all(),
+        required=False,
+        help_text="Whom it runs as; you, unless a superuser names another.",
+    )
+    secret = serializers.CharField(
+        write_only=True, required=False, min_length=16, max_length=200, trim_whitespace=False
+    )
+    url = serializers.SerializerMethodField(help_text="Where to POST: /hooks/<name>.")
+
+    class Meta:
+        model = Trigger
+        fields = ["id", "name", "url", "command", "user", "secret", "enabled", "rejected_count",
+                  "created_at"]  # fmt: skip
+        read_only_fields = ["id", "rejected_count", "created_at"]
+
+    def get_url(self, trigger: Trigger) -> str:
+        return f"/hooks/{trigger.name}"
+
+
+class TriggerCreatedSerializer(TriggerSerializer):
+    secret = serializers.CharField(read_only=True, help_text="Shown this once.")

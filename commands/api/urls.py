@@ -17,6 +17,8 @@ urlpatterns = [
     ),
     path("commands/schedules/", views.ScheduleListView.as_view(), name="schedule-list"),
     path("commands/schedules/<id:pk>/", views.ScheduleDetailView.as_view(), name="schedule-detail"),
+    path("commands/triggers/", views.TriggerListView.as_view(), name="trigger-list"),
+    path("commands/triggers/<id:pk>/", views.TriggerDetailView.as_view(), name="trigger-detail"),
     re_path(
         r"^commands/(?P<name>[^/]+)/$", views.CommandDetailView.as_view(), name="command-detail"
     ),

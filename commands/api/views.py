@@ -14,7 +14,10 @@ from commands.api.serializers import (
     ScheduleCreateSerializer,
     ScheduleSerializer,
     ScheduleUpdateSerializer,
+    TriggerCreatedSerializer,
+    TriggerSerializer,
 )
+from commands.models import Trigger
 from commands.selectors import (
     SCHEDULE_ACTION_PERMISSIONS,
     command_list,
@@ -28,6 +31,7 @@ from commands.services import (
     schedule_update,
 )
 from commands.throttles import CommandThrottle
+from commands.triggers import trigger_save, trigger_visible_list
 from hive_core.api import needs, query_params
 
 
@@ -176,4 +180,60 @@ class ScheduleDetailView(_ScheduleView):
     def delete(self, request, pk: int):
         self._row(pk)
         schedule_delete(schedule_id=pk, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class _TriggerView(APIView):
+    """Each method needs the trigger model permission it stands for; a trigger running
+    as another user is not yours to see or change (a superuser's are all)."""
+
+    perms = {"GET": "view", "POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
+
+    def get_permissions(self):
+        return [
+            p() for p in needs(f"commands.{self.perms.get(self.request.method, 'view')}_trigger")
+        ]
+
+    def _trigger(self, pk: int) -> Trigger:
+        trigger = trigger_visible_list(user=self.request.user).filter(pk=pk).first()
+        if trigger is None:
+            raise NotFound(f"no trigger {pk}")
+        return trigger
+
+
+class TriggerListView(_TriggerView):
+    """Webhook triggers: `POST /hooks/<name>`, signed with the secret, runs the command
+    template rendered from the JSON body, as the trigger's user."""
+
+    @extend_schema(responses=TriggerSerializer(many=True), operation_id="triggers_list")
+    def get(self, request):
+        return Response(TriggerSerializer(trigger_visible_list(user=request.user), many=True).data)
+
+    @extend_schema(request=TriggerSerializer, responses={201: TriggerCreatedSerializer})
+    def post(self, request):
+        body = TriggerSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        given = {"user": request.user, **body.validated_data}
+        trigger = trigger_save(trigger=Trigger(**given), by=request.user)
+        return Response(TriggerCreatedSerializer(trigger).data, status=status.HTTP_201_CREATED)
+
+
+class TriggerDetailView(_TriggerView):
+    @extend_schema(responses=TriggerSerializer)
+    def get(self, request, pk: int):
+        return Response(TriggerSerializer(self._trigger(pk)).data)
+
+    @extend_schema(request=TriggerSerializer, responses=TriggerSerializer)
+    def patch(self, request, pk: int):
+        trigger = self._trigger(pk)
+        body = TriggerSerializer(trigger, data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        for field, value in body.validated_data.items():
+            setattr(trigger, field, value)
+        trigger_save(trigger=trigger, by=request.user)
+        return Response(TriggerSerializer(trigger).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int):
+        self._trigger(pk).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
