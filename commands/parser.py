@@ -173,6 +173,14 @@ def _as_positional(token: Token, text: str) -> Token:
     return token
 
 
+def quote(value: object) -> str:
+    """`value` as one token of a command's text, double quoted (a string as it is, any
+    other value as JSON): whatever it holds, spaces, quotes, `key=` or `--flag`, it
+    stays one value."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _unquote(raw: str) -> str:
     return "".join(_tokenize_one(raw, 0)[0])
 

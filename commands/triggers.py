@@ -17,7 +17,8 @@ from django.utils import timezone
 from commands.errors import TriggerUnsigned
 from commands.executing import Attempt, command_execute
 from commands.models import Invocation, Trigger, TriggerDelivery
-from coordination.templates import TemplateError, render, template_check
+from commands.parser import quote
+from coordination.templates import TemplateError, render_each, template_check
 from hive_core.errors import Conflict, Denied, HiveError, Invalid, NotFound
 
 REPLAY_WINDOW = timedelta(minutes=5)
@@ -77,7 +78,8 @@ def trigger_fire(*, trigger: Trigger, body: bytes, headers: dict) -> Invocation:
         "headers": {k: v for k, v in headers.items() if k.lower() in TEMPLATE_HEADERS},
     }
     try:
-        text = render(trigger.command, context)
+        # Each value from the body is one token: a `ref` of "v1 env=prod" is not two.
+        text = render_each(trigger.command, context, each=quote)
     except TemplateError as exc:
         # Recorded as any refused attempt is; nothing starts.
         attempt = Attempt(text=trigger.command, user=trigger.user, source=Invocation.Source.WEBHOOK)

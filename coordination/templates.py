@@ -92,9 +92,21 @@ class _Range:
             yield number
 
 
-_ENV = _BoundedEnvironment(undefined=StrictUndefined, autoescape=False)
-_ENV.filters = {name: _bounded_filter(f) for name, f in _ENV.filters.items()}
-_ENV.globals["range"] = _Range
+def _environment(**options) -> _BoundedEnvironment:
+    env = _BoundedEnvironment(undefined=StrictUndefined, autoescape=False, **options)
+    env.filters = {name: _bounded_filter(f) for name, f in env.filters.items()}
+    env.globals["range"] = _Range
+    return env
+
+
+def _each_value(value: object) -> object:
+    return _each.func(value)
+
+
+_ENV = _environment()
+# Text whose every `{{ expression }}` goes through the caller's function (`render_each`).
+_EACH_ENV = _environment(finalize=_each_value)
+_each = threading.local()
 
 _deadline = threading.local()
 
@@ -136,7 +148,9 @@ class _Deadline:
 
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.DOTALL)
 
-__all__ = ["TemplateError", "evaluate", "render", "template_check", "template_steps"]
+__all__ = [
+    "TemplateError", "evaluate", "render", "render_each", "template_check", "template_steps",
+]  # fmt: skip
 
 
 @lru_cache(maxsize=4096)
@@ -147,6 +161,23 @@ def _expression(source: str):
 @lru_cache(maxsize=4096)
 def _template(source: str):
     return _ENV.from_string(source)
+
+
+@lru_cache(maxsize=256)
+def _each_template(source: str):
+    return _EACH_ENV.from_string(source)
+
+
+def render_each(source: str, context: dict, *, each) -> str:
+    """`source` rendered to text with the value of every `{{ expression }}` passed
+    through `each(value) -> str` first: a webhook's command quotes each value it reads
+    from the body as one token, so a value cannot add arguments of its own."""
+    _each.func = each
+    try:
+        with _Deadline():
+            return _text(_each_template(source), context)
+    except _RUNTIME_ERRORS as exc:
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _expression_of(text: str) -> str | None:

@@ -18,6 +18,7 @@ from prometheus_client import generate_latest
 
 from commands.models import Invocation, Trigger, TriggerDelivery
 from commands.services import commands_load
+from commands.triggers import trigger_fire
 from coordination.models import Run
 from ops.metrics import registry
 from tests.runs import steps_of, wait_run
@@ -93,7 +94,7 @@ def test_a_signed_webhook_runs_its_command_as_the_triggers_user(
         "command": "hooks:release",
         "user": "ada",
         "source": "webhook",
-        "text": "/hooks:release 1.4.0 env=staging",
+        "text": '/hooks:release "1.4.0" env=staging',  # each value from the body quoted
         "args": {"version": "1.4.0", "env": "staging"},
         "outcome": "started",
     }
@@ -125,6 +126,15 @@ def test_a_bad_signature_is_a_401_that_creates_nothing_and_is_counted(post, trig
     assert not TriggerDelivery.objects.exists()  # an unsigned delivery id claims nothing
     assert Trigger.objects.get(pk=trigger.pk).rejected_count == 1
     assert b'hive_webhook_rejected_total{trigger="tags"} 1.0' in generate_latest(registry)
+
+
+def test_a_value_from_the_body_is_one_argument_whatever_it_holds(trigger):
+    body = json.dumps({"ref": 'refs/tags/v1.4.0 env=prod "--dry-run'}).encode()
+
+    invocation = trigger_fire(trigger=trigger, body=body, headers={})
+
+    assert invocation.args == {"version": '1.4.0 env=prod "--dry-run', "env": "staging"}
+    assert invocation.outcome == "started" and not invocation.dry_run
 
 
 def test_unknown_and_disabled_triggers_are_404(post, trigger, live_server_url):
@@ -344,7 +354,7 @@ def test_the_readmes_example_makes_a_trigger_and_starts_a_release(live_server_ur
 
     assert done.stdout, done.stderr
     answer = json.loads(done.stdout)
-    assert answer["invocation"]["text"] == "/demo:release 1.4.0"
+    assert answer["invocation"]["text"] == '/demo:release "1.4.0"'
     assert (answer["invocation"]["source"], answer["invocation"]["user"]) == ("webhook", "admin")
     assert Run.objects.get(pk=answer["run"]["id"]).workflow.name == "cmd:demo:release"
 
