@@ -93,3 +93,22 @@ def test_a_user_reads_only_their_own_deliveries(ada, bob, make_workflow):
     rows = listed["results"] if isinstance(listed, dict) else listed
     assert [d["recipient"] for d in rows] == ["ada@example.com"]
     assert client_of(ada).post("/api/v1/notifications/deliveries/", {}).status_code == 405
+
+
+def test_the_dashboard_page_lists_the_users_deliveries_only(ada, bob, make_workflow, client):
+    from coordination.models import Run
+
+    workflow = make_workflow([{"id": "a", "skill": "noop"}], name="shipit")
+    run = Run.objects.create(workflow=workflow, params={}, created_by=ada)
+    for user, status in ((ada, "sent"), (bob, "failed")):
+        subscription = Subscription.objects.create(user=user, outcomes=["failed"], email=True)
+        Delivery.objects.create(subscription=subscription, run=run, outcome="failed",
+                                channel="email", recipient=user.email, user=user,
+                                status=status)  # fmt: skip
+
+    client.force_login(ada)
+    page = client.get("/notifications/").content.decode()
+
+    assert 'data-status="sent"' in page and "ada@example.com" in page
+    assert "bob@example.com" not in page
+    assert client.get("/").content.decode().count('href="/notifications/"') == 1
