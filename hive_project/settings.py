@@ -379,6 +379,8 @@ EMAIL_BACKEND = env_str(
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "hive@localhost")
 HIVE_NOTIFY_MAX_ATTEMPTS = env_int("HIVE_NOTIFY_MAX_ATTEMPTS", 5, minimum=1)
 HIVE_NOTIFY_BACKOFF = env_int("HIVE_NOTIFY_BACKOFF", 10, minimum=1)
+# Webhooks reach public addresses only, and these hosts (`host` or `host:port`) besides.
+HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS = env_list("HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS", [])
 HIVE_PUBLIC_URL = env_str("HIVE_PUBLIC_URL", f"http://{HIVE_BIND}:{HIVE_PORT}").rstrip("/")
 HIVE_LLM_API_KEY = env_str("HIVE_LLM_API_KEY")
 HIVE_LLM_MODEL = env_str("HIVE_LLM_MODEL", "gpt-4o-mini")

@@ -10,9 +10,12 @@ is due, each try recorded, failures retried with exponential backoff.
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -132,6 +135,10 @@ def _subscription_deliveries(subscription, *, run, outcome, event, now) -> list[
     return deliveries
 
 
+class WebhookRefused(Exception):
+    """A webhook URL Hive will not call: tried again, it would be refused again."""
+
+
 def deliveries_send(*, limit: int = DELIVERIES_PER_PASS) -> int:
     """Try the due deliveries (at most `limit`); the number tried."""
     now = timezone.now()
@@ -161,7 +168,7 @@ def delivery_attempt(delivery: Delivery) -> None:
     """Send `delivery` once (its `attempts` already counts this try) and record how it
     went: sent, pending again (after its backoff) or, out of tries, failed."""
     now = timezone.now()
-    status, error = None, ""
+    status, error, final = None, "", False
     try:
         if delivery.channel == Delivery.Channel.EMAIL:
             _email_send(delivery)
@@ -169,6 +176,8 @@ def delivery_attempt(delivery: Delivery) -> None:
             status = _webhook_post(delivery)
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
+    except WebhookRefused as exc:
+        error, final = str(exc), True
     except Exception as exc:  # any failure of the channel is a failed try, retried
         error = f"{type(exc).__name__}: {exc}"[:1000]
     entry = {"at": now.isoformat(), "attempt": delivery.attempts, "status": status,
@@ -177,7 +186,7 @@ def delivery_attempt(delivery: Delivery) -> None:
     delivery.response_status, delivery.last_error = status, error
     if not error:
         delivery.status, delivery.sent_at, delivery.next_attempt_at = "sent", now, None
-    elif delivery.attempts >= settings.HIVE_NOTIFY_MAX_ATTEMPTS:
+    elif final or delivery.attempts >= settings.HIVE_NOTIFY_MAX_ATTEMPTS:
         delivery.status, delivery.next_attempt_at = Delivery.Status.FAILED, None
         logger.warning("notification %s failed for good: %s", delivery.pk, error)
     delivery.save(update_fields=["attempt_log", "response_status", "last_error", "status",
@@ -226,6 +235,7 @@ def webhook_signature(*, secret: str, body: bytes) -> str:
 def _webhook_post(delivery: Delivery) -> int:
     """POST the notice; its HTTP status. Redirects are not followed (a 3xx is a failed
     try): the subscriber gave this URL, and a redirect could lead anywhere."""
+    _webhook_check(delivery.recipient)
     body = json.dumps(notice_payload(delivery), sort_keys=True).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "Hive-Notifications"}
     if delivery.subscription.webhook_secret:
@@ -237,3 +247,25 @@ def _webhook_post(delivery: Delivery) -> int:
         follow_redirects=False,
     )  # fmt: skip
     return response.status_code
+
+
+def _webhook_check(url: str) -> None:
+    """Any user may subscribe a webhook: one reaching the coordinator's own network
+    (loopback, private, link-local: a cloud's metadata service) is refused unless its
+    host (or host:port) is on HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS. Checked before each
+    try, as a name may resolve elsewhere by then."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    allowed = {entry.lower() for entry in settings.HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS}
+    if host in allowed or f"{host}:{parts.port}" in allowed:
+        return
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 443)}
+    except OSError as exc:
+        raise ConnectionError(f"{host}: {exc}") from None  # DNS may come back: retried
+    for address in addresses:
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            raise WebhookRefused(
+                f"refused: {host} resolves to {address}, not a public address "
+                "(HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS)"
+            )

@@ -95,6 +95,7 @@ def test_waiting_for_approval_is_noticed_but_waiting_for_an_agent_is_not(
 
 def test_a_webhook_is_signed_and_retried_with_backoff(harness, agent, failing, settings):
     settings.HIVE_NOTIFY_MAX_ATTEMPTS = 2
+    settings.HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     answers = iter([500, 200])
     server = StubServer(lambda r: (next(answers), {}, b"")).start()
     try:
@@ -134,6 +135,7 @@ def test_a_webhook_is_signed_and_retried_with_backoff(harness, agent, failing, s
 
 def test_a_delivery_out_of_tries_fails(harness, agent, failing, settings):
     settings.HIVE_NOTIFY_MAX_ATTEMPTS = 1
+    settings.HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1:9"]
     owner = user("owner")
     Subscription.objects.create(user=owner, outcomes=["failed"], webhook_url="http://127.0.0.1:9/")
     harness.settle(run_start(workflow=failing, params={}, user=owner))
@@ -141,3 +143,19 @@ def test_a_delivery_out_of_tries_fails(harness, agent, failing, settings):
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.attempts) == ("failed", 1)
     assert delivery.last_error.startswith("ConnectError")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/", "http://169.254.169.254/latest/",
+                                 "http://[::1]/", "http://10.0.0.1/"])  # fmt: skip
+def test_a_webhook_to_a_private_address_is_refused_once_and_not_retried(
+    harness, agent, failing, url
+):
+    owner = user("owner")
+    Subscription.objects.create(user=owner, outcomes=["failed"], webhook_url=url,
+                                webhook_secret="s")  # fmt: skip
+    harness.settle(run_start(workflow=failing, params={}, user=owner))
+    notice()
+
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.response_status) == ("failed", 1, None)
+    assert "not a public address" in delivery.last_error

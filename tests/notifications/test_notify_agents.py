@@ -55,7 +55,8 @@ def test_a_failed_run_mails_and_posts_a_signed_webhook_retried_after_a_500(
     Subscription.objects.create(user=owner, workflow="doomed", outcomes=["failed"], email=True,
                                 webhook_url=flaky_hook.url, webhook_secret="s3cret")  # fmt: skip
     processes.start("coordinator", name="coordinator", EMAIL_HOST="127.0.0.1",
-                    EMAIL_PORT=str(controller.port), HIVE_NOTIFY_BACKOFF="1")  # fmt: skip
+                    EMAIL_PORT=str(controller.port), HIVE_NOTIFY_BACKOFF="1",
+                    HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS="127.0.0.1")  # fmt: skip
     start_agent("notify", skills="test.fail")
     workflow = make_workflow([{"id": "bad", "skill": "test.fail"}], name="doomed")
 
