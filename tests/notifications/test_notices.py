@@ -159,3 +159,21 @@ def test_a_webhook_to_a_private_address_is_refused_once_and_not_retried(
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.response_status) == ("failed", 1, None)
     assert "not a public address" in delivery.last_error
+
+
+def test_a_command_subscription_follows_only_its_commands_runs(harness, agent, failing):
+    from commands.executing import command_execute
+    from commands.models import Command
+
+    owner = user("owner")
+    owner.is_superuser = True  # may run the command, whatever its permission
+    owner.save()
+    doom = Command.objects.create(name="doom", workflow=failing)
+    Subscription.objects.create(user=owner, command=doom, outcomes=["failed"], email=True)
+
+    by_command = command_execute(text="/doom", user=owner, source="api").run
+    harness.settle(by_command)
+    harness.settle(run_start(workflow=failing, params={}, user=owner))  # not by the command
+    notice()
+
+    assert [d.run_id for d in Delivery.objects.all()] == [by_command.pk]
