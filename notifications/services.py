@@ -84,17 +84,45 @@ def _deliveries_of(events: list[Event]) -> list[Delivery]:
         return []
     runs = Run.objects.select_related("workflow").in_bulk({run_id for _, _, run_id in noticed})
     commands = dict(Invocation.objects.filter(run__in=runs).values_list("run_id", "command_id"))
+    audience = _Audience()
     deliveries, now = [], timezone.now()
     for event, outcome, run_id in noticed:
         run = runs.get(run_id)
         if run is None:
             continue
         for subscription in subscriptions:
-            if _follows(subscription, run=run, command_id=commands.get(run.pk), outcome=outcome,
+            command_id = commands.get(run.pk)
+            if _follows(subscription, run=run, command_id=command_id, outcome=outcome,
                         at=event.created_at):  # fmt: skip
-                deliveries += _subscription_deliveries(subscription, run=run, outcome=outcome,
-                                                       event=event, now=now)  # fmt: skip
+                deliveries += _subscription_deliveries(
+                    subscription, run=run, outcome=outcome, event=event, now=now,
+                    audience=audience,
+                )  # fmt: skip
     return deliveries
+
+
+class _Audience:
+    """Who a subscription reaches and which runs they may see, each asked of the
+    database once a pass."""
+
+    def __init__(self):
+        self._groups: dict[int, list] = {}
+        self._sees: dict[tuple[int, int], bool] = {}
+
+    def members(self, subscription: Subscription) -> list:
+        if subscription.user_id is not None:
+            return [subscription.user] if subscription.user.is_active else []
+        if subscription.group_id not in self._groups:
+            self._groups[subscription.group_id] = list(
+                subscription.group.user_set.filter(is_active=True)
+            )
+        return self._groups[subscription.group_id]
+
+    def sees(self, user, run: Run) -> bool:
+        key = (user.pk, run.pk)
+        if key not in self._sees:
+            self._sees[key] = bool(run_visible_ids(user=user, ids=[run.pk]))
+        return self._sees[key]
 
 
 def _follows(subscription: Subscription, *, run: Run, command_id, outcome: str, at) -> bool:
@@ -106,14 +134,13 @@ def _follows(subscription: Subscription, *, run: Run, command_id, outcome: str, 
     return not subscription.workflow or subscription.workflow == run.workflow.name
 
 
-def _subscription_deliveries(subscription, *, run, outcome, event, now) -> list[Delivery]:
+def _subscription_deliveries(
+    subscription, *, run, outcome, event, now, audience: _Audience
+) -> list[Delivery]:
     """Every door has the same lock: a member is told only of a run they may see, and a
     group's webhook only of a run every member may see."""
-    if subscription.user_id is not None:
-        members = [subscription.user] if subscription.user.is_active else []
-    else:
-        members = list(subscription.group.user_set.filter(is_active=True))
-    seeing = [user for user in members if run_visible_ids(user=user, ids=[run.pk])]
+    members = audience.members(subscription)
+    seeing = [user for user in members if audience.sees(user, run)]
     common = {"subscription": subscription, "run": run, "outcome": outcome, "event": event,
               "next_attempt_at": now}  # fmt: skip
     deliveries = []
