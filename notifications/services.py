@@ -55,11 +55,12 @@ def events_notice(*, limit: int = EVENTS_PER_PASS, lag: timedelta = EVENT_LAG) -
     with transaction.atomic():
         cursor, _ = Cursor.objects.select_for_update().get_or_create(name="events")
         newer = Event.objects.filter(pk__gt=cursor.last_event_id, created_at__lte=until)
-        events = list(newer.filter(kind__in=_OUTCOME_OF).order_by("pk")[:limit])
-        if len(events) == limit:
-            cursor.last_event_id = events[-1].pk
-        else:  # every event up to the newest old enough was read (or is no outcome)
-            cursor.last_event_id = newer.aggregate(last=Max("pk"))["last"] or cursor.last_event_id
+        # The end first: an event committed between the two reads is left for the next.
+        last = newer.aggregate(last=Max("pk"))["last"] or cursor.last_event_id
+        outcomes = newer.filter(pk__lte=last, kind__in=_OUTCOME_OF)
+        events = list(outcomes.order_by("pk")[:limit])
+        # Past every event read, or (fewer than `limit` outcomes) every one up to `last`.
+        cursor.last_event_id = events[-1].pk if len(events) == limit else last
         deliveries = _deliveries_of(events)
         Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
         cursor.save(update_fields=["last_event_id"])
@@ -212,7 +213,8 @@ def delivery_attempt(delivery: Delivery) -> None:
     delivery.attempt_log = [*delivery.attempt_log, entry]
     delivery.response_status, delivery.last_error = status, error
     if not error:
-        delivery.status, delivery.sent_at, delivery.next_attempt_at = "sent", now, None
+        delivery.status, delivery.sent_at = Delivery.Status.SENT, now
+        delivery.next_attempt_at = None
     elif final or delivery.attempts >= settings.HIVE_NOTIFY_MAX_ATTEMPTS:
         delivery.status, delivery.next_attempt_at = Delivery.Status.FAILED, None
         logger.warning("notification %s failed for good: %s", delivery.pk, error)
