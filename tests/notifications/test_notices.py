@@ -177,3 +177,33 @@ def test_a_command_subscription_follows_only_its_commands_runs(harness, agent, f
     notice()
 
     assert [d.run_id for d in Delivery.objects.all()] == [by_command.pk]
+
+
+def test_a_pass_reads_a_bounded_number_of_outcomes_and_the_next_goes_on(harness, agent, failing):
+    owner = user("owner")
+    Subscription.objects.create(user=owner, outcomes=["failed"], email=True)
+    first = harness.settle(run_start(workflow=failing, params={}, user=owner))
+    second = harness.settle(run_start(workflow=failing, params={}, user=owner))
+
+    assert services.events_notice(limit=1, lag=timedelta(0)) == 1
+    assert services.events_notice(limit=1, lag=timedelta(0)) == 1
+    assert services.events_notice(limit=1, lag=timedelta(0)) == 0
+    assert sorted(Delivery.objects.values_list("run_id", flat=True)) == [first.pk, second.pk]
+
+
+def test_a_pass_that_fails_moves_no_cursor(harness, agent, failing, monkeypatch):
+    from notifications.models import Cursor
+
+    owner = user("owner")
+    Subscription.objects.create(user=owner, outcomes=["failed"], email=True)
+    harness.settle(run_start(workflow=failing, params={}, user=owner))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(Delivery.objects, "bulk_create", broken)
+    with pytest.raises(RuntimeError):
+        services.events_notice(lag=timedelta(0))
+    assert not Cursor.objects.filter(last_event_id__gt=0).exists()
+    monkeypatch.undo()
+    assert services.events_notice(lag=timedelta(0)) == 1
