@@ -12,5 +12,6 @@ urlpatterns = [
     # An id too long for the database is no page (a 404), not a 500.
     re_path(rf"^runs/(?P<pk>{ID_PATTERN})/$", views.run_detail, name="run"),
     path("messages/", views.messages, name="messages"),
+    path("notifications/", views.notifications, name="notifications"),
     path("token/", views.token, name="token"),
 ]

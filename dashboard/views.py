@@ -21,6 +21,7 @@ from coordination.selectors import (
 from coordination.services import RUN_ACTION_PERMISSIONS
 from dashboard.dag import dag_layout
 from dashboard.selectors import event_last_seq, event_recent, process_health
+from notifications.selectors import delivery_list, subscription_list
 
 RUNS_SHOWN = 100
 
@@ -97,6 +98,16 @@ def messages(request):
         "seq": event_last_seq(), "inboxes": inbox_summary(),
         "dead": list(message_list(user=request.user, state="dead")[:50]),
         "recent": list(message_list(user=request.user)[:50]),
+    })  # fmt: skip
+
+
+@login_required
+def notifications(request):
+    """The user's subscriptions and the newest deliveries made for them (staff: all),
+    server-rendered: subscriptions are managed in the API and the admin."""
+    return render(request, "dashboard/notifications.html", {
+        "subscriptions": list(subscription_list(user=request.user)),
+        "deliveries": list(delivery_list(user=request.user)[:RUNS_SHOWN]),
     })  # fmt: skip
 
 

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "agents",
     "coordination",
     "commands",
+    "notifications",
     "dashboard",
     "ops",
     "hive_project",
@@ -361,6 +362,29 @@ HIVE_RELEASE_SOURCE_DIR = (BASE_DIR / env_str("HIVE_RELEASE_SOURCE_DIR", "exampl
 HIVE_RELEASE_ARTIFACT_DIR = VAR_DIR / "artifacts"
 # llm.chat talks to an OpenAI-compatible endpoint; unset means the skill is disabled.
 HIVE_LLM_BASE_URL = env_str("HIVE_LLM_BASE_URL")
+
+# Notifications (notifications/): mail through SMTP when EMAIL_HOST is set, else the
+# console (dev); a failed delivery is tried again after HIVE_NOTIFY_BACKOFF seconds,
+# doubled each try, up to HIVE_NOTIFY_MAX_ATTEMPTS tries. HIVE_PUBLIC_URL is the
+# dashboard's address, for the links in notices.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "hive@localhost")
+HIVE_NOTIFY_MAX_ATTEMPTS = env_int("HIVE_NOTIFY_MAX_ATTEMPTS", 5, minimum=1)
+HIVE_NOTIFY_BACKOFF = env_int("HIVE_NOTIFY_BACKOFF", 10, minimum=1)
+# Webhooks reach public addresses only, and these hosts (`host` or `host:port`) besides.
+HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS = env_list("HIVE_NOTIFY_WEBHOOK_ALLOWED_HOSTS", [])
+HIVE_PUBLIC_URL = env_str("HIVE_PUBLIC_URL", f"http://{HIVE_BIND}:{HIVE_PORT}").rstrip("/")
 HIVE_LLM_API_KEY = env_str("HIVE_LLM_API_KEY")
 HIVE_LLM_MODEL = env_str("HIVE_LLM_MODEL", "gpt-4o-mini")
 HIVE_LLM_TIMEOUT = env_int("HIVE_LLM_TIMEOUT", 120, minimum=1)

@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include("agents.api.urls")),
     path("api/v1/", include("coordination.api.urls")),
     path("api/v1/", include("commands.api.urls")),
+    path("api/v1/", include("notifications.api.urls")),
     path("api/v1/events/", EventListView.as_view(), name="event-list"),
     path("api/v1/auth/token/rotate/", TokenRotateView.as_view(), name="token-rotate"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
