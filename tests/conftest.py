@@ -253,8 +253,15 @@ def live_server_url(redis_url, django_db_setup, django_db_blocker, tmp_path_fact
 
 
 @pytest.fixture
-def coordinator(processes):
-    """The real coordinator: beat and reaper (retries, lost steps, waiting steps)."""
+def coordinator(processes, redis_client):
+    """The real coordinator: beat and reaper (retries, lost steps, waiting steps).
+
+    Its queue is emptied first: a firing an earlier test's beat sent and no coordinator
+    took is of a schedule this test's database has not, and would be recorded here as
+    a denied invocation (a test saw one as its first scheduled invocation)."""
+    from coordination.dispatch import queue_keys
+
+    redis_client.delete(*queue_keys(settings.HIVE_COORDINATOR_QUEUE))
     return processes.start("coordinator", name="coordinator")
 
 

@@ -41,7 +41,7 @@ def test_a_schedule_every_second_starts_audited_runs_until_disabled(
     schedule = added.output["schedule"]
     assert added.output["message"] == f"schedule {schedule}: /tick n=7 every 1 s"
 
-    scheduled = Invocation.objects.filter(source="schedule")
+    scheduled = Invocation.objects.filter(source="schedule", schedule="ticking")
     wait_for(lambda: scheduled.filter(run__state="succeeded").count() >= 3, timeout=60,
              what="three scheduled runs to succeed")  # fmt: skip
     first = scheduled.order_by("id").first()
