@@ -29,3 +29,19 @@ def _stuck(run: Run) -> str:
 
 def steps_of(run: Run) -> dict:
     return {s.key: s for s in run.steps.all()}
+
+
+def definition_refusal(tmp_path, text: str, *, name: str = "deploy.yaml") -> str:
+    """Load the workflow definition `text` from a file; the error it is refused with,
+    after the file's path (`:7: step 'x': ...`). Nothing is saved."""
+    from coordination.models import Workflow
+    from coordination.spec import SpecError, spec_load
+
+    path = tmp_path / name
+    path.write_text(text)
+    try:
+        spec_load(path)
+    except SpecError as exc:
+        assert not Workflow.objects.exists()
+        return str(exc).removeprefix(str(path))
+    raise AssertionError(f"{name} was not refused")

@@ -13,11 +13,10 @@ from rest_framework.test import APIClient
 
 from commands.errors import CommandFailure
 from commands.executing import command_execute
-from coordination.models import Signal, StepRun, Workflow
+from coordination.models import Signal, StepRun
 from coordination.reaper import steps_reap
 from coordination.services import RunError, run_start, signal_send
-from coordination.spec import SpecError, spec_load
-from tests.runs import steps_of
+from tests.runs import definition_refusal, steps_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,15 +65,11 @@ def _due(run, key: str) -> None:
     ],
 )  # fmt: skip
 def test_a_bad_wait_in_a_definition_names_file_line_and_field(tmp_path, change, error):
-    path = tmp_path / "deploy.yaml"
     assert change[0] in DEFINITION
-    path.write_text(DEFINITION.replace(*change))
 
-    with pytest.raises(SpecError) as caught:
-        spec_load(path)
+    refusal = definition_refusal(tmp_path, DEFINITION.replace(*change))
 
-    assert str(caught.value).startswith(f"{path}{error}"), str(caught.value)
-    assert not Workflow.objects.exists()
+    assert refusal.startswith(error), refusal
 
 
 def test_a_sleep_holds_no_worker_and_ends_when_due(harness, agent, make_workflow):
